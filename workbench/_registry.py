@@ -1,0 +1,81 @@
+"""String-keyed registries: encoders, datasets, methods and metric variants are *data*.
+
+Adding a variant adds an entry, not a branch in five places (see ``../shared/STYLE.md`` §3).
+A name may carry arguments after a colon (``"open_clip:ViT-B-32:laion2b_s34b_b79k"``): when the
+full string is not registered, the part before the first ``:`` is looked up and the rest is
+passed to the factory as ``spec``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name → factory table with aliases, prefix arguments and helpful misses.
+
+    Args:
+        kind: What the entries are ("encoder", "dataset", "method", ...), used in error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
+        self._takes_spec: set[str] = set()
+
+    def register(
+        self, name: str, *, aliases: tuple[str, ...] = (), takes_spec: bool = False
+    ) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (and ``aliases``).
+
+        ``takes_spec=True`` marks a factory that accepts ``spec=<text after the first ':'>``.
+        """
+
+        def deco(obj: T) -> T:
+            for key in (name, *aliases):
+                if key in self._entries or key in self._aliases:
+                    raise ValueError(f"{self.kind} {key!r} is already registered")
+            self._entries[name] = obj
+            for alias in aliases:
+                self._aliases[alias] = name
+            if takes_spec:
+                self._takes_spec.add(name)
+            return obj
+
+        return deco
+
+    def names(self) -> list[str]:
+        """Canonical registered names, sorted (aliases not included)."""
+        return sorted(self._entries)
+
+    def resolve(self, name: str) -> tuple[str, T, str | None]:
+        """Return ``(canonical_name, entry, spec)`` for ``name``; raise ``KeyError`` with suggestions."""
+        if not isinstance(name, str) or not name:
+            raise KeyError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        key = self._aliases.get(name, name)
+        if key in self._entries:
+            return key, self._entries[key], None
+        head, sep, rest = name.partition(":")
+        head = self._aliases.get(head, head)
+        if sep and head in self._takes_spec:
+            return head, self._entries[head], rest
+        known = self.names() + sorted(self._aliases)
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}.")
+
+    def get(self, name: str) -> T:
+        """The registered entry for ``name`` (without applying any spec)."""
+        return self.resolve(name)[1]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self.resolve(name)  # type: ignore[arg-type]
+        except KeyError:
+            return False
+        return True
