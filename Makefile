@@ -22,9 +22,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# pytest exits 5 when it collects nothing; that is not a pass, so it stays an error here.
+# pytest exits 5 when it collects nothing: that is not a pass, so it stays an error, with a reason.
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: check tests/ and markers" >&2; fi; \
+	exit $$rc
 
 figures: $(VENV)/.installed
 	$(VENV)/bin/workbench figures
