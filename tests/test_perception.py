@@ -1,0 +1,64 @@
+"""MMVP-VLM scoring pinned on hand-made logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.probes.perception import (
+    MMVP_CATEGORIES,
+    mmvp_categories_by_index,
+    mmvp_logits_from_embeddings,
+    mmvp_pair_correct,
+    mmvp_scores,
+)
+
+
+def test_hand_made_logits_give_hand_computed_pair_accuracy():
+    # [pair, statement, image]; statement j is true of image j
+    logits = np.array(
+        [
+            [[2.0, 1.0], [0.0, 3.0]],  # both right
+            [[2.0, 1.0], [3.0, 0.0]],  # statement 1 picks img1: pair wrong
+            [[1.0, 2.0], [0.0, 3.0]],  # statement 0 picks img2: pair wrong
+            [[5.0, 5.0], [5.0, 5.0]],  # ties: p = 0.5 -> img2 for both -> s0 wrong
+            [[9.0, 0.0], [-1.0, 1.0]],  # both right
+            [[1.0, 1.0], [1.0, 1.0]],  # ties again: wrong
+        ]
+    )
+    assert mmvp_pair_correct(logits).tolist() == [True, False, False, False, True, False]
+    res = mmvp_scores(logits, ["Color", "Color", "Color", "Quantity", "Quantity", "Orientation"])
+    assert res.per_category == {"Orientation": 0.0, "Quantity": 0.5, "Color": pytest.approx(1 / 3)}
+    assert list(res.per_category) == ["Orientation", "Quantity", "Color"]  # benchmark order
+    assert res.mean == pytest.approx((0.0 + 0.5 + 1 / 3) / 3)  # mean over categories, not pairs
+    assert res.pair_accuracy == pytest.approx(2 / 6)
+    assert res.n_pairs == {"Orientation": 1, "Quantity": 2, "Color": 3}
+
+
+def test_logit_scale_does_not_change_decisions():
+    rng = np.random.default_rng(0)
+    L = rng.standard_normal((50, 2, 2))
+    assert np.array_equal(mmvp_pair_correct(L), mmvp_pair_correct(100 * L))
+
+
+def test_real_benchmark_category_rule():
+    cats = mmvp_categories_by_index(135)
+    assert cats[0] == "Orientation" and cats[14] == "Orientation" and cats[15] == "Presence"
+    assert cats[-1] == "Viewpoint" and len(set(cats)) == 9
+    logits = np.tile(np.array([[1.0, 0.0], [0.0, 1.0]]), (135, 1, 1))
+    res = mmvp_scores(logits)
+    assert list(res.per_category) == list(MMVP_CATEGORIES) and res.mean == 1.0
+
+
+def test_embeddings_to_logits_match_cosines():
+    img = np.array([[[1.0, 0.0], [0.0, 2.0]]])
+    txt = np.array([[[3.0, 0.0], [1.0, 1.0]]])
+    L = mmvp_logits_from_embeddings(img, txt, logit_scale=10.0)
+    assert np.allclose(L, [[[10.0, 0.0], [10 * np.sqrt(0.5), 10 * np.sqrt(0.5)]]])
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match=r"\(n_pairs, 2, 2\)"):
+        mmvp_pair_correct(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="categories"):
+        mmvp_scores(np.zeros((3, 2, 2)), ["Color"])

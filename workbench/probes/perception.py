@@ -1,0 +1,244 @@
+"""P-ability: MMVP-VLM scoring of image pairs that differ in one fine-grained visual pattern.
+
+Implements the MMVP-VLM protocol of ``methods-geometry.md`` §0 exactly (``boyuh/DCR
+evaluation/evaluate_mmvp_*.py``, same as GenHancer's):
+
+- each pair holds two images and two statements; statement ``j`` is true of image ``j``
+  (in the CSV, odd qid → img1, even qid → img2);
+- texts are ``"a photo of " + statement``;
+- per statement, softmax of ``logits_per_text`` over the pair's **two** images; the prediction is
+  img1 when ``p(img1) > 0.5`` (strictly), otherwise img2;
+- a pair scores only when **both** statements are predicted right;
+- per-category accuracy, then the unweighted mean over categories. Categories of the real
+  benchmark are ``pair_index // 15`` in the fixed order of :data:`MMVP_CATEGORIES`.
+
+Accuracies are fractions in [0, 1] (the papers print percentages: multiply by 100).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from workbench._validate import to_numpy
+
+__all__ = [
+    "MMVP_CATEGORIES",
+    "MMVP_PREFIX",
+    "MMVPResult",
+    "mmvp_categories_by_index",
+    "mmvp_logits",
+    "mmvp_logits_from_embeddings",
+    "mmvp_pair_correct",
+    "mmvp_pairs_from_dataset",
+    "mmvp_scores",
+    "score_mmvp",
+]
+
+MMVP_CATEGORIES: tuple[str, ...] = (
+    "Orientation",
+    "Presence",
+    "State",
+    "Quantity",
+    "Position",
+    "Color",
+    "Structure",
+    "Texts",
+    "Viewpoint",
+)
+MMVP_PREFIX = "a photo of "
+# The reference rule ``category = pair_index // 15`` over 9 categories covers 135 pairs (270
+# images). The spec's "300 images → 150 pairs" matches MMVP (the VQA set), not this rule; pairs
+# beyond 135 have no category under it, so they need explicit ``categories``.
+PAIRS_PER_CATEGORY = 15
+
+
+class PairLike(Protocol):
+    """What :func:`mmvp_logits` needs of a pair (``workbench.data.synthetic.MMVPPair`` fits)."""
+
+    category: str
+    images: Sequence[Any]  # (img1, img2), PIL
+    statements: Sequence[str]  # statement j is true of image j
+
+
+def _logits(logits_per_text: Any) -> np.ndarray:
+    L = to_numpy(logits_per_text).astype(np.float64)
+    if L.ndim != 3 or L.shape[1:] != (2, 2):
+        raise ValueError(
+            "logits_per_text must have shape (n_pairs, 2, 2) = (pair, statement, image) with "
+            f"statement j true of image j; got {L.shape}"
+        )
+    if L.shape[0] == 0:
+        raise ValueError("logits_per_text holds no pairs")
+    if not np.isfinite(L).all():
+        bad = int(np.flatnonzero(~np.isfinite(L).reshape(len(L), -1).all(axis=1))[0])
+        raise ValueError(f"logits_per_text has NaN/Inf (first at pair {bad})")
+    return L
+
+
+def mmvp_pair_correct(logits_per_text: Any) -> np.ndarray:
+    """(n_pairs,) bool: both statements of the pair pick their own image.
+
+    ``logits_per_text`` is (n_pairs, 2, 2): ``[p, j, m]`` is the logit of statement ``j`` against
+    image ``m`` of pair ``p`` (any positive logit scale; the decision does not depend on it).
+    Statement 0 is right when ``softmax(...)[0] > 0.5``; statement 1 is right when it is not
+    (``≤ 0.5`` predicts img2), exactly as the reference code breaks ties.
+    """
+    L = _logits(logits_per_text)
+    # softmax over the two images, numerically stable
+    p_img1 = 1.0 / (1.0 + np.exp(L[:, :, 1] - L[:, :, 0]))  # (n_pairs, 2)
+    pred_img1 = p_img1 > 0.5
+    return pred_img1[:, 0] & ~pred_img1[:, 1]
+
+
+def mmvp_categories_by_index(n_pairs: int = 135) -> list[str]:
+    """Category of each pair of the real benchmark: ``MMVP_CATEGORIES[pair_index // 15]``."""
+    limit = PAIRS_PER_CATEGORY * len(MMVP_CATEGORIES)
+    if not 0 < n_pairs <= limit:
+        raise ValueError(
+            f"the pair_index // 15 rule names categories for 1..{limit} pairs, got "
+            f"n_pairs={n_pairs}; pass categories explicitly"
+        )
+    return [MMVP_CATEGORIES[i // PAIRS_PER_CATEGORY] for i in range(n_pairs)]
+
+
+@dataclass
+class MMVPResult:
+    """MMVP-VLM scores.
+
+    Attributes:
+        per_category: category → fraction of its pairs with both statements right, in the fixed
+            :data:`MMVP_CATEGORIES` order first, then any other categories sorted.
+        mean: unweighted mean of ``per_category`` (the benchmark's "average").
+        n_pairs: category → number of pairs scored.
+        pair_correct: (n_pairs,) bool per pair, in input order.
+        categories: (n_pairs,) category of each pair.
+    """
+
+    per_category: dict[str, float]
+    mean: float
+    n_pairs: dict[str, int]
+    pair_correct: np.ndarray = field(repr=False)
+    categories: list[str] = field(repr=False)
+
+    @property
+    def pair_accuracy(self) -> float:
+        """Fraction of all pairs right, ignoring categories (micro average)."""
+        return float(self.pair_correct.mean())
+
+
+def mmvp_scores(logits_per_text: Any, categories: Sequence[str] | None = None) -> MMVPResult:
+    """Score pairs by the MMVP-VLM rule (§0): pair accuracy per category and their mean.
+
+    Args:
+        logits_per_text: (n_pairs, 2, 2) logits, see :func:`mmvp_pair_correct`.
+        categories: category name of each pair; ``None`` applies the real benchmark's rule
+            ``MMVP_CATEGORIES[pair_index // 15]`` (requires the benchmark's pair order).
+    """
+    correct = mmvp_pair_correct(logits_per_text)
+    cats = mmvp_categories_by_index(len(correct)) if categories is None else list(categories)
+    if len(cats) != len(correct):
+        raise ValueError(f"got {len(cats)} categories for {len(correct)} pairs; pass one per pair")
+    order = [c for c in MMVP_CATEGORIES if c in cats] + sorted(set(cats) - set(MMVP_CATEGORIES))
+    cat_arr = np.asarray(cats, dtype=object)
+    per = {c: float(correct[cat_arr == c].mean()) for c in order}
+    counts = {c: int((cat_arr == c).sum()) for c in order}
+    return MMVPResult(per, float(np.mean(list(per.values()))), counts, correct, cats)
+
+
+def mmvp_logits_from_embeddings(image: Any, text: Any, logit_scale: float = 100.0) -> np.ndarray:
+    """(n_pairs, 2, 2) ``logits_per_text`` from pair embeddings.
+
+    Args:
+        image: (n_pairs, 2, D) image embeddings (raw; L2-normalised here), ``[:, m]`` = image m.
+        text: (n_pairs, 2, D) statement embeddings (raw; normalised here), ``[:, j]`` = statement j.
+        logit_scale: CLIP's ``exp(logit_scale)``; only the softmax temperature, not the decision.
+    """
+    I = to_numpy(image).astype(np.float64)
+    T = to_numpy(text).astype(np.float64)
+    if I.ndim != 3 or I.shape[1] != 2 or T.shape != I.shape:
+        raise ValueError(
+            f"image and text must both be (n_pairs, 2, D) with equal shapes; got {I.shape}, {T.shape}"
+        )
+    for name, A in (("image", I), ("text", T)):
+        norms = np.linalg.norm(A, axis=-1, keepdims=True)
+        if (norms == 0).any() or not np.isfinite(A).all():
+            raise ValueError(f"{name} embeddings contain zero-norm or non-finite vectors")
+    I = I / np.linalg.norm(I, axis=-1, keepdims=True)
+    T = T / np.linalg.norm(T, axis=-1, keepdims=True)
+    return logit_scale * np.einsum("pjd,pmd->pjm", T, I)
+
+
+def mmvp_logits(
+    encoder: Any, pairs: Sequence[PairLike], *, prefix: str = MMVP_PREFIX, batch_size: int = 64
+) -> np.ndarray:
+    """Run ``encoder`` on MMVP-style ``pairs`` → (n_pairs, 2, 2) ``logits_per_text``.
+
+    Texts are ``prefix + statement`` (the protocol's ``"a photo of "``); the logit scale is the
+    encoder's ``exp(logit_scale)``.
+    """
+    import torch
+
+    if len(pairs) == 0:
+        raise ValueError("no pairs to score")
+    for i, p in enumerate(pairs):
+        if len(p.images) != 2 or len(p.statements) != 2:
+            raise ValueError(f"pair {i} must hold exactly 2 images and 2 statements")
+    images = [im for p in pairs for im in p.images]
+    texts = [prefix + s for p in pairs for s in p.statements]
+    with torch.no_grad():
+        I = torch.cat(
+            [
+                encoder.encode_images(images[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ]
+        )
+        T = torch.cat(
+            [
+                encoder.encode_texts(texts[i : i + batch_size])
+                for i in range(0, len(texts), batch_size)
+            ]
+        )
+        scale = float(encoder.logit_scale.exp()) if hasattr(encoder, "logit_scale") else 100.0
+    n = len(pairs)
+    return mmvp_logits_from_embeddings(
+        to_numpy(I).reshape(n, 2, -1), to_numpy(T).reshape(n, 2, -1), scale
+    )
+
+
+def score_mmvp(encoder: Any, pairs: Sequence[PairLike], **kw: Any) -> MMVPResult:
+    """MMVP-VLM scores of ``encoder`` on ``pairs`` (synthetic ``mmvp_pairs`` or a real benchmark)."""
+    return mmvp_scores(mmvp_logits(encoder, pairs, **kw), [p.category for p in pairs])
+
+
+@dataclass
+class _Pair:
+    category: str
+    images: tuple[Any, Any]
+    statements: tuple[str, str]
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def mmvp_pairs_from_dataset(dataset: Any) -> list[_Pair]:
+    """Group a real MMVP-VLM dataset (``load_dataset("mmvp-vlm", ...)``) into pairs.
+
+    Items are consecutive CSV rows: item ``2p`` (odd qid, true of img1) and ``2p + 1`` (even
+    qid) form pair ``p``; each item's ``captions[0]`` is its statement and its image is the
+    image that qid names. The category is ``attributes["category"]`` when present, else the
+    benchmark's ``pair_index // 15`` rule.
+    """
+    n = len(dataset)
+    if n == 0 or n % 2:
+        raise ValueError(f"an MMVP-VLM dataset has an even, non-zero number of rows; got {n}")
+    by_index = mmvp_categories_by_index(n // 2) if n // 2 <= 135 else None
+    pairs = []
+    for p in range(n // 2):
+        a, b = dataset[2 * p], dataset[2 * p + 1]
+        cat = a.attributes.get("category") or (by_index[p] if by_index else "unknown")
+        pairs.append(
+            _Pair(str(cat), (a.image, b.image), (a.captions[0], b.captions[0]), dict(a.attributes))
+        )
+    return pairs

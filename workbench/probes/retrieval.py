@@ -1,0 +1,104 @@
+"""Image↔text retrieval: Recall@K in both directions and rSum, from a similarity matrix.
+
+An image may own several captions (COCO/Flickr style): ``caption_owner[t]`` names the image of
+caption ``t``. Image→text counts a hit when *any* of the image's captions is in the top K;
+text→image when the caption's own image is in the top K. Ties are counted against the query
+(a candidate scoring *equal* to the best ground truth ranks above it), so a constant similarity
+matrix does not earn recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from workbench._validate import as_matrix, check_same_dim, l2_normalize, to_numpy
+
+__all__ = ["gt_ranks", "recall_at_k", "retrieval_scores", "similarity"]
+
+
+def similarity(image: Any, text: Any) -> np.ndarray:
+    """Cosine similarity (n_img, n_txt) of raw embeddings (rows L2-normalised here)."""
+    I = l2_normalize(as_matrix(image, "image", min_rows=1), "image")
+    T = l2_normalize(as_matrix(text, "text", min_rows=1), "text")
+    check_same_dim(I, T)
+    return I @ T.T
+
+
+def gt_ranks(scores: Any, positives: np.ndarray) -> np.ndarray:
+    """0-based rank of the best positive per query row.
+
+    Args:
+        scores: (n_query, n_cand) similarity, higher = better.
+        positives: (n_query, n_cand) bool, True where the candidate is a correct answer; every
+            row needs at least one.
+
+    Returns:
+        (n_query,) int: number of non-positive candidates scoring ≥ the best positive (ties count
+        against the query).
+    """
+    S = as_matrix(scores, "scores", min_rows=1)
+    P = np.asarray(positives, dtype=bool)
+    if P.shape != S.shape:
+        raise ValueError(f"positives has shape {P.shape}, scores {S.shape}; they must match")
+    if not P.any(axis=1).all():
+        row = int(np.flatnonzero(~P.any(axis=1))[0])
+        raise ValueError(f"query row {row} has no positive candidate; every query needs one")
+    best = np.where(P, S, -np.inf).max(axis=1, keepdims=True)
+    return ((S >= best) & ~P).sum(axis=1)
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Fraction of queries whose best positive has 0-based rank < ``k``."""
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    return float(np.mean(np.asarray(ranks) < k))
+
+
+def retrieval_scores(
+    sim: Any, caption_owner: Sequence[int] | None = None, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """R@K image→text and text→image, and rSum.
+
+    Args:
+        sim: (n_img, n_txt) similarity of every image against every caption (e.g.
+            :func:`similarity`, or ``logits_per_image``).
+        caption_owner: (n_txt,) index of the image each caption belongs to; ``None`` means
+            caption ``i`` belongs to image ``i`` (requires a square ``sim``).
+        ks: recall cut-offs.
+
+    Returns:
+        ``{"i2t_R@1": ..., "t2i_R@1": ..., ..., "rsum": ...}``. Recalls are fractions in [0, 1];
+        ``rsum`` follows the usual convention: the sum of all the recalls **in percent**
+        (0–600 for ``ks=(1, 5, 10)``).
+    """
+    S = as_matrix(sim, "sim", min_rows=1)
+    n_img, n_txt = S.shape
+    if caption_owner is None:
+        if n_img != n_txt:
+            raise ValueError(
+                f"sim is {n_img}x{n_txt}; pass caption_owner (image index of each caption) "
+                "when images and captions are not one-to-one"
+            )
+        owner = np.arange(n_txt)
+    else:
+        owner = to_numpy(caption_owner).astype(np.int64)
+        if owner.shape != (n_txt,):
+            raise ValueError(
+                f"caption_owner must have one entry per caption ({n_txt}), got {owner.shape}"
+            )
+        if owner.min() < 0 or owner.max() >= n_img:
+            raise ValueError(f"caption_owner entries must index images in [0, {n_img})")
+    pos = owner[None, :] == np.arange(n_img)[:, None]  # (n_img, n_txt)
+    has_caption = pos.any(axis=1)
+    i2t = gt_ranks(S[has_caption], pos[has_caption])
+    t2i = gt_ranks(S.T, pos.T)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = recall_at_k(i2t, k)
+    for k in ks:
+        out[f"t2i_R@{k}"] = recall_at_k(t2i, k)
+    out["rsum"] = 100.0 * sum(out.values())
+    return out
