@@ -1,1 +1,70 @@
-"""workbench.data"""
+"""Datasets: a string-keyed registry of :class:`~workbench.data.base.Dataset` factories.
+
+>>> from workbench.data import load_dataset
+>>> ds = load_dataset("synthetic-world", size=8, seed=0)
+>>> item = ds[0]
+>>> item.image.size, ds.class_names[item.label] == item.attributes["shape"]
+((96, 96), True)
+
+Every item carries an RGB PIL image, ``captions`` (``[0]`` canonical), a ``label`` where the
+dataset has classes (``ds.class_names``) and an ``attributes`` dict; ``ds.config`` identifies the
+data in cache keys. Nothing here downloads: missing files raise ``FileNotFoundError`` saying what
+to install or which ``root=`` to pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from workbench._registry import Registry
+from workbench.data.base import MMVP_CATEGORIES, Dataset, Item, MMVPPair, subset_indices
+from workbench.data.builtin import Digits, SkimagePhotos
+from workbench.data.captions import CocoCaptions, Flickr30k
+from workbench.data.fashion_mnist import FashionMNIST
+from workbench.data.imagefolder import ImageFolder
+from workbench.data.mmvp import MMVPVLM
+from workbench.data.negatives import hard_negatives
+from workbench.data.openclipart import OpenClipart
+from workbench.data.synthetic import SyntheticWorld, mmvp_pairs
+
+DATASETS: Registry[type[Dataset]] = Registry("dataset")
+for _name, _cls, _aliases in (
+    ("synthetic-world", SyntheticWorld, ("synthetic",)),
+    ("digits", Digits, ()),
+    ("skimage-photos", SkimagePhotos, ("skimage",)),
+    ("fashion-mnist", FashionMNIST, ("fashion_mnist",)),
+    ("openclipart", OpenClipart, ()),
+    ("coco-captions", CocoCaptions, ("coco",)),
+    ("flickr30k", Flickr30k, ()),
+    ("mmvp-vlm", MMVPVLM, ("mmvp",)),
+    ("imagefolder", ImageFolder, ()),
+):
+    DATASETS.register(_name, aliases=_aliases)(_cls)
+
+
+def load_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Build the dataset registered as ``name`` (see ``DATASETS.names()``) with ``kwargs``.
+
+    Common keyword arguments (where the dataset supports them): ``split``, ``size``, ``seed``,
+    ``root``. Unknown names raise ``KeyError`` with suggestions; unknown kwargs ``TypeError``.
+    """
+    canonical, cls, _ = DATASETS.resolve(name)
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"dataset {canonical!r} does not take {unknown}; it takes {list(accepted)}")
+    return cls(**kwargs)
+
+
+__all__ = [
+    "DATASETS",
+    "MMVP_CATEGORIES",
+    "Dataset",
+    "Item",
+    "MMVPPair",
+    "hard_negatives",
+    "load_dataset",
+    "mmvp_pairs",
+    "subset_indices",
+]
