@@ -184,6 +184,9 @@ class Method(nn.Module):
     #: Names of two :attr:`LossOutput.terms` whose gradient cosine the loop logs every
     #: ``TrainConfig.grad_probe_every`` steps as ``grad_cos/<a>~<b>`` (DCR Fig. 2).
     grad_probe: tuple[str, str] | None = None
+    #: ``True`` when :meth:`compute` needs the towers to run on this step's images/tokens
+    #: (e.g. DCR's augmented view): forbids the cached-features path.
+    needs_towers: bool = False
 
     def __init__(self) -> None:
         super().__init__()

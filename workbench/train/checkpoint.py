@@ -1,0 +1,218 @@
+"""Checkpoints: atomic safetensors + JSON state, exact RNG capture, and reloading encoders.
+
+A checkpoint holds what an exact resume needs: the trainable encoder tensors, the method's full
+state (EMA teachers included), the optimiser state, and the python/numpy/torch RNG states of
+every rank. Layout: see :mod:`workbench.train`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from workbench.train.rundir import CHECKPOINTS, LATEST, RunDir, checkpoint_name
+
+MODEL = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+STATE = "state.json"
+
+
+# -- RNG ---------------------------------------------------------------------------------------
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python, numpy, torch CPU and CUDA RNG states, JSON-serialisable."""
+    version, internal, gauss = random.getstate()
+    # The legacy global numpy RNG is what user code and libraries draw from, so it is saved.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(_unb64(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
+
+
+# -- tensors -----------------------------------------------------------------------------------
+def _detached(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors sharing storage (e.g. an adapter seen from two modules)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def model_tensors(
+    encoder: nn.Module, method: nn.Module, trainable: list[nn.Parameter]
+) -> dict[str, torch.Tensor]:
+    """``encoder.<name>`` for every trainable encoder parameter, ``method.<name>`` for the method's
+    whole state dict."""
+    ids = {id(p) for p in trainable}
+    out = {f"encoder.{n}": p for n, p in encoder.named_parameters() if id(p) in ids}
+    out.update({f"method.{k}": v for k, v in method.state_dict().items()})
+    return _detached(out)
+
+
+def optimizer_payload(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``opt.state_dict()`` into safetensors-able tensors and a JSON part."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"{idx}.{key}"] = val
+            else:
+                scalars.setdefault(str(idx), {})[key] = val
+    return _detached(tensors), {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], js: dict) -> None:
+    """Inverse of :func:`optimizer_payload` (tensors moved to each parameter's device)."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        idx, _, name = key.partition(".")
+        state.setdefault(int(idx), {})[name] = val
+    for idx, extra in js["scalars"].items():
+        state.setdefault(int(idx), {}).update(extra)
+    opt.load_state_dict({"state": state, "param_groups": js["param_groups"]})
+
+
+# -- write / read ------------------------------------------------------------------------------
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: dict[str, torch.Tensor],
+    optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]],
+    state: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write ``checkpoints/step_XXXXXXX`` atomically and point ``latest`` at it.
+
+    Files go to a temporary sibling directory first, which is then renamed into place
+    (``os.replace``); ``latest`` is replaced atomically afterwards. ``keep`` prunes older ones.
+    """
+    root = run_dir / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(model, str(tmp / MODEL))
+    save_file(optimizer[0], str(tmp / OPTIMIZER))
+    (tmp / STATE).write_text(json.dumps({**state, "optimizer": optimizer[1]}))
+    if final.exists():  # re-written after a resume: move the old one aside first
+        old = root / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    pointer = root / f".{LATEST}.tmp-{os.getpid()}"
+    pointer.write_text(final.name)
+    os.replace(pointer, root / LATEST)
+    if keep is not None:
+        for old_step in RunDir(run_dir).checkpoint_steps()[:-keep]:
+            shutil.rmtree(root / checkpoint_name(old_step))
+    return final
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """``(model tensors, optimizer tensors, state json)`` of one checkpoint directory."""
+    state = json.loads((path / STATE).read_text())
+    return load_file(str(path / MODEL)), load_file(str(path / OPTIMIZER)), state
+
+
+def load_model_tensors(
+    encoder: nn.Module, method: nn.Module, tensors: dict[str, torch.Tensor]
+) -> None:
+    """Copy ``encoder.*`` into encoder parameters and ``method.*`` into the method's state."""
+    enc_params = dict(encoder.named_parameters())
+    missing = []
+    with torch.no_grad():
+        for key, val in tensors.items():
+            if key.startswith("encoder."):
+                name = key[len("encoder.") :]
+                if name not in enc_params:
+                    missing.append(name)
+                    continue
+                enc_params[name].copy_(val)
+    if missing:
+        raise ValueError(
+            f"checkpoint has encoder tensors the encoder lacks: {missing[:5]} — was it built "
+            "with the same encoder, trainable spec (LoRA) and method?"
+        )
+    method_sd = {k[len("method.") :]: v for k, v in tensors.items() if k.startswith("method.")}
+    if method_sd or method.state_dict():
+        method.load_state_dict(method_sd)
+
+
+def load_encoder_from_run(
+    run_dir: str | os.PathLike,
+    step: int | None = None,
+    *,
+    encoder: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild a run's encoder and load a checkpoint's trained weights.
+
+    Args:
+        run_dir: A run directory written by :func:`workbench.train.train`.
+        step: Checkpoint step; ``None`` = the latest.
+        encoder: An untrained encoder to load into, for runs whose ``config.encoder`` is
+            ``None`` (trained on an encoder object); otherwise built with ``load_encoder``.
+        device: Where to put the result.
+
+    Returns:
+        The encoder (eval mode, parameters frozen) with LoRA and method adapters in place, named
+        ``"run:<run_dir>"`` so its identity (and hence embedding caches) differs from the base.
+    """
+    from workbench import methods
+
+    run = RunDir(run_dir)
+    config = run.config
+    if encoder is None:
+        if config.encoder is None:
+            raise ValueError(
+                f"{run.path} was trained on an encoder object (config.encoder is None); "
+                "pass encoder=<an untrained encoder of the same kind>"
+            )
+        from workbench.encoders import load_encoder
+
+        encoder = load_encoder(config.encoder, **config.encoder_kwargs)
+    method = methods.get(config.method, **config.method_config)
+    from workbench.train.params import prepare_model
+
+    prepare_model(encoder, method, config)
+    ckpt = run.checkpoint_path(step)
+    load_model_tensors(encoder, method, load_file(str(ckpt / MODEL)))
+    encoder.requires_grad_(False)
+    encoder.name = f"run:{run.path}"
+    return encoder.to(device).eval()

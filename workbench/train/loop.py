@@ -1,0 +1,803 @@
+"""The training loop: one ``train()`` for every method, single process or under ``torchrun``.
+
+Per step: pick the stage and learning rate from the step; for each micro-batch, build
+:class:`~workbench.methods.base.BatchOutputs` (heads on cached tower features, or towers on
+images/tokens), gather features across ranks with gradients, call the method, check the loss is
+finite, back-propagate; average gradients across ranks; clip; step; let the method update its
+teachers; then log, snapshot, checkpoint and evaluate on their cadences. Everything stochastic
+is seeded from ``TrainConfig.seed`` and the step, and checkpoints carry the RNG states, so a
+resumed run repeats the uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.methods.base import BatchOutputs, LossOutput, Method, Stage, StepState
+from workbench.train import distributed as D
+from workbench.train.checkpoint import (
+    load_model_tensors,
+    load_optimizer,
+    model_tensors,
+    optimizer_payload,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from workbench.train.config import TrainConfig
+from workbench.train.params import prepare_model, select, tower_free
+from workbench.train.rundir import (
+    CONFIG,
+    LOG,
+    SUMMARY,
+    LogWriter,
+    RunDir,
+    create_run_dir,
+    truncate_log,
+    write_json_atomic,
+)
+from workbench.train.schedules import check_stages, lr_factor, stage_at
+
+EvalHook = Callable[[nn.Module, int], dict[str, float]]
+
+# Config fields that may change when resuming: they do not change the numbers computed.
+_RESUMABLE_CHANGES = {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or gradient norm) became NaN/Inf. The run directory keeps its last good checkpoint.
+
+    Attributes:
+        step: 1-based step whose loss was not finite.
+        terms: The method's loss terms at that step (floats, possibly nan/inf).
+        run_dir: The run directory (resume from it after fixing the cause).
+    """
+
+    def __init__(self, step: int, what: str, terms: dict[str, float], run_dir: Path | None):
+        self.step, self.terms, self.run_dir = step, terms, run_dir
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items()) or "none"
+        super().__init__(
+            f"{what} is not finite at step {step} (loss terms: {shown}); the run stopped and "
+            f"{run_dir} keeps its last good checkpoint. Lower lr, enable grad_clip, or use fp32."
+        )
+
+
+@dataclass
+class Run:
+    """Result of :func:`train`.
+
+    Attributes:
+        run_dir: The run directory (``RunDir(run.run_dir)`` reads it).
+        log_path: Its ``log.jsonl``.
+        metrics: Final evaluation metrics plus ``final_loss``.
+        encoder: The trained encoder (in eval mode).
+        method: The method module (with its trained extra modules / teachers).
+        config: The run's configuration.
+    """
+
+    run_dir: Path
+    log_path: Path
+    metrics: dict[str, float]
+    encoder: nn.Module
+    method: Method
+    config: TrainConfig = field(repr=False)
+
+
+# -- data --------------------------------------------------------------------------------------
+class _Source:
+    """Rows of the training data, addressed by index; the split into train/hold-out rows."""
+
+    n: int
+    cached: bool
+
+    def batch(self, rows: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _CachedSource(_Source):
+    cached = True
+
+    def __init__(self, emb, device: torch.device) -> None:
+        if emb.image_tower is None or emb.text_tower is None:
+            raise ValueError(
+                "cached (heads-only) training needs Embeddings with image_tower and text_tower; "
+                "embed with tower_features=True, or set TrainConfig.data='items'"
+            )
+        self.n = len(emb)
+        self.image_tower = torch.as_tensor(np.asarray(emb.image_tower), dtype=torch.float32).to(
+            device
+        )
+        self.text_tower = torch.as_tensor(np.asarray(emb.text_tower), dtype=torch.float32).to(
+            device
+        )
+        self.captions = list(emb.captions)
+        self.attributes = list(emb.attributes) if emb.attributes else [{}] * self.n
+        self.labels = torch.as_tensor(np.asarray(emb.labels), dtype=torch.long)
+
+    def batch(self, rows: np.ndarray) -> dict[str, Any]:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        dev = idx.to(self.image_tower.device)
+        return {
+            "image_tower": self.image_tower[dev],
+            "text_tower": self.text_tower[dev],
+            "captions": [self.captions[i] for i in rows],
+            "attributes": [self.attributes[i] for i in rows],
+            "labels": self.labels[idx],
+            "indices": idx,
+        }
+
+
+class _ItemSource(_Source):
+    cached = False
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.n = len(dataset)
+
+    def batch(self, rows: np.ndarray) -> dict[str, Any]:
+        items = [self.dataset[int(i)] for i in rows]
+        return {
+            "images": [it.image for it in items],
+            "captions": [it.captions[0] for it in items],
+            "attributes": [it.attributes for it in items],
+            "labels": torch.tensor([-1 if it.label is None else it.label for it in items]),
+            "indices": torch.as_tensor(rows, dtype=torch.long),
+        }
+
+
+def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(train rows, hold-out rows)``."""
+    h = round(holdout * n) if holdout < 1 else int(holdout)
+    if n - h < 2:
+        raise ValueError(f"holdout={holdout} leaves {n - h} training pairs out of {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[h:]), np.sort(perm[:h])
+
+
+def _global_rows(train_rows: np.ndarray, micro: int, k: int, seed: int) -> np.ndarray:
+    """Rows of the ``k``-th global micro-batch: epochs of seeded permutations, last partial batch
+    of each epoch dropped (a repeated pair would be its own negative)."""
+    per_epoch = len(train_rows) // micro
+    if per_epoch == 0:
+        raise ValueError(
+            f"the global micro-batch ({micro}) is larger than the training set "
+            f"({len(train_rows)} pairs); lower batch_size or holdout"
+        )
+    epoch, pos = divmod(k, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
+    return train_rows[perm[pos * micro : (pos + 1) * micro]]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'"
+        )
+    return dev
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the global RNG user code draws from
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _isolated_rng(device: torch.device) -> Iterator[None]:
+    """Evaluation must not consume training randomness (or resume would diverge)."""
+    py, npy = random.getstate(), np.random.get_state()  # noqa: NPY002
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)  # noqa: NPY002
+
+
+def _interactive() -> bool:
+    return hasattr(sys, "ps1") or "ipykernel" in sys.modules or sys.stderr.isatty()
+
+
+def _floats(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in d.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _partition_probe() -> Callable[..., Any] | str:
+    """``workbench.probes.partition.partition`` or, when unavailable, why (looked up once)."""
+    try:
+        from workbench.probes.partition import partition
+    except ImportError as err:
+        return f"workbench.probes.partition unavailable: {err}"
+    return partition
+
+
+def _partition(features: np.ndarray) -> dict[str, Any]:
+    """Strong/weak/noise proportions, counts and thresholds of (B, D) ``features``."""
+    probe = _partition_probe()
+    if isinstance(probe, str):
+        return {"partition": None, "partition_error": probe}
+    res = probe(features)
+    return {
+        "partition": {k: float(v) for k, v in res.proportions.items()},
+        "counts": {k: int(v) for k, v in res.counts.items()},
+        "thresholds": {k: float(v) for k, v in res.thresholds.items()},
+    }
+
+
+def spectral_snapshot(features: torch.Tensor, max_sv: int) -> dict[str, Any]:
+    """Singular values (largest ``max_sv``) and strong/weak/noise partition of (B, D) features.
+
+    Features are the global batch's L2-normalised post-head embeddings (uncentred).
+    """
+    x = features.detach().float()
+    sv = torch.linalg.svdvals(x).cpu().numpy()
+    out: dict[str, Any] = {"singular_values": sv[:max_sv].tolist()}
+    out.update(_partition(x.cpu().numpy().astype(np.float64)))
+    return out
+
+
+# -- the loop ----------------------------------------------------------------------------------
+class _Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: Path | None,
+        embeddings,
+        encoder: nn.Module | None,
+        dataset,
+        eval_hooks: Sequence[EvalHook],
+        progress: bool | None,
+    ) -> None:
+        from workbench import methods
+
+        self.config = c = config
+        self.device = _resolve_device(c.device)
+        self.info = D.setup(self.device)
+        self.amp_dtype = None
+        if self.device.type == "cuda" and c.precision != "fp32":
+            self.amp_dtype = torch.bfloat16 if c.precision == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.eval_hooks = list(eval_hooks)
+        self.progress = (progress if progress is not None else _interactive()) and self.info.is_main
+
+        _seed_all(c.seed)
+        if encoder is None:
+            if c.encoder is None:
+                raise ValueError("TrainConfig.encoder is None: pass train(..., encoder=<Encoder>)")
+            from workbench.encoders import load_encoder
+
+            encoder = load_encoder(c.encoder, **c.encoder_kwargs)
+        self.encoder = encoder
+        self.method = methods.get(c.method, **c.method_config)
+        method_params = prepare_model(encoder, self.method, c)
+        self.stages: list[Stage] = list(self.method.stages(c.steps))
+        check_stages(self.stages, c.steps)
+
+        # Which parameters each stage trains; the optimiser holds their union.
+        encoder.requires_grad_(False)
+        for p in method_params:
+            p.requires_grad_(True)
+        run_parts = c.trainable_parts()
+        self.stage_params = [
+            select(s.trainable.split("+") if s.trainable else run_parts, encoder, method_params)
+            for s in self.stages
+        ]
+        union: list[nn.Parameter] = []
+        for ps in self.stage_params:
+            union.extend(p for p in ps if not any(p is q for q in union))
+        if not union:
+            raise ValueError(f"trainable={c.trainable!r} selects no parameters")
+        self.params = union
+        for p in method_params:
+            p.requires_grad_(False)
+
+        cached_ok = tower_free(union, encoder) and not self.method.needs_towers
+        if c.data == "cached" and not cached_ok:
+            raise ValueError(
+                "data='cached' trains on cached tower features, but tower parameters train "
+                f"(trainable={c.trainable!r}) or the method needs the towers; use data='items'"
+            )
+        self.cached = c.data == "cached" or (c.data == "auto" and cached_ok)
+        if self.cached and embeddings is None and dataset is None and c.dataset is None:
+            raise ValueError("no data: pass embeddings=, dataset=, or set TrainConfig.dataset")
+        if not self.cached and embeddings is not None and dataset is None and c.dataset is None:
+            raise ValueError(
+                "tower parameters train, so the towers must run on images: pass dataset= or set "
+                "TrainConfig.dataset (cached embeddings only serve heads-only training)"
+            )
+
+        encoder.to(self.device)
+        self.method.to(self.device)
+        D.broadcast_parameters(encoder, self.info)
+        D.broadcast_parameters(self.method, self.info)
+
+        self.source = self._make_source(embeddings, dataset)
+        self.train_rows, self.holdout_rows = _split(self.source.n, c.holdout, c.seed)
+        if c.batch_size % (c.grad_accum * self.info.world_size):
+            raise ValueError(
+                f"batch_size {c.batch_size} must divide into grad_accum ({c.grad_accum}) × "
+                f"world size ({self.info.world_size}) equal micro-batches"
+            )
+        self.micro = c.batch_size // c.grad_accum
+
+        decay = [p for p in union if p.ndim >= 2]
+        no_decay = [p for p in union if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": c.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=c.lr,
+            betas=c.betas,
+            eps=c.eps,
+        )
+
+        self.start_step = 0
+        if resume is not None:
+            self.run_dir = Path(resume)
+            self._load_resume()
+        else:
+            self.run_dir = D.broadcast_object(
+                self._new_run_dir(embeddings) if self.info.is_main else None, self.info
+            )
+        self.log = LogWriter(self.run_dir / LOG) if self.info.is_main else None
+        self.t0 = time.perf_counter()
+
+    # -- setup pieces ------------------------------------------------------------------------
+    def _make_source(self, embeddings, dataset) -> _Source:
+        c = self.config
+        if self.cached and embeddings is not None:
+            return _CachedSource(embeddings, self.device)
+        if dataset is None:
+            from workbench.data import load_dataset
+
+            dataset = load_dataset(c.dataset, **c.dataset_kwargs)
+        if not self.cached:
+            return _ItemSource(dataset)
+        from workbench.encoders.embed import embed
+
+        return _CachedSource(embed(self.encoder, dataset, tower_features=True), self.device)
+
+    def _new_run_dir(self, embeddings) -> Path:
+        c = self.config
+        path = create_run_dir(c.run_root, c.run_name or self.method.name.replace("/", "-"))
+        meta = {
+            "workbench_version": _version(),
+            "torch_version": torch.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "world_size": self.info.world_size,
+            "device": str(self.device),
+            "amp": None if self.amp_dtype is None else str(self.amp_dtype),
+            "method": {"name": self.method.registry_name, "config": self.method.config},
+            "encoder_identity": _identity(self.encoder),
+            "data": {
+                "mode": "cached" if self.cached else "items",
+                "n": self.source.n,
+                "train": len(self.train_rows),
+                "holdout": len(self.holdout_rows),
+                "embeddings_provenance": getattr(embeddings, "provenance", None),
+            },
+            "stages": [vars(s) for s in self.stages],
+            "n_trainable": int(sum(p.numel() for p in self.params)),
+        }
+        write_json_atomic(path / CONFIG, {"config": c.to_dict(), "meta": meta})
+        return path
+
+    def _load_resume(self) -> None:
+        run = RunDir(self.run_dir)
+        ckpt = run.checkpoint_path(None)
+        model, opt_tensors, state = read_checkpoint(ckpt)
+        load_model_tensors(self.encoder, self.method, model)
+        opt_tensors = {
+            k: v.to(self.device) if not k.endswith(".step") else v for k, v in opt_tensors.items()
+        }
+        load_optimizer(self.optimizer, opt_tensors, state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if len(rngs) != self.info.world_size:
+            raise ValueError(
+                f"checkpoint was written by {len(rngs)} processes; resume with the same number "
+                f"(got {self.info.world_size}) for an exact continuation"
+            )
+        set_rng_state(rngs[self.info.rank])
+        self.start_step = int(state["step"])
+        if self.info.is_main:
+            truncate_log(self.run_dir / LOG, self.start_step)
+        D.barrier(self.info)
+
+    # -- one step ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _towers(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        enc = self.encoder
+        if self.source.cached:
+            return batch["image_tower"], batch["text_tower"], {}
+        pixels = enc.preprocess(batch["images"]).to(self.device)
+        tokens = {k: v.to(self.device) for k, v in enc.tokenize(batch["captions"]).items()}
+        return enc.image_tower(pixels), enc.text_tower(tokens), {"pixels": pixels, "tokens": tokens}
+
+    def _hard_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        negs = self.method.hard_negative_texts(batch["captions"], batch["attributes"])
+        if negs is None:
+            return None
+        k = len(negs[0]) if negs else 0
+        if k == 0 or any(len(n) != k for n in negs) or len(negs) != len(batch["captions"]):
+            raise ValueError("hard_negative_texts must return K ≥ 1 captions for every sample")
+        enc = self.encoder
+        flat = [t for n in negs for t in n]
+        tokens = {key: v.to(self.device) for key, v in enc.tokenize(flat).items()}
+        tower_trains = not tower_free(self.params, enc)
+        with contextlib.nullcontext() if tower_trains else torch.no_grad():
+            tt = enc.text_tower(tokens)
+        z = F.normalize(enc.text_head(tt), dim=-1)  # (B_local·K, D)
+        return z.view(len(negs), k, -1)
+
+    def _outputs(self, step: int, micro_idx: int) -> BatchOutputs:
+        c, info = self.config, self.info
+        rows = _global_rows(self.train_rows, self.micro, step * c.grad_accum + micro_idx, c.seed)
+        local = self.micro // info.world_size
+        batch = self.source.batch(rows[info.rank * local : (info.rank + 1) * local])
+        enc = self.encoder
+        it, tt, extra = self._towers(batch)
+        zi, zt = enc.image_head(it), enc.text_head(tt)  # (B_local, D) raw
+        zi, zt = D.gather_features(zi, info), D.gather_features(zt, info)  # (B, D)
+        negs = self._hard_negatives(batch)
+        if negs is not None:
+            negs = D.gather_features(negs, info)  # (B, K, D)
+        return BatchOutputs(
+            image_features=F.normalize(zi, dim=-1),
+            text_features=F.normalize(zt, dim=-1),
+            logit_scale=enc.logit_scale.exp(),
+            image_raw=zi,
+            text_raw=zt,
+            hard_negatives=negs,
+            image_tower=it,
+            text_tower=tt,
+            pixels=extra.get("pixels"),
+            tokens=extra.get("tokens"),
+            captions=batch["captions"],
+            attributes=batch["attributes"],
+            labels=batch["labels"],
+            indices=batch["indices"],
+            encoder=enc,
+        )
+
+    def _grad_cosine(self, lo: LossOutput, step: int) -> dict[str, float]:
+        a, b = self.method.grad_probe  # type: ignore[misc]
+        missing = [t for t in (a, b) if t not in lo.terms]
+        if missing:
+            raise ValueError(f"grad_probe names terms {missing} the method did not return")
+        params = [p for p in self.params if p.requires_grad]
+        flat = []
+        for name in (a, b):
+            grads = torch.autograd.grad(
+                lo.terms[name], params, retain_graph=True, allow_unused=True
+            )
+            vec = torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params)
+                ]
+            )
+            flat.append(D.all_reduce_mean(vec, self.info))
+        cos = F.cosine_similarity(flat[0], flat[1], dim=0, eps=1e-12)
+        return {f"{a}~{b}": float(cos)}
+
+    def _set_stage(self, si: int) -> None:
+        ids = {id(p) for p in self.stage_params[si]}
+        for p in self.params:
+            p.requires_grad_(id(p) in ids)
+
+    def _step(self, step: int, state: StepState, probe: bool) -> dict[str, Any]:
+        c = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        terms: dict[str, float] = {}
+        logs: dict[str, float] = {}
+        loss_sum, grad_cos, last_out = 0.0, None, None
+        for m in range(c.grad_accum):
+            with self._autocast():
+                out = self._outputs(step, m)
+                lo = self.method(out, state)
+            t = _floats(lo.terms)
+            loss_val = float(lo.loss.detach())
+            if not math.isfinite(loss_val) or not all(math.isfinite(v) for v in t.values()):
+                raise NonFiniteLossError(step + 1, "loss", {"loss": loss_val, **t}, self.run_dir)
+            if probe and m == 0 and self.method.grad_probe is not None:
+                grad_cos = self._grad_cosine(lo, step)
+            loss = lo.loss / c.grad_accum
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss_val / c.grad_accum
+            for k, v in t.items():
+                terms[k] = terms.get(k, 0.0) + v / c.grad_accum
+            for k, v in _floats(lo.logs).items():
+                logs[k] = logs.get(k, 0.0) + v / c.grad_accum
+            last_out = out
+        D.average_gradients(self.params, self.info)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        active = [p for p in self.params if p.grad is not None]
+        clip = c.grad_clip if c.grad_clip is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(active, clip)) if active else 0.0
+        if self.scaler is None and not math.isfinite(grad_norm):
+            raise NonFiniteLossError(
+                step + 1, "gradient norm", {"loss": loss_sum, **terms}, self.run_dir
+            )
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        with torch.no_grad():  # CLIP clamps the learned temperature at 1/100
+            self.encoder.logit_scale.clamp_(0, math.log(100))
+        self.method.on_step_end(self.encoder, state)
+        return {
+            "loss": loss_sum,
+            "terms": terms,
+            "logs": logs,
+            "grad_norm": grad_norm,
+            "grad_cos": grad_cos,
+            "out": last_out,
+        }
+
+    # -- evaluation / snapshots / checkpoints ------------------------------------------------
+    @torch.no_grad()
+    def _heldout(self) -> dict[str, float]:
+        rows = self.holdout_rows
+        if len(rows) < 2:
+            return {}
+        enc, zs_i, zs_t = self.encoder, [], []
+        for start in range(0, len(rows), 256):
+            batch = self.source.batch(rows[start : start + 256])
+            with self._autocast():
+                it, tt, _ = self._towers(batch)
+                zs_i.append(enc.image_head(it).float())
+                zs_t.append(enc.text_head(tt).float())
+        zi = F.normalize(torch.cat(zs_i), dim=-1)
+        zt = F.normalize(torch.cat(zs_t), dim=-1)
+        from workbench.methods.infonce import info_nce
+
+        scale = enc.logit_scale.exp().float()
+        sim = zi @ zt.T
+        target = torch.arange(len(rows), device=sim.device)
+        return {
+            "heldout/infonce": float(info_nce(zi, zt, scale)),
+            "heldout/i2t_r1": float((sim.argmax(1) == target).float().mean()),
+            "heldout/t2i_r1": float((sim.argmax(0) == target).float().mean()),
+        }
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.info.is_main:
+            with _isolated_rng(self.device):
+                self.encoder.eval()
+                metrics.update(self._heldout())
+                for hook in self.eval_hooks:
+                    metrics.update(_floats(hook(self.encoder, step)))
+                self.encoder.train()
+            self.log.write({"kind": "eval", "step": step, "metrics": metrics})
+        D.barrier(self.info)
+        return metrics
+
+    def _snapshot(self, step: int, out: BatchOutputs, state: StepState, schedule: dict) -> None:
+        if not self.info.is_main:
+            return
+        with _isolated_rng(self.device):
+            rec = {
+                "kind": "snapshot",
+                "step": step,
+                "stage": state.stage,
+                "schedule": schedule,
+                "method": self.method.spectral_snapshot(out, state),
+                "image": spectral_snapshot(out.image_features, self.config.snapshot_max_sv),
+                "text": spectral_snapshot(out.text_features, self.config.snapshot_max_sv),
+            }
+        self.log.write(rec)
+
+    def _checkpoint(self, step: int, stage: str) -> None:
+        rngs = [rng_state()]
+        if self.info.enabled:
+            gathered: list[Any] = [None] * self.info.world_size
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if self.info.is_main:
+            state = {
+                "step": step,
+                "stage": stage,
+                "rng": rngs,
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+            }
+            save_checkpoint(
+                self.run_dir,
+                step,
+                model_tensors(self.encoder, self.method, self.params),
+                optimizer_payload(self.optimizer),
+                state,
+                keep=self.config.keep_checkpoints,
+            )
+        D.barrier(self.info)
+
+    # -- driver ------------------------------------------------------------------------------
+    def run(self) -> Run:
+        c, total = self.config, self.config.steps
+        self._event("resume" if self.start_step else "start", self.start_step)
+        self.encoder.train()
+        if self.start_step == 0:
+            self._evaluate(0)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.start_step, desc=self.method.name, leave=False)
+        current_stage = -1
+        last: dict[str, Any] = {}
+        try:
+            for step in range(self.start_step, total):
+                si, stage, stage_step = stage_at(self.stages, step)
+                if si != current_stage:
+                    self._set_stage(si)
+                    current_stage = si
+                lr = (stage.lr or c.lr) * lr_factor(stage_step, stage.steps, c.warmup, c.schedule)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                state = StepState(
+                    step,
+                    total,
+                    stage.name,
+                    stage_step,
+                    stage.steps,
+                    self.info.rank,
+                    self.info.world_size,
+                )
+                probe = c.grad_probe_every > 0 and step % c.grad_probe_every == 0
+                last = self._step(step, state, probe)
+                s = step + 1
+                schedule = _floats(self.method.schedule_values(state))
+                if self.info.is_main and (s % c.log_every == 0 or s == total):
+                    rec = {
+                        "kind": "step",
+                        "step": s,
+                        "stage": stage.name,
+                        "loss": last["loss"],
+                        "lr": lr,
+                        "terms": last["terms"],
+                        "logs": last["logs"],
+                        "schedule": schedule,
+                        "grad_norm": last["grad_norm"],
+                        "time": time.perf_counter() - self.t0,
+                    }
+                    if last["grad_cos"] is not None:
+                        rec["grad_cos"] = last["grad_cos"]
+                    self.log.write(rec)
+                if c.snapshot_every and (s == 1 or s % c.snapshot_every == 0 or s == total):
+                    self._snapshot(s, last["out"], state, schedule)
+                if (c.checkpoint_every and s % c.checkpoint_every == 0) or s == total:
+                    self._checkpoint(s, stage.name)
+                if (c.eval_every and s % c.eval_every == 0) and s != total:
+                    self._evaluate(s)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", stage=stage.name)
+            metrics = self._evaluate(total)
+        except NonFiniteLossError as err:
+            self._event("error", err.step, error=str(err))
+            self._summary("failed", err.step, {}, error=str(err))
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        metrics = {**metrics, "final_loss": last.get("loss", float("nan"))}
+        self._event("end", total)
+        self._summary("finished", total, metrics)
+        if self.log is not None:
+            self.log.close()
+        self.encoder.eval()
+        return Run(self.run_dir, self.run_dir / LOG, metrics, self.encoder, self.method, c)
+
+    def _event(self, event: str, step: int, **extra: Any) -> None:
+        if self.log is not None:
+            self.log.write({"kind": "event", "event": event, "step": step, **extra})
+
+    def _summary(self, status: str, step: int, metrics: dict, **extra: Any) -> None:
+        if self.info.is_main:
+            write_json_atomic(
+                self.run_dir / SUMMARY,
+                {"status": status, "step": step, "metrics": metrics, **extra},
+            )
+
+
+def _version() -> str:
+    from workbench import __version__
+
+    return __version__
+
+
+def _identity(encoder: nn.Module) -> dict[str, Any] | None:
+    ident = getattr(encoder, "identity", None)
+    if ident is None:
+        return None
+    return {"name": ident.name, "weights_hash": ident.weights_hash, "key": ident.key()}
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    embeddings=None,
+    encoder: nn.Module | None = None,
+    dataset=None,
+    eval_hooks: Sequence[EvalHook] = (),
+    progress: bool | None = None,
+) -> Run:
+    """Train (or resume) one run; see :mod:`workbench.train` for the run directory format.
+
+    Args:
+        config: The run's configuration. With ``resume``, may be omitted (read from the run's
+            ``config.json``); if given it must match it except for ``steps``, ``log_every``,
+            ``eval_every``, ``checkpoint_every`` and ``keep_checkpoints``.
+        resume: A run directory to continue from its latest checkpoint. The continuation is
+            exact (bit-identical on CPU): weights, optimiser, RNG states and data order resume
+            where they stopped, and ``log.jsonl`` is truncated to the checkpoint's step.
+        embeddings: :class:`~workbench.encoders.embeddings.Embeddings` with ``image_tower`` /
+            ``text_tower`` for heads-only training on cached features (they must come from
+            ``encoder``'s towers). Otherwise they are computed from the dataset.
+        encoder: An encoder object to train (default: ``load_encoder(config.encoder, ...)``).
+        dataset: A dataset object (default: ``load_dataset(config.dataset, ...)``).
+        eval_hooks: Callables ``(encoder, step) -> dict[str, float]`` run on rank 0 at step 0,
+            every ``eval_every`` steps and at the end (encoder in eval mode, RNG isolated).
+        progress: Show a tqdm progress bar (default: when interactive).
+
+    Returns:
+        :class:`Run` with the run directory, final metrics and the trained encoder.
+
+    Raises:
+        NonFiniteLossError: a loss or gradient norm became NaN/Inf (the last good checkpoint is
+            kept; ``summary.json`` says ``failed``).
+    """
+    if resume is not None:
+        stored = RunDir(resume).config
+        if config is not None:
+            changed = {
+                k for k, v in config.to_dict().items() if stored.to_dict()[k] != v
+            } - _RESUMABLE_CHANGES
+            if changed:
+                raise ValueError(
+                    f"resume config differs from {resume}/config.json in {sorted(changed)}; only "
+                    f"{sorted(_RESUMABLE_CHANGES)} may change"
+                )
+        config = config or stored
+    if config is None:
+        raise ValueError("train() needs a TrainConfig (or resume=<run dir>)")
+    trainer = _Trainer(
+        config,
+        resume=Path(resume) if resume is not None else None,
+        embeddings=embeddings,
+        encoder=encoder,
+        dataset=dataset,
+        eval_hooks=eval_hooks,
+        progress=progress,
+    )
+    return trainer.run()

@@ -1,0 +1,193 @@
+"""Run directories: create one (never reusing a name), append to its log, and read it back.
+
+The format is documented in :mod:`workbench.train`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+def create_run_dir(run_root: str | os.PathLike, name: str) -> Path:
+    """Make ``<run_root>/<name>-<YYYYmmdd-HHMMSS>-<n>`` with the smallest free ``n``.
+
+    ``mkdir`` without ``exist_ok`` is the atomic claim, so two runs started in the same second
+    (or concurrently) get different directories; nothing is ever overwritten.
+    """
+    root = Path(run_root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(10_000):
+        path = root / f"{name}-{stamp}-{n}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RuntimeError(f"could not find a free run directory name under {root}")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _finite(x: Any) -> Any:
+    # JSON has no NaN/Inf; a non-finite number is logged as null (the error event names it).
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+class LogWriter:
+    """Appends one JSON record per line to ``log.jsonl``, flushing each line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(_finite(record), default=_json_default) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep only records with ``step <= step`` (resume: the log continues from the checkpoint)."""
+    if not path.exists():
+        return
+    keep = [line for line in _lines(path) if json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                yield line
+
+
+class RunDir:
+    """Read-only view of a run directory.
+
+    >>> run = RunDir("runs/infonce-20260101-120000-0")  # doctest: +SKIP
+    >>> [r["loss"] for r in run.log()]                     # step records
+    >>> run.snapshots()[-1]["image"]["partition"]          # {"strong": .., "weak": .., "noise": ..}
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not (self.path / CONFIG).exists():
+            raise FileNotFoundError(
+                f"{self.path} is not a run directory (no {CONFIG}); runs live under run_root"
+            )
+
+    @property
+    def raw_config(self) -> dict[str, Any]:
+        """``config.json`` as a dict: ``{"config": ..., "meta": ...}``."""
+        return json.loads((self.path / CONFIG).read_text())
+
+    @property
+    def config(self):  # -> TrainConfig
+        """The run's :class:`~workbench.train.config.TrainConfig`."""
+        from workbench.train.config import TrainConfig
+
+        return TrainConfig.from_dict(self.raw_config["config"])
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Run metadata: versions, device, method hyper-parameters, stages, encoder identity."""
+        return self.raw_config["meta"]
+
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """All log records, or those of one ``kind`` (step, snapshot, eval, event)."""
+        path = self.path / LOG
+        if not path.exists():
+            return []
+        recs = [json.loads(line) for line in _lines(path)]
+        return [r for r in recs if kind is None or r.get("kind") == kind]
+
+    def log(self) -> list[dict[str, Any]]:
+        """Per-step records (step, stage, loss, lr, terms, logs, schedule, grad_norm, ...)."""
+        return self.records("step")
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Spectral snapshots (singular values + partition proportions per side)."""
+        return self.records("snapshot")
+
+    def evals(self) -> list[dict[str, Any]]:
+        """Evaluation records (held-out InfoNCE / retrieval and hook metrics)."""
+        return self.records("eval")
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """``summary.json`` (present once the run ended), else ``None``."""
+        p = self.path / SUMMARY
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps with a complete checkpoint, ascending."""
+        d = self.path / CHECKPOINTS
+        if not d.is_dir():
+            return []
+        return sorted(
+            int(p.name.split("_")[1])
+            for p in d.iterdir()
+            if p.is_dir() and p.name.startswith("step_") and (p / "state.json").exists()
+        )
+
+    def checkpoint_path(self, step: int | None = None) -> Path:
+        """Directory of the checkpoint at ``step`` (``None`` = the one ``latest`` names)."""
+        d = self.path / CHECKPOINTS
+        if step is None:
+            pointer = d / LATEST
+            if not pointer.exists():
+                raise FileNotFoundError(f"{self.path} has no checkpoint yet")
+            return d / pointer.read_text().strip()
+        path = d / checkpoint_name(step)
+        if not (path / "state.json").exists():
+            raise FileNotFoundError(
+                f"no checkpoint at step {step} in {self.path}; have {self.checkpoint_steps()}"
+            )
+        return path
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+def checkpoint_name(step: int) -> str:
+    """``step_0000100`` for step 100."""
+    return f"step_{step:07d}"
