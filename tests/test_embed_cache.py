@@ -1,0 +1,357 @@
+"""``embed`` and the embedding cache: hits equal misses, any change or damage is a miss.
+
+Uses a tiny deterministic encoder (counting its forward calls) and an in-test dataset, so these
+tests need no weights and run in well under a second each.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from torch import nn
+
+from workbench.data.base import Dataset, Item, subset_indices
+from workbench.encoders.base import Encoder
+from workbench.encoders.cache import CacheCorruptedWarning, EmbeddingCache, jsonable
+from workbench.encoders.embed import embed
+
+
+class CountingEncoder(Encoder):
+    """Pixels mean-pooled to 8×8 → linear; characters bag → linear. Counts tower calls."""
+
+    name = "test-counting"
+
+    def __init__(self, resolution: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.embed_dim = 6
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.image_net = nn.Linear(3 * resolution * resolution, 10)
+            self.text_net = nn.EmbeddingBag(128, 7)
+            self.image_head = nn.Linear(10, 6)
+            self.text_head = nn.Linear(7, 6)
+        self.calls = 0
+
+    @property
+    def preprocess_config(self) -> dict:
+        return {"resolution": self.resolution}
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        size = (self.resolution, self.resolution)
+        arrays = [
+            np.asarray(im.convert("RGB").resize(size), dtype=np.float32) / 255 for im in images
+        ]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (B, 3, r, r)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        length = max(len(t) for t in texts)
+        ids = [[ord(c) % 128 for c in t] + [0] * (length - len(t)) for t in texts]
+        return {"input_ids": torch.tensor(ids)}
+
+    def image_tower(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.image_net(pixels.flatten(1))  # (B, 10)
+
+    def text_tower(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.calls += 1
+        return self.text_net(tokens["input_ids"])  # (B, 7)
+
+
+class TinyDataset(Dataset):
+    """``n`` coloured squares with captions, labels and attribute dicts."""
+
+    name = "tiny-squares"
+    split = "test"
+
+    def __init__(self, n: int = 20) -> None:
+        self.n = n
+        self.class_names = ["dark", "light"]
+
+    @property
+    def config(self) -> dict:
+        return {"name": self.name, "split": self.split, "n": self.n}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _get(self, i: int) -> Item:
+        shade = int(255 * i / max(self.n - 1, 1))
+        image = Image.new("RGB", (12, 10), (shade, 255 - shade, (7 * i) % 256))
+        return Item(
+            id=f"sq{i:03d}",
+            image=image,
+            captions=[f"square number {i}", "a square"],
+            label=int(shade > 127),
+            attributes={"shade": shade, "tags": ["square", str(i)], "big": np.int64(i)},
+        )
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.text, b.text)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.ids == b.ids and a.captions == b.captions and a.attributes == b.attributes
+    assert a.class_names == b.class_names
+    for name in ("image_tower", "text_tower"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+    assert a.provenance == b.provenance
+
+
+def test_embeddings_match_the_encoder_and_carry_row_metadata(cache_dir: Path) -> None:
+    enc, data = CountingEncoder(), TinyDataset(10)
+    emb = embed(enc, data, batch_size=4, tower_features=True, cache_dir=cache_dir, progress=False)
+    items = list(data)
+    with torch.no_grad():
+        image = enc.encode_images([it.image for it in items], normalize=False).numpy()
+        text = enc.encode_texts([it.captions[0] for it in items], normalize=False).numpy()
+    np.testing.assert_allclose(emb.image, image, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(emb.text, text, rtol=1e-6, atol=1e-6)
+    assert emb.image.dtype == np.float32 and emb.image.shape == (10, 6)
+    assert emb.image_tower.shape == (10, 10) and emb.text_tower.shape == (10, 7)
+    assert emb.ids == [it.id for it in items]
+    assert emb.captions == [it.captions[0] for it in items]
+    assert emb.labels.dtype == np.int64 and emb.labels.tolist() == [it.label for it in items]
+    assert emb.attributes[3] == {
+        "shade": items[3].attributes["shade"],
+        "tags": ["square", "3"],
+        "big": 3,
+    }
+    assert emb.class_names == ["dark", "light"]
+    np.testing.assert_allclose(np.linalg.norm(emb.image_normed, axis=1), 1.0, rtol=1e-5)
+
+
+def test_cache_hit_equals_miss_and_skips_the_encoder(cache_dir: Path) -> None:
+    enc, data = CountingEncoder(), TinyDataset()
+    first = embed(enc, data, tower_features=True, cache_dir=cache_dir, progress=False)
+    calls = enc.calls
+    assert calls > 0
+    second = embed(enc, data, tower_features=True, cache_dir=cache_dir, progress=False)
+    assert enc.calls == calls  # served from disk: no forward pass
+    _same(first, second)
+
+
+def test_provenance_records_what_made_the_embeddings(cache_dir: Path) -> None:
+    import workbench
+
+    enc = CountingEncoder()
+    emb = embed(enc, TinyDataset(), size=5, seed=3, cache_dir=cache_dir, progress=False)
+    tensor_file, json_file = EmbeddingCache(cache_dir).path_for(emb.provenance["cache_key"])
+    assert tensor_file.is_file() and json_file.is_file()
+    meta = json.loads(json_file.read_text())
+    prov = meta["provenance"]
+    assert prov["encoder"]["name"] == "test-counting"
+    assert prov["encoder"]["weights_hash"] == enc.identity.weights_hash
+    assert prov["encoder"]["preprocess"] == {"resolution": 8}
+    assert prov["dataset"]["name"] == "tiny-squares" and prov["dataset"]["split"] == "test"
+    assert (prov["dataset"]["size"], prov["dataset"]["seed"]) == (5, 3)
+    assert prov["workbench_version"] == workbench.__version__
+    assert prov["tower_features"] is False
+    assert "created" in prov and len(meta["sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"encoder": CountingEncoder(resolution=4)},  # preprocessing
+        {"encoder": CountingEncoder(seed=1)},  # weights
+        {"size": 7},
+        {"seed": 1, "size": 12},
+        {"tower_features": True},
+    ],
+    ids=["preprocessing", "weights", "size", "subset-seed", "tower-flag"],
+)
+def test_any_change_in_the_key_is_a_miss(cache_dir: Path, change: dict) -> None:
+    base = {"encoder": CountingEncoder(), "size": 12, "seed": 0, "tower_features": False}
+    embed(base["encoder"], TinyDataset(), **_kw(base), cache_dir=cache_dir)
+    changed = {**base, **change}
+    enc = changed["encoder"]
+    enc.calls = 0
+    embed(enc, TinyDataset(), **_kw(changed), cache_dir=cache_dir)
+    assert enc.calls > 0
+
+
+def _kw(d: dict) -> dict:
+    return {
+        "size": d["size"],
+        "seed": d["seed"],
+        "tower_features": d["tower_features"],
+        "progress": False,
+    }
+
+
+def test_trained_weights_are_a_miss(cache_dir: Path) -> None:
+    enc = CountingEncoder()
+    before = embed(enc, TinyDataset(), cache_dir=cache_dir, progress=False)
+    with torch.no_grad():
+        enc.image_head.bias.add_(1.0)
+    calls = enc.calls
+    after = embed(enc, TinyDataset(), cache_dir=cache_dir, progress=False)
+    assert enc.calls > calls
+    assert not np.array_equal(before.image, after.image)
+
+
+def _damage_truncate(tensor_file: Path, json_file: Path) -> None:
+    data = tensor_file.read_bytes()
+    tensor_file.write_bytes(data[: len(data) // 2])
+
+
+def _damage_flip_byte(tensor_file: Path, json_file: Path) -> None:
+    data = bytearray(tensor_file.read_bytes())
+    data[-5] ^= 0xFF  # inside the tensor payload: header still parses
+    tensor_file.write_bytes(bytes(data))
+
+
+def _damage_header(tensor_file: Path, json_file: Path) -> None:
+    data = bytearray(tensor_file.read_bytes())
+    data[:8] = (10**12).to_bytes(8, "little")  # absurd header length
+    tensor_file.write_bytes(bytes(data))
+    meta = json.loads(json_file.read_text())
+    import hashlib
+
+    meta["sha256"] = hashlib.sha256(bytes(data)).hexdigest()  # checksum agrees: parse must fail
+    json_file.write_text(json.dumps(meta))
+
+
+def _damage_json_missing(tensor_file: Path, json_file: Path) -> None:
+    json_file.unlink()
+
+
+def _damage_json_garbled(tensor_file: Path, json_file: Path) -> None:
+    json_file.write_text(json_file.read_text()[:40])
+
+
+def _damage_tensor_missing(tensor_file: Path, json_file: Path) -> None:
+    tensor_file.unlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _damage_truncate,
+        _damage_flip_byte,
+        _damage_header,
+        _damage_json_missing,
+        _damage_json_garbled,
+        _damage_tensor_missing,
+    ],
+)
+def test_damaged_entries_are_reported_and_recomputed(cache_dir: Path, damage) -> None:
+    enc, data = CountingEncoder(), TinyDataset()
+    good = embed(enc, data, cache_dir=cache_dir, progress=False)
+    tensor_file, json_file = EmbeddingCache(cache_dir).path_for(good.provenance["cache_key"])
+    damage(tensor_file, json_file)
+    calls = enc.calls
+    with pytest.warns(CacheCorruptedWarning, match="recomputing"):
+        again = embed(enc, data, cache_dir=cache_dir, progress=False)
+    assert enc.calls > calls
+    np.testing.assert_array_equal(again.image, good.image)
+    np.testing.assert_array_equal(again.text, good.text)
+    # the recomputed entry replaced the damaged one and is served cleanly next time
+    calls = enc.calls
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptedWarning)
+        embed(enc, data, cache_dir=cache_dir, progress=False)
+    assert enc.calls == calls
+
+
+def test_cache_false_neither_reads_nor_writes(cache_dir: Path) -> None:
+    enc = CountingEncoder()
+    embed(enc, TinyDataset(), cache=False, cache_dir=cache_dir, progress=False)
+    assert not cache_dir.exists() or not any(cache_dir.rglob("*.safetensors"))
+    embed(enc, TinyDataset(), cache_dir=cache_dir, progress=False)
+    calls = enc.calls
+    embed(enc, TinyDataset(), cache=False, cache_dir=cache_dir, progress=False)
+    assert enc.calls > calls
+
+
+def test_no_temporary_files_are_left_behind(cache_dir: Path) -> None:
+    embed(CountingEncoder(), TinyDataset(), cache_dir=cache_dir, progress=False)
+    names = sorted(p.name for p in (cache_dir / "embeddings").iterdir())
+    assert len(names) == 2 and not any(n.endswith(".tmp") for n in names)
+
+
+def test_default_cache_dir_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "env-cache"))
+    emb = embed(CountingEncoder(), TinyDataset(4), progress=False)
+    tensor_file, _ = EmbeddingCache().path_for(emb.provenance["cache_key"])
+    assert tensor_file.is_file() and tensor_file.is_relative_to(tmp_path / "env-cache")
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 30), size=st.integers(1, 40), seed=st.integers(0, 5))
+def test_subset_rows_are_the_selected_items_in_order(n: int, size: int, seed: int) -> None:
+    emb = embed(
+        CountingEncoder(), TinyDataset(n), size=size, seed=seed, cache=False, progress=False
+    )
+    expected = [f"sq{i:03d}" for i in subset_indices(n, size, seed)]
+    assert emb.ids == expected
+    assert len(emb) == min(n, size)
+
+
+def test_batch_size_does_not_change_results(cache_dir: Path) -> None:
+    a = embed(CountingEncoder(), TinyDataset(9), batch_size=2, cache=False, progress=False)
+    b = embed(CountingEncoder(), TinyDataset(9), batch_size=64, cache=False, progress=False)
+    np.testing.assert_allclose(a.image, b.image, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.text, b.text, rtol=1e-6, atol=1e-7)
+
+
+def test_encoder_mode_is_restored(cache_dir: Path) -> None:
+    enc = CountingEncoder().train()
+    embed(enc, TinyDataset(3), cache=False, progress=False)
+    assert enc.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"batch_size": 0}, "batch_size"), ({"size": 0}, "size")],
+)
+def test_bad_arguments_are_explained(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        embed(CountingEncoder(), TinyDataset(3), cache=False, progress=False, **kwargs)
+
+
+def test_jsonable_keeps_plain_values_and_drops_images() -> None:
+    value = {"a": np.float32(0.5), "b": (1, 2), "img": Image.new("RGB", (2, 2)), "p": Path("/x")}
+    assert jsonable(value) == {"a": 0.5, "b": [1, 2], "p": "/x"}
+
+
+def test_dataset_ids_are_resolved_through_the_registry(cache_dir: Path) -> None:
+    emb = embed(CountingEncoder(), "digits", size=6, cache_dir=cache_dir, progress=False)
+    assert len(emb) == 6 and emb.has_labels
+    assert emb.provenance["dataset"]["name"] == "digits"
+
+
+@pytest.mark.slow
+def test_default_encoder_on_the_synthetic_world_by_id(cache_dir: Path) -> None:
+    emb = embed(
+        "default",
+        "synthetic-world",
+        size=16,
+        tower_features=True,
+        cache_dir=cache_dir,
+        progress=False,
+    )
+    assert emb.image.shape == (16, 256) and emb.text.shape == (16, 256)
+    assert emb.image_tower.shape == (16, 1280) and emb.text_tower.shape == (16, 384)
+    assert emb.provenance["encoder"]["name"] == "default"
+    assert emb.provenance["encoder"]["preprocess"]["resolution"] == 96
