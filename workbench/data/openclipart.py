@@ -83,12 +83,15 @@ def clean_title(title: str, authors: set[str] = frozenset()) -> str | None:  # t
     return title
 
 
-def clean_keywords(keywords: list[str]) -> list[str]:
-    """Keywords as words: boilerplate and tag-like entries dropped, underscores to spaces, deduped."""
+def clean_keywords(keywords: list[str], authors: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Keywords as words: boilerplate, tag-like entries and author names dropped, deduped."""
     out: list[str] = []
+    names = {" ".join(a.split()).casefold() for a in authors}
     for kw in keywords:
         word = " ".join(kw.replace("_", " ").split()).lower()
         if word in _BAD_KEYWORDS or kw.lower() in _BAD_KEYWORDS or not word.isascii():
+            continue
+        if word in names or " ".join(kw.split()).casefold() in names:
             continue
         if len(word) < 3 or re.search(r"\d|https?:", word) or word in out:
             continue
@@ -96,8 +99,13 @@ def clean_keywords(keywords: list[str]) -> list[str]:
     return out
 
 
-def clean_description(desc: str, title: str | None) -> str | None:
-    """Description without URLs, cut to its first sentence (≤ 200 chars); ``None`` if empty."""
+def clean_description(
+    desc: str,
+    title: str | None,
+    authors: set[str] = frozenset(),  # type: ignore[assignment]
+) -> str | None:
+    """Description without URLs, cut to its first sentence (≤ 200 chars); ``None`` if empty,
+    boilerplate, the title again or an author's name."""
     desc = re.sub(r"https?://\S+|www\.\S+|HASH\(0x[0-9a-f]+\)", "", " ".join(desc.split()))
     desc = desc.strip(" .-:")
     if not desc:
@@ -106,6 +114,8 @@ def clean_description(desc: str, title: str | None) -> str | None:
     if len(re.sub(r"[^a-zA-Z]", "", desc)) < 3 or _BOILERPLATE_WORDS.search(desc) or "@" in desc:
         return None
     if title and desc.casefold().rstrip(".") == title.casefold():
+        return None
+    if desc.casefold() in {a.casefold() for a in authors}:
         return None
     return desc
 
@@ -170,11 +180,12 @@ def captions_from_metadata(meta: dict[str, Any]) -> list[str]:
     Empty when neither the title nor the description is usable: keywords alone are mostly
     collection tags ("computer", "stars, shapes, geometry" on ~2,700 icons) and make no caption.
     """
-    title = clean_title(meta["title"], set(meta["creators"]))
-    desc = clean_description(meta["description"], title)
+    authors = set(meta["creators"])
+    title = clean_title(meta["title"], authors)
+    desc = clean_description(meta["description"], title, authors)
     if title is None and desc is None:
         return []
-    keywords = clean_keywords(meta["keywords"])
+    keywords = clean_keywords(meta["keywords"], authors)
     candidates = [title, desc, ("clip art of " + ", ".join(keywords[:6])) if keywords else None]
     out: list[str] = []
     for cap in candidates:
@@ -210,7 +221,7 @@ def build_index(root: str) -> tuple[dict[str, Any], ...]:
                     "path": rel.as_posix(),
                     "category": rel.parts[0],
                     "captions": captions,
-                    "keywords": clean_keywords(meta["keywords"]),
+                    "keywords": clean_keywords(meta["keywords"], set(meta["creators"])),
                     "title": meta["title"],
                     "creators": meta["creators"],
                 }

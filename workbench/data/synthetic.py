@@ -318,6 +318,7 @@ def render_scene(
     img = Image.new("RGB", (s, s), _BACKGROUND)
     mask = Image.new("L", (s, s), 0)
     draw, mdraw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+    mdraw.fontmode = "1"  # no anti-aliasing: mask values stay exact ids
     r = _RADIUS[a["size"]] * s
     width = max(1, round(s / 40))  # outline stroke
     colour = RGB[a["colour"]]
