@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -117,12 +116,10 @@ def partition_labels(
 
     x = features.detach().to(torch.float64).cpu().numpy()
     m, n = x.shape
-    scale = iqr_noise_scale(x - x.mean(axis=0, keepdims=True))
-    s = singular_values.detach().cpu().numpy()
-    part = iqr_mp_partition(s, scale, m, n, tukey_k=tukey_k)
-    labels = np.full(len(s), NOISE, dtype=np.int64)
-    labels[np.asarray(part.weak, dtype=bool)] = WEAK
-    labels[np.asarray(part.strong, dtype=bool)] = STRONG
+    part = iqr_mp_partition(
+        singular_values.detach().cpu().numpy(), iqr_noise_scale(x), m, n, tukey_k=tukey_k
+    )
+    labels = part.labels
     return torch.from_numpy(labels).to(singular_values.device)
 
 
