@@ -27,12 +27,13 @@ def test_hand_made_logits_give_hand_computed_pair_accuracy():
         ]
     )
     assert mmvp_pair_correct(logits).tolist() == [True, False, False, False, True, False]
-    res = mmvp_scores(logits, ["Color", "Color", "Color", "Quantity", "Quantity", "Orientation"])
-    assert res.per_category == {"Orientation": 0.0, "Quantity": 0.5, "Color": pytest.approx(1 / 3)}
-    assert list(res.per_category) == ["Orientation", "Quantity", "Color"]  # benchmark order
+    ori, qty, col = MMVP_CATEGORIES[0], MMVP_CATEGORIES[3], MMVP_CATEGORIES[5]
+    res = mmvp_scores(logits, [col, col, col, qty, qty, ori])
+    assert res.per_category == {ori: 0.0, qty: 0.5, col: pytest.approx(1 / 3)}
+    assert list(res.per_category) == [ori, qty, col]  # benchmark order
     assert res.mean == pytest.approx((0.0 + 0.5 + 1 / 3) / 3)  # mean over categories, not pairs
     assert res.pair_accuracy == pytest.approx(2 / 6)
-    assert res.n_pairs == {"Orientation": 1, "Quantity": 2, "Color": 3}
+    assert res.n_pairs == {ori: 1, qty: 2, col: 3}
 
 
 def test_logit_scale_does_not_change_decisions():
@@ -43,8 +44,8 @@ def test_logit_scale_does_not_change_decisions():
 
 def test_real_benchmark_category_rule():
     cats = mmvp_categories_by_index(135)
-    assert cats[0] == "Orientation" and cats[14] == "Orientation" and cats[15] == "Presence"
-    assert cats[-1] == "Viewpoint" and len(set(cats)) == 9
+    assert cats[0] == cats[14] == MMVP_CATEGORIES[0] and cats[15] == MMVP_CATEGORIES[1]
+    assert cats[-1] == MMVP_CATEGORIES[-1] and len(set(cats)) == 9
     logits = np.tile(np.array([[1.0, 0.0], [0.0, 1.0]]), (135, 1, 1))
     res = mmvp_scores(logits)
     assert list(res.per_category) == list(MMVP_CATEGORIES) and res.mean == 1.0
@@ -61,4 +62,4 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"\(n_pairs, 2, 2\)"):
         mmvp_pair_correct(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="categories"):
-        mmvp_scores(np.zeros((3, 2, 2)), ["Color"])
+        mmvp_scores(np.zeros((3, 2, 2)), ["Texts"])

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from workbench._validate import to_numpy
+from workbench.data.base import MMVP_CATEGORIES, MMVPPair
 
 __all__ = [
     "MMVP_CATEGORIES",
@@ -38,17 +39,6 @@ __all__ = [
     "score_mmvp",
 ]
 
-MMVP_CATEGORIES: tuple[str, ...] = (
-    "Orientation",
-    "Presence",
-    "State",
-    "Quantity",
-    "Position",
-    "Color",
-    "Structure",
-    "Texts",
-    "Viewpoint",
-)
 MMVP_PREFIX = "a photo of "
 # The reference rule ``category = pair_index // 15`` over 9 categories covers 135 pairs (270
 # images). The spec's "300 images → 150 pairs" matches MMVP (the VQA set), not this rule; pairs
@@ -57,7 +47,7 @@ PAIRS_PER_CATEGORY = 15
 
 
 class PairLike(Protocol):
-    """What :func:`mmvp_logits` needs of a pair (``workbench.data.synthetic.MMVPPair`` fits)."""
+    """What :func:`mmvp_logits` needs of a pair (``workbench.data.base.MMVPPair`` fits)."""
 
     category: str
     images: Sequence[Any]  # (img1, img2), PIL
@@ -214,22 +204,18 @@ def score_mmvp(encoder: Any, pairs: Sequence[PairLike], **kw: Any) -> MMVPResult
     return mmvp_scores(mmvp_logits(encoder, pairs, **kw), [p.category for p in pairs])
 
 
-@dataclass
-class _Pair:
-    category: str
-    images: tuple[Any, Any]
-    statements: tuple[str, str]
-    attributes: dict[str, Any] = field(default_factory=dict)
+def mmvp_pairs_from_dataset(dataset: Any) -> list[MMVPPair]:
+    """The pairs of a real MMVP-VLM dataset (``load_dataset("mmvp-vlm", root=...)``).
 
+    Uses the dataset's own ``pairs()`` when it has one, else groups consecutive items (``2p``:
+    odd qid, true of img1; ``2p + 1``: even qid) with ``captions[0]`` as the statement and the
+    category from ``attributes["category"]`` or the ``pair_index // 15`` rule.
 
-def mmvp_pairs_from_dataset(dataset: Any) -> list[_Pair]:
-    """Group a real MMVP-VLM dataset (``load_dataset("mmvp-vlm", ...)``) into pairs.
-
-    Items are consecutive CSV rows: item ``2p`` (odd qid, true of img1) and ``2p + 1`` (even
-    qid) form pair ``p``; each item's ``captions[0]`` is its statement and its image is the
-    image that qid names. The category is ``attributes["category"]`` when present, else the
-    benchmark's ``pair_index // 15`` rule.
+    Footgun: :func:`mmvp_logits` prepends ``"a photo of "`` itself, so load the dataset with
+    ``statement_prefix=""`` or score with ``prefix=""`` — never both prefixes.
     """
+    if hasattr(dataset, "pairs"):
+        return list(dataset.pairs())
     n = len(dataset)
     if n == 0 or n % 2:
         raise ValueError(f"an MMVP-VLM dataset has an even, non-zero number of rows; got {n}")
@@ -239,6 +225,11 @@ def mmvp_pairs_from_dataset(dataset: Any) -> list[_Pair]:
         a, b = dataset[2 * p], dataset[2 * p + 1]
         cat = a.attributes.get("category") or (by_index[p] if by_index else "unknown")
         pairs.append(
-            _Pair(str(cat), (a.image, b.image), (a.captions[0], b.captions[0]), dict(a.attributes))
+            MMVPPair(
+                category=str(cat),
+                images=(a.image, b.image),
+                statements=(a.captions[0], b.captions[0]),
+                attributes=(dict(a.attributes), dict(b.attributes)),
+            )
         )
     return pairs

@@ -1,0 +1,294 @@
+"""One call that scores an encoder (or a run's checkpoint) on the D/P suite → a tidy table.
+
+``score_encoder("default", suite=SuiteConfig(...))`` returns a ``pandas.DataFrame`` with one row
+per measurement: ``encoder, dataset, metric, value, seed``. Metrics:
+
+- D-ability on each labelled dataset (image embeddings after the head, L2-normalised):
+  ``s_inner``, ``s_inter``, ``fisher``, ``knn_acc``, ``linear_probe_acc``, ``kmeans_nmi``,
+  ``kmeans_acc``, ``kmeans_ari`` (means over ``kmeans_restarts`` k-means seeds),
+  ``zero_shot_acc`` (prompt-ensembled class names);
+- retrieval on datasets with (mostly) distinct captions: ``i2t_R@K``, ``t2i_R@K``, ``rsum``;
+- compositional on synthetic-world captions: ``comp/<kind>`` and ``comp_mean``;
+- P-ability: MMVP-VLM scoring on synthetic-world pairs (dataset ``"synthetic-mmvp"``) and on a
+  real MMVP-VLM directory when ``mmvp_vlm_root`` is set (dataset ``"mmvp-vlm"``):
+  ``mmvp/<category>`` and ``mmvp_mean``.
+
+Concatenate tables of several encoders and pass them to :func:`workbench.viz.dp.dp_points`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.probes.separability import (
+    PROMPT_TEMPLATES,
+    class_scatter,
+    clustering_scores,
+    knn_accuracy,
+    linear_probe,
+    zero_shot_accuracy,
+)
+
+__all__ = ["SuiteConfig", "d_ability", "resolve_encoder", "score_embeddings", "score_encoder"]
+
+SYNTHETIC_MMVP = "synthetic-mmvp"
+REAL_MMVP = "mmvp-vlm"
+
+
+@dataclass
+class SuiteConfig:
+    """What :func:`score_encoder` measures; every field is validated.
+
+    Attributes:
+        datasets: Labelled datasets for D-ability (and retrieval / compositional where their
+            captions allow). Registry names of :func:`workbench.load_dataset`.
+        n_samples: Items embedded per dataset and seed (a seeded subset; 500 keeps a CPU run
+            to seconds per dataset with the default encoder).
+        seeds: One full pass per seed (data subset, probe split, k-means seeds, MMVP pairs,
+            negatives all derive from it), so the table shows the spread.
+        knn_k: Neighbours of the leave-one-out k-NN classifier.
+        kmeans_restarts: k-means seeds per pass; the reported NMI/ACC/ARI are their means.
+        probe_test_fraction: Held-out fraction of the linear probe's stratified split.
+        templates: Prompt templates (``{}`` = class name) ensembled for zero-shot.
+        mmvp_pairs_per_category: Synthetic-world MMVP pairs per category (9 categories); 0 skips.
+        mmvp_vlm_root: Directory of the real MMVP-VLM benchmark (``load_dataset("mmvp-vlm",
+            root=...)``); ``None`` skips it.
+        retrieval: Score R@1/5/10 and rSum on datasets whose captions are ≥ 90 % distinct.
+        compositional: Score hard-negative caption accuracy on ``"synthetic-world"`` rows (when
+            listed in ``datasets``).
+        negative_kinds: Negative types for the compositional score (``None`` = generator default).
+        batch_size: Encoder batch size.
+    """
+
+    datasets: tuple[str, ...] = ("digits", "synthetic-world")
+    n_samples: int = 500
+    seeds: tuple[int, ...] = (0,)
+    knn_k: int = 10
+    kmeans_restarts: int = 3
+    probe_test_fraction: float = 0.3
+    templates: tuple[str, ...] = PROMPT_TEMPLATES
+    mmvp_pairs_per_category: int = 10
+    mmvp_vlm_root: str | None = None
+    retrieval: bool = True
+    compositional: bool = True
+    negative_kinds: tuple[str, ...] | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.templates = tuple(self.templates)
+        if self.negative_kinds is not None:
+            self.negative_kinds = tuple(self.negative_kinds)
+        if self.n_samples < 10:
+            raise ValueError(f"n_samples must be ≥ 10, got {self.n_samples}")
+        if not self.seeds:
+            raise ValueError("seeds is empty; pass at least one seed")
+        if self.knn_k < 1:
+            raise ValueError(f"knn_k must be ≥ 1, got {self.knn_k}")
+        if self.kmeans_restarts < 1:
+            raise ValueError(f"kmeans_restarts must be ≥ 1, got {self.kmeans_restarts}")
+        if not 0.0 < self.probe_test_fraction < 1.0:
+            raise ValueError(
+                f"probe_test_fraction must be in (0, 1), got {self.probe_test_fraction}"
+            )
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError("templates must be non-empty format strings each containing '{}'")
+        if self.mmvp_pairs_per_category < 0:
+            raise ValueError("mmvp_pairs_per_category must be ≥ 0 (0 skips synthetic MMVP)")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_encoder(encoder: Any) -> tuple[Any, str]:
+    """``(Encoder, label)`` from an Encoder, a registry name, ``"run:<dir>"`` or a run directory."""
+    if isinstance(encoder, Path):
+        encoder = str(encoder)
+    if isinstance(encoder, str):
+        from workbench.encoders import load_encoder
+
+        path = Path(encoder)
+        if not encoder.startswith("run:") and path.is_dir() and (path / "config.json").exists():
+            return load_encoder(f"run:{encoder}"), f"run:{encoder}"
+        return load_encoder(encoder), encoder
+    if hasattr(encoder, "encode_images") and hasattr(encoder, "encode_texts"):
+        return encoder, str(getattr(encoder, "name", type(encoder).__name__))
+    raise TypeError(
+        f"encoder must be an Encoder, a registry name or a run directory, got {type(encoder).__name__}"
+    )
+
+
+def d_ability(
+    image: Any,
+    labels: Any,
+    *,
+    seed: int = 0,
+    knn_k: int = 10,
+    kmeans_restarts: int = 3,
+    probe_test_fraction: float = 0.3,
+    class_text: Any = None,
+) -> dict[str, float]:
+    """Every D-ability number for image embeddings ``image`` (n, D; raw) with class ``labels``.
+
+    Returns ``s_inner``, ``s_inter``, ``fisher`` (L2-normalised rows), ``knn_acc``,
+    ``linear_probe_acc`` (split seeded by ``seed``), ``kmeans_nmi/acc/ari`` (means over
+    k-means seeds ``1000*seed + r``), and ``zero_shot_acc`` when ``class_text`` (K, [T,] D) is given.
+    """
+    sc = class_scatter(image, labels)
+    km = clustering_scores(
+        image, labels, seeds=[1000 * seed + r for r in range(kmeans_restarts)], n_init=1
+    )
+    out = {
+        "s_inner": sc.s_inner,
+        "s_inter": sc.s_inter,
+        "fisher": sc.fisher,
+        "knn_acc": knn_accuracy(image, labels, k=min(knn_k, len(labels) - 1)),
+        "linear_probe_acc": linear_probe(
+            image, labels, test_fraction=probe_test_fraction, seed=seed
+        ).accuracy,
+        "kmeans_nmi": float(np.mean([s.nmi for s in km])),
+        "kmeans_acc": float(np.mean([s.acc for s in km])),
+        "kmeans_ari": float(np.mean([s.ari for s in km])),
+    }
+    if class_text is not None:
+        out["zero_shot_acc"] = zero_shot_accuracy(image, class_text, labels)
+    return out
+
+
+def _captions_distinct(captions: Sequence[str], threshold: float = 0.9) -> bool:
+    return len(captions) > 1 and len(set(captions)) >= threshold * len(captions)
+
+
+def score_embeddings(
+    emb: Any, *, encoder: Any = None, suite: SuiteConfig | None = None, seed: int = 0
+) -> dict[str, float]:
+    """D-ability (+ zero-shot when ``encoder`` is given) and retrieval for one :class:`Embeddings`.
+
+    Unlabelled rows (label -1) are dropped for the D metrics; retrieval uses every row when the
+    captions are ≥ 90 % distinct.
+    """
+    from workbench.probes.retrieval import retrieval_scores, similarity
+    from workbench.probes.separability import zero_shot_classifier
+
+    cfg = suite or SuiteConfig()
+    out: dict[str, float] = {}
+    keep = np.flatnonzero(emb.labels >= 0)
+    if keep.size and np.unique(emb.labels[keep]).size >= 2:
+        class_text = None
+        if encoder is not None and emb.class_names:
+            class_text = zero_shot_classifier(encoder, emb.class_names, cfg.templates)
+        out.update(
+            d_ability(
+                emb.image[keep],
+                emb.labels[keep],
+                seed=seed,
+                knn_k=cfg.knn_k,
+                kmeans_restarts=cfg.kmeans_restarts,
+                probe_test_fraction=cfg.probe_test_fraction,
+                class_text=class_text,
+            )
+        )
+    if cfg.retrieval and _captions_distinct(emb.captions):
+        out.update(retrieval_scores(similarity(emb.image, emb.text)))
+    return out
+
+
+def _rows(encoder: str, dataset: str, seed: int, values: dict[str, float]) -> list[dict[str, Any]]:
+    return [
+        {"encoder": encoder, "dataset": dataset, "metric": m, "value": float(v), "seed": seed}
+        for m, v in values.items()
+    ]
+
+
+def score_encoder(
+    encoder: Any, suite: SuiteConfig | None = None, *, label: str | None = None
+) -> Any:
+    """Score ``encoder`` on the configured D/P suite; return a tidy DataFrame.
+
+    Args:
+        encoder: an :class:`~workbench.encoders.base.Encoder`, a registry name (``"default"``,
+            ``"open_clip:..."``), ``"run:<dir>"`` or a run directory path (its latest checkpoint).
+        suite: what to measure (:class:`SuiteConfig`; defaults if ``None``).
+        label: value of the ``encoder`` column (default: the name it was loaded by).
+
+    Returns:
+        DataFrame with columns ``encoder, dataset, metric, value, seed`` (see module docstring).
+        Datasets that cannot be loaded raise — list only datasets that exist on this machine.
+    """
+    import pandas as pd
+    import torch
+
+    from workbench.data import load_dataset
+    from workbench.encoders.embed import embed
+
+    cfg = suite or SuiteConfig()
+    enc, name = resolve_encoder(encoder)
+    name = label or name
+    rows: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for seed in cfg.seeds:
+            for ds_name in cfg.datasets:
+                ds = load_dataset(ds_name)
+                emb = embed(enc, ds, size=cfg.n_samples, seed=seed)
+                rows += _rows(
+                    name, ds_name, seed, score_embeddings(emb, encoder=enc, suite=cfg, seed=seed)
+                )
+                if cfg.compositional and ds_name == "synthetic-world":
+                    rows += _rows(name, ds_name, seed, _compositional(enc, ds, emb, cfg, seed))
+            if cfg.mmvp_pairs_per_category:
+                rows += _rows(name, SYNTHETIC_MMVP, seed, _synthetic_mmvp(enc, cfg, seed))
+            if cfg.mmvp_vlm_root is not None:
+                rows += _rows(name, REAL_MMVP, seed, _real_mmvp(enc, cfg))
+    return pd.DataFrame(rows, columns=["encoder", "dataset", "metric", "value", "seed"])
+
+
+def _mmvp_values(result: Any) -> dict[str, float]:
+    out = {f"mmvp/{c}": v for c, v in result.per_category.items()}
+    out["mmvp_mean"] = result.mean
+    return out
+
+
+def _synthetic_mmvp(enc: Any, cfg: SuiteConfig, seed: int) -> dict[str, float]:
+    from workbench.data.synthetic import mmvp_pairs
+    from workbench.probes.perception import score_mmvp
+
+    pairs = mmvp_pairs(cfg.mmvp_pairs_per_category, seed=seed)
+    return _mmvp_values(score_mmvp(enc, pairs, batch_size=cfg.batch_size))
+
+
+def _real_mmvp(enc: Any, cfg: SuiteConfig) -> dict[str, float]:
+    from workbench.data import load_dataset
+    from workbench.probes.perception import mmvp_pairs_from_dataset, score_mmvp
+
+    # statement_prefix="": score_mmvp adds the protocol's "a photo of " itself
+    ds = load_dataset(REAL_MMVP, root=cfg.mmvp_vlm_root, statement_prefix="")
+    pairs = mmvp_pairs_from_dataset(ds)
+    return _mmvp_values(score_mmvp(enc, pairs, batch_size=cfg.batch_size))
+
+
+def _compositional(enc: Any, ds: Any, emb: Any, cfg: SuiteConfig, seed: int) -> dict[str, float]:
+    from workbench.probes.compositional import build_negatives, compositional_scores
+
+    negatives = build_negatives(
+        emb.captions, emb.attributes or None, kinds=cfg.negative_kinds, seed=seed
+    )
+    if len(negatives) == 0:
+        return {}
+    neg = np.concatenate(
+        [
+            enc.encode_texts(negatives.texts[i : i + cfg.batch_size], normalize=False).cpu().numpy()
+            for i in range(0, len(negatives), cfg.batch_size)
+        ]
+    )
+    res = compositional_scores(emb.image, emb.text, neg, negatives)
+    out = {f"comp/{k}": v for k, v in res.per_kind.items()}
+    out["comp_mean"] = res.mean
+    return out
