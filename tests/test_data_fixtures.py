@@ -150,11 +150,16 @@ def test_imagefolder_classes_captions_and_modes(tmp_path):
     _save(root / "cat" / "b.jpg", _COLOURS[1], fmt="JPEG")
     _save(root / "golden_retriever" / "c.png", _COLOURS[2], mode="L")
     _save(root / "golden_retriever" / "sub" / "d.bmp", _COLOURS[3])
+    palette = Image.new("P", (12, 10), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 10] + [0] * 762)
+    palette.info["transparency"] = 1  # the whole image is transparent
+    palette.save(root / "golden_retriever" / "e.png", transparency=1)
     (root / "golden_retriever" / "notes.txt").write_text("not an image")
     ds = load_dataset("imagefolder", root=root)
-    assert ds.class_names == ["cat", "golden retriever"] and len(ds) == 4
+    assert ds.class_names == ["cat", "golden retriever"] and len(ds) == 5
     items = list(ds)
-    assert [it.label for it in items] == [0, 0, 1, 1]
+    assert [it.label for it in items] == [0, 0, 1, 1, 1]
+    assert (np.asarray(items[3].image) == 255).all()  # palette transparency → white
     assert all(it.image.mode == "RGB" for it in items)
     assert items[0].captions == ["a photo of a cat.", "a picture of a cat."]
     assert tuple(np.asarray(items[0].image)[0, 0]) == (255, 255, 255)  # transparent → white

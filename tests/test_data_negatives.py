@@ -107,6 +107,16 @@ def test_negatives_work_on_real_dataset_captions(dataset):
     )  # fmt: skip
 
 
+def test_negatives_on_openclipart_and_fashion_captions():
+    from workbench.data.openclipart import DEBIAN_ROOT, build_index
+
+    captions = ["a photo of an ankle boot", "a photo of a t-shirt", "a photo of a pullover"]
+    if (DEBIAN_ROOT / "svg").is_dir():
+        captions += [r["captions"][0] for r in build_index(str(DEBIAN_ROOT.resolve()))[::40]]
+    for i, cap in enumerate(captions):
+        _check_text_kinds(cap, hard_negatives(cap, seed=i, max_per_kind=None))
+
+
 def _single_factor_changes(attrs: dict) -> set[str]:
     out = set()
     for k, values in FACTORS.items():

@@ -145,6 +145,7 @@ class SkimagePhotos(Dataset):
 
     Args:
         names: Which photos (default: all of :data:`SKIMAGE_PHOTOS`, in that order).
+        split: Only ``"all"`` (accepted so generic code can pass it).
 
     Items: captions ``[human caption, "a photo of a <class>"]``, ``label`` = index of the photo's class
     in ``class_names`` (e.g. ``chelsea`` → ``"cat"``), ``attributes = {"skimage_name": ...}``.
@@ -153,7 +154,11 @@ class SkimagePhotos(Dataset):
     name = "skimage-photos"
     split = "all"
 
-    def __init__(self, names: list[str] | tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, names: list[str] | tuple[str, ...] | None = None, split: str = "all"
+    ) -> None:
+        if split != "all":
+            raise ValueError(f"skimage-photos has only the split 'all', got {split!r}")
         names = list(SKIMAGE_PHOTOS) if names is None else list(names)
         unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
         if unknown:

@@ -60,6 +60,7 @@ class MMVPVLM(Dataset):
         root: The dataset folder (default ``$WORKBENCH_DATA/mmvp-vlm``).
         statement_prefix: Prepended to each statement (default ``"a photo of "``, as in the
             benchmark's evaluation script; ``""`` for the raw statement).
+        split: ``"test"`` (the whole benchmark; ``"all"`` is accepted as a synonym).
 
     Items (in qid order): ``captions = [prefix + statement]``, ``label`` = category index in
     ``class_names`` (= :data:`MMVP_CATEGORIES` order), attributes
@@ -70,8 +71,15 @@ class MMVPVLM(Dataset):
     split = "test"
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, statement_prefix: str = "a photo of "
+        self,
+        root: str | os.PathLike[str] | None = None,
+        statement_prefix: str = "a photo of ",
+        split: str = "test",
     ) -> None:
+        if split not in ("test", "all"):
+            raise ValueError(
+                f"mmvp-vlm is a test set: split must be 'test' (or 'all'), got {split!r}"
+            )
         if root is None:
             base = os.environ.get("WORKBENCH_DATA")
             root = Path(base) / "mmvp-vlm" if base else Path.cwd() / "data" / "mmvp-vlm"

@@ -240,6 +240,7 @@ class OpenClipart(Dataset):
         seed: Seed of that subset.
         categories: Keep only these top-level categories (default: all).
         max_side: Downscale PNGs so their longer side is at most this (default 512; ``None``: as is).
+        split: Only ``"all"`` (accepted so generic code can pass it).
 
     Items: RGB image (alpha composited on white), captions from :func:`captions_from_metadata`,
     ``label`` = index of the top-level category directory in ``class_names``, attributes
@@ -256,7 +257,13 @@ class OpenClipart(Dataset):
         seed: int = 0,
         categories: list[str] | None = None,
         max_side: int | None = 512,
+        split: str = "all",
     ) -> None:
+        if split != "all":
+            raise ValueError(
+                f"openclipart has no predefined splits (only 'all'), got {split!r}; "
+                "use size=/seed= or categories= to subset"
+            )
         if root is None:
             root = os.environ.get("WORKBENCH_OPENCLIPART", DEBIAN_ROOT)
         self.root = Path(root)

@@ -443,7 +443,7 @@ def mmvp_pairs(n_pairs_per_category: int, seed: int = 0, image_size: int = 96) -
     caption of image ``k``, so the two statements also differ only in that factor's words.
 
     Constraints that keep the difference visible and the attribute dicts honest: orientation pairs
-    use an orientable shape; quantity pairs compare 2 vs 3 objects (same arrangement); position
+    use a triangle or an arrow; quantity pairs compare 2 vs 3 objects (same arrangement); position
     pairs use a single object; structure pairs use 2–3 objects.
 
     Returns:
@@ -459,7 +459,8 @@ def mmvp_pairs(n_pairs_per_category: int, seed: int = 0, image_size: int = 96) -
             rng = np.random.default_rng([seed, 7, c, j])
             fixed: dict[str, Any] = {}
             if factor == "orientation":
-                fixed["shape"] = ORIENTABLE_SHAPES[int(rng.integers(len(ORIENTABLE_SHAPES)))]
+                pointers = ("triangle", "arrow")  # a rotated 5-point star is too subtle at 96 px
+                fixed["shape"] = pointers[int(rng.integers(len(pointers)))]
                 fixed["orientation"] = None
             elif factor == "count":
                 fixed["count"] = 2
