@@ -12,6 +12,7 @@ no gradient, methods that run extra forwards, and the gradient probe need no spe
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +61,10 @@ def gather_features(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
         return x
     import torch.distributed.nn as dist_nn
 
-    return torch.cat(dist_nn.all_gather(x.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private functional API; still the public autograd gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_nn.all_gather(x.contiguous()), dim=0)
 
 
 def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:
