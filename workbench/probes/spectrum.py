@@ -260,8 +260,9 @@ class _GramAccumulator:
             self._shift_c = self.shift.astype(cdt)
             self.G = np.zeros((self.d, self.d))
             self.S = np.zeros(self.d)
-        Y = np.subtract(chunk, self._shift_c, dtype=self._cdt)  # (rows, d) shifted copy
-        s = Y.sum(axis=0, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported just below
+            Y = np.subtract(chunk, self._shift_c, dtype=self._cdt)  # (rows, d) shifted copy
+            s = Y.sum(axis=0, dtype=np.float64)
         if not np.isfinite(s).all():
             check_finite_rows(np.asarray(chunk), self.name, row_offset=offset)
             raise ValueError(f"{self.name} overflows near row {offset}; rescale the data")
