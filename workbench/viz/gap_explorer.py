@@ -1,0 +1,585 @@
+"""``GapExplorer``: walk along the modality gap and switch ReAlign's steps on and off.
+
+Three figures, all computed on L2-normalised paired embeddings (image x, text y):
+
+* ``gap_clouds`` — both point clouds in a fixed 2-D PCA frame (fitted once on the unshifted,
+  un-aligned clouds, so movement is visible), their centroids and the gap between them, after
+  the chosen ReAlign steps and a shift by λ along the gap Δ = mean(x̂) − mean(ŷ):
+  x' = norm(x − λΔ), y' = norm(y + λΔ) (Mind the Gap Fig. 3; ``probes.gap.shift_experiment``).
+* ``gap_metrics`` — over the λ grid: signed remaining centroid distance, CLIP loss at τ and
+  accuracy (Recall@1 both ways; zero-shot when the source has an encoder and class names), for
+  the current ReAlign steps (solid) and without ReAlign (dotted), with λ marked.
+* ``realign_steps`` — gap, loss and accuracy at λ = 0 after none / Anchor / +Trace / +Centroid
+  (ReAlign Tab. 5 ablation; ``probes.realign.ReAlign``), the current choice highlighted.
+
+ReAlign's steps are a prefix (Anchor → Trace → Centroid): switching Trace on switches Anchor on,
+switching Anchor off switches the later steps off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from workbench.viz._explorer import (
+    DATASET_CHOICES,
+    ExplorerSource,
+    ProgressFn,
+    _ExplorerBase,
+    _no_progress,
+    open_source,
+)
+from workbench.viz._widgets import KeyedCache
+
+__all__ = ["REALIGN_CHOICES", "GapController", "GapExplorer", "GapSettings"]
+
+REALIGN_CHOICES = ("none", "anchor", "anchor+trace", "full")
+"""ReAlign prefixes: none, Anchor, Anchor+Trace, Anchor+Trace+Centroid (the method)."""
+
+_IMAGE, _TEXT = "#1f77b4", "#ff7f0e"
+
+
+@dataclass
+class GapSettings:
+    """What a :class:`GapExplorer` shows; every field is a control.
+
+    Attributes:
+        dataset: dataset registry name (ignored for an Embeddings source).
+        sample_size: pairs used (seeded subset); 256 keeps every update well under a second.
+        step: training step for a run source (0 = base encoder).
+        lam: λ, the shift along the gap; 0 = unshifted, ≈0.5 closes the gap.
+        realign: ReAlign prefix, one of :data:`REALIGN_CHOICES`.
+        temperature: τ of the CLIP loss (0.01 = CLIP's learned 1/100).
+        lam_min, lam_max, lam_step: the λ grid of the metric curves (Mind the Gap's −1…1.5).
+        max_points: points drawn per cloud (metrics always use every pair).
+        seed: seed of the drawn subset.
+    """
+
+    dataset: str = "synthetic-world"
+    sample_size: int = 256
+    step: int = 0
+    lam: float = 0.0
+    realign: str = "none"
+    temperature: float = 0.01
+    lam_min: float = -1.0
+    lam_max: float = 1.5
+    lam_step: float = 0.125
+    max_points: int = 400
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field and what would be valid."""
+        if self.realign not in REALIGN_CHOICES:
+            raise ValueError(f"realign must be one of {REALIGN_CHOICES}, got {self.realign!r}")
+        if int(self.sample_size) < 4:
+            raise ValueError(f"sample_size must be >= 4 pairs, got {self.sample_size}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (self.lam_min < self.lam_max and self.lam_step > 0):
+            raise ValueError(
+                f"need lam_min < lam_max and lam_step > 0, got {self.lam_min}, {self.lam_max}, "
+                f"{self.lam_step}"
+            )
+        if not np.isfinite(self.lam):
+            raise ValueError(f"lam must be finite, got {self.lam}")
+        if int(self.max_points) < 1:
+            raise ValueError(f"max_points must be >= 1, got {self.max_points}")
+
+    @property
+    def lambdas(self) -> np.ndarray:
+        """The λ grid of the metric curves."""
+        return np.arange(self.lam_min, self.lam_max + self.lam_step / 2, self.lam_step)
+
+
+def _unit(A: np.ndarray) -> np.ndarray:
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+class GapController:
+    """Settings → gap figures, with no widgets (what the tests drive).
+
+    Args:
+        source: anything :func:`~workbench.viz.explorers.open_source` accepts.
+        settings: initial :class:`GapSettings` (dataset defaults to the source's).
+        encoder: base encoder for a run directory (optional).
+    """
+
+    FIGURES = ("gap_clouds", "gap_metrics", "realign_steps")
+
+    def __init__(
+        self, source: Any, settings: GapSettings | None = None, *, encoder: Any = None
+    ) -> None:
+        self.source: ExplorerSource = open_source(source, encoder=encoder)
+        if settings is None:
+            settings = GapSettings(dataset=self.source.default_dataset)
+        if self.source.fixed_dataset:
+            settings = replace(settings, dataset=self.source.fixed_dataset)
+        steps = self.source.steps()
+        if settings.step not in steps:
+            settings = replace(settings, step=steps[-1])
+        self.settings = settings
+        self._data_cache: KeyedCache[dict[str, Any]] = KeyedCache(8)
+        self._sweeps: KeyedCache[Any] = KeyedCache(32)
+        self._aligned: KeyedCache[tuple[np.ndarray, np.ndarray | None]] = KeyedCache(32)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def set(self, **changes: Any) -> set[str]:
+        """Change settings (validated); returns the names that actually changed."""
+        unknown = set(changes) - set(asdict(self.settings))
+        if unknown:
+            raise ValueError(f"unknown GapSettings fields {sorted(unknown)}")
+        if "step" in changes and changes["step"] not in self.source.steps():
+            raise ValueError(f"step {changes['step']} not among {self.source.steps()}")
+        if self.source.fixed_dataset and changes.get("dataset", self.source.fixed_dataset) != (
+            self.source.fixed_dataset
+        ):
+            raise ValueError("this explorer shows fixed Embeddings; its dataset cannot change")
+        new = replace(self.settings, **changes)
+        changed = {k for k, v in asdict(new).items() if asdict(self.settings)[k] != v}
+        self.settings = new
+        return changed
+
+    # -- computation --------------------------------------------------------------------------
+
+    def _data_key(self) -> tuple[Any, ...]:
+        s = self.settings
+        return (s.dataset, int(s.sample_size), int(s.step))
+
+    def data(self, progress: ProgressFn = _no_progress) -> dict[str, Any]:
+        """Normalised clouds, labels, class prompts and the fixed PCA frame for the current data."""
+        s = self.settings
+
+        def load() -> dict[str, Any]:
+            emb = self.source.embeddings(s.dataset, int(s.sample_size), int(s.step), progress)
+            X, Y = _unit(emb.image.astype(np.float64)), _unit(emb.text.astype(np.float64))
+            labels = np.asarray(emb.labels)
+            C = None
+            if emb.class_names and (labels >= 0).all():
+                progress("class prompts for zero-shot…", 0.9)
+                C = self.source.class_text(list(emb.class_names), int(s.step))
+            Z = np.vstack([X, Y])  # (2n, d)
+            mean = Z.mean(axis=0)
+            _, _, Vt = np.linalg.svd(Z - mean, full_matrices=False)
+            rng = np.random.default_rng(s.seed)
+            show = np.sort(rng.permutation(len(X))[: int(s.max_points)])
+            return {
+                "X": X,
+                "Y": Y,
+                "labels": labels if C is not None else None,
+                "C": C,
+                "mean": mean,
+                "frame": Vt[:2],
+                "show": show,
+                "captions": emb.captions,
+            }
+
+        return self._data_cache.get(self._data_key(), load)
+
+    def aligned(self, steps: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """Text (n, d) and class prompts (K, d) after ReAlign ``steps``, L2-normalised."""
+        d = self.data()
+
+        def fit() -> tuple[np.ndarray, np.ndarray | None]:
+            if steps == "none":
+                return d["Y"], d["C"]
+            from workbench.probes.realign import ReAlign
+
+            ra = ReAlign(steps=steps).fit(d["X"], d["Y"])
+            C = None if d["C"] is None else _unit(ra.transform(d["C"]))
+            return _unit(ra.transform(d["Y"])), C
+
+        return self._aligned.get((*self._data_key(), steps), fit)
+
+    def sweep(self, steps: str, lambdas: np.ndarray | None = None) -> Any:
+        """:class:`~workbench.probes.gap.ShiftResult` over ``lambdas`` (default: the grid)."""
+        from workbench.probes.gap import shift_experiment
+
+        s = self.settings
+        grid = s.lambdas if lambdas is None else np.asarray(lambdas, dtype=np.float64)
+        d = self.data()
+
+        def run() -> Any:
+            Y, C = self.aligned(steps)
+            zs = {} if C is None else {"labels": d["labels"], "class_text_emb": C}
+            return shift_experiment(d["X"], Y, grid, temperature=s.temperature, **zs)
+
+        return self._sweeps.get((*self._data_key(), steps, s.temperature, tuple(grid)), run)
+
+    def clouds(self) -> dict[str, np.ndarray]:
+        """2-D coordinates of the shifted clouds and centroids in the fixed PCA frame."""
+        s, d = self.settings, self.data()
+        Y, _ = self.aligned(s.realign)
+        delta = d["X"].mean(axis=0) - Y.mean(axis=0)  # Δ of the clouds being shifted
+        Xs = _unit(d["X"] - s.lam * delta)
+        Ys = _unit(Y + s.lam * delta)
+        P = lambda A: (A - d["mean"]) @ d["frame"].T  # noqa: E731  (m, 2)
+        show = d["show"]
+        return {
+            "image": P(Xs[show]),
+            "text": P(Ys[show]),
+            "image_centroid": P(Xs.mean(axis=0, keepdims=True))[0],
+            "text_centroid": P(Ys.mean(axis=0, keepdims=True))[0],
+        }
+
+    def metrics_at(self) -> dict[str, float]:
+        """Remaining signed gap, loss, Recall@1 and zero-shot at the current λ and steps."""
+        r = self.sweep(self.settings.realign, [self.settings.lam])
+        return {
+            "lambda": float(self.settings.lam),
+            "signed_gap": float(r.signed_gap[0]),
+            "loss": float(r.loss[0]),
+            "i2t_r1": float(r.i2t[0]),
+            "t2i_r1": float(r.t2i[0]),
+            "zero_shot": float(r.zero_shot[0]),
+            "gap_norm_before_shift": float(r.gap_norm),
+        }
+
+    def ablation(self) -> dict[str, dict[str, float]]:
+        """Metrics at λ = 0 for each ReAlign prefix (ReAlign Tab. 5)."""
+        out = {}
+        for steps in REALIGN_CHOICES:
+            r = self.sweep(steps, [0.0])
+            out[steps] = {
+                "gap": float(r.gap_norm),
+                "loss": float(r.loss[0]),
+                "i2t_r1": float(r.i2t[0]),
+                "t2i_r1": float(r.t2i[0]),
+                "zero_shot": float(r.zero_shot[0]),
+            }
+        return out
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def _updates(self) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """Per figure: one update dict per trace (fixed count and order) and a layout update."""
+        s = self.settings
+        c = self.clouds()
+        cur, ref = self.sweep(s.realign), self.sweep("none")
+        at = self.metrics_at()
+        ab = self.ablation()
+        lam_x = [s.lam]
+        ic, tc = c["image_centroid"], c["text_centroid"]
+        step_name = {
+            "none": "no ReAlign",
+            "anchor": "Anchor",
+            "anchor+trace": "+Trace",
+            "full": "+Centroid",
+        }
+        clouds = [
+            {"x": c["image"][:, 0], "y": c["image"][:, 1]},
+            {"x": c["text"][:, 0], "y": c["text"][:, 1]},
+            {"x": [ic[0]], "y": [ic[1]]},
+            {"x": [tc[0]], "y": [tc[1]]},
+            {"x": [ic[0], tc[0]], "y": [ic[1], tc[1]]},
+        ]
+        clouds_layout = {
+            "title.text": (
+                f"Clouds after {step_name[s.realign]}, shifted by λ = {s.lam:+.3g} · "
+                f"remaining gap {at['signed_gap']:+.3f}"
+            )
+        }
+        acc = lambda r: 0.5 * (r.i2t + r.t2i)  # noqa: E731
+        metrics = [
+            {"x": cur.lambdas, "y": cur.signed_gap},
+            {"x": ref.lambdas, "y": ref.signed_gap},
+            {"x": cur.lambdas, "y": cur.loss},
+            {"x": ref.lambdas, "y": ref.loss},
+            {"x": cur.lambdas, "y": acc(cur)},
+            {"x": ref.lambdas, "y": acc(ref)},
+            {
+                "x": cur.lambdas,
+                "y": cur.zero_shot,
+                "visible": bool(np.isfinite(cur.zero_shot).any()),
+            },
+            {"x": lam_x, "y": [at["signed_gap"]]},
+            {"x": lam_x, "y": [at["loss"]]},
+            {"x": lam_x * 2, "y": [0.5 * (at["i2t_r1"] + at["t2i_r1"]), at["zero_shot"]]},
+        ]
+        metrics_layout = {
+            "shapes": [
+                {
+                    "type": "line",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": s.lam,
+                    "x1": s.lam,
+                    "y0": 0,
+                    "y1": 1,
+                    "line": {"dash": "dot", "color": "grey", "width": 1},
+                }
+            ],
+            "title.text": (
+                f"λ = {s.lam:+.3g}: gap {at['signed_gap']:+.3f}, loss {at['loss']:.3f}, "
+                f"R@1 {0.5 * (at['i2t_r1'] + at['t2i_r1']):.2f}"
+                + (f", zero-shot {at['zero_shot']:.2f}" if np.isfinite(at["zero_shot"]) else "")
+            ),
+        }
+        names = list(REALIGN_CHOICES)
+        labels = [step_name[k] for k in names]
+        width = [3 if k == s.realign else 0 for k in names]
+        bar = lambda key: {  # noqa: E731
+            "x": labels,
+            "y": [ab[k][key] for k in names],
+            "marker.line.width": width,
+        }
+        steps_traces = [
+            bar("gap"),
+            bar("loss"),
+            {
+                "x": labels,
+                "y": [0.5 * (ab[k]["i2t_r1"] + ab[k]["t2i_r1"]) for k in names],
+                "marker.line.width": width,
+            },
+            {**bar("zero_shot"), "visible": bool(np.isfinite(ab["none"]["zero_shot"]))},
+        ]
+        return {
+            "gap_clouds": (clouds, clouds_layout),
+            "gap_metrics": (metrics, metrics_layout),
+            "realign_steps": (steps_traces, {}),
+        }
+
+    @staticmethod
+    def _empty_figures() -> dict[str, Any]:
+        """Figures with every trace in place and styled, but no data."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        clouds = go.Figure(
+            [
+                go.Scattergl(
+                    name="image",
+                    mode="markers",
+                    marker={"color": _IMAGE, "size": 5, "opacity": 0.6},
+                ),
+                go.Scattergl(
+                    name="text", mode="markers", marker={"color": _TEXT, "size": 5, "opacity": 0.6}
+                ),
+                go.Scatter(
+                    name="image centroid",
+                    mode="markers",
+                    marker={"color": _IMAGE, "size": 16, "symbol": "x", "line": {"width": 2}},
+                ),
+                go.Scatter(
+                    name="text centroid",
+                    mode="markers",
+                    marker={"color": _TEXT, "size": 16, "symbol": "x", "line": {"width": 2}},
+                ),
+                go.Scatter(name="gap", mode="lines", line={"color": "black", "width": 2}),
+            ],
+        )
+        clouds.update_layout(
+            height=560,
+            width=520,
+            xaxis_title="PC 1 (fixed frame)",
+            yaxis_title="PC 2",
+            yaxis={"scaleanchor": "x"},
+            margin={"t": 50, "b": 40},
+        )
+        metrics = make_subplots(
+            rows=3,
+            cols=1,
+            shared_xaxes=True,
+            vertical_spacing=0.06,
+            subplot_titles=("signed remaining gap", "CLIP loss at τ", "accuracy"),
+        )
+        line = lambda name, color, dash, row, legend=True: metrics.add_trace(  # noqa: E731
+            go.Scatter(
+                name=name, mode="lines", line={"color": color, "dash": dash}, showlegend=legend
+            ),
+            row=row,
+            col=1,
+        )
+        line("gap", "#2ca02c", "solid", 1)
+        line("gap, no ReAlign", "#2ca02c", "dot", 1)
+        line("loss", "#d62728", "solid", 2)
+        line("loss, no ReAlign", "#d62728", "dot", 2)
+        line("R@1 (mean i2t, t2i)", "#9467bd", "solid", 3)
+        line("R@1, no ReAlign", "#9467bd", "dot", 3)
+        line("zero-shot", "#8c564b", "solid", 3)
+        for row in (1, 2, 3):
+            metrics.add_trace(
+                go.Scatter(
+                    name="at λ",
+                    mode="markers",
+                    marker={"size": 10, "color": "black"},
+                    showlegend=row == 1,
+                ),
+                row=row,
+                col=1,
+            )
+        metrics.update_layout(height=560, width=600, margin={"t": 60, "b": 40})
+        metrics.update_xaxes(title_text="λ (shift along the gap)", row=3, col=1)
+        steps = make_subplots(
+            rows=1, cols=3, subplot_titles=("centroid gap ‖Δ‖", "CLIP loss", "accuracy")
+        )
+        bar = lambda name, color, col: steps.add_trace(  # noqa: E731
+            go.Bar(name=name, marker={"color": color, "line": {"color": "black"}}), row=1, col=col
+        )
+        bar("gap", "#2ca02c", 1)
+        bar("loss", "#d62728", 2)
+        bar("R@1", "#9467bd", 3)
+        bar("zero-shot", "#8c564b", 3)
+        steps.update_layout(
+            height=320,
+            width=1120,
+            title_text="ReAlign steps at λ = 0 (current outlined)",
+            margin={"t": 70, "b": 40},
+        )
+        return {"gap_clouds": clouds, "gap_metrics": metrics, "realign_steps": steps}
+
+    def figures(self, progress: ProgressFn = _no_progress) -> dict[str, Any]:
+        """Fresh static ``go.Figure`` objects for the current settings."""
+        figs = self._empty_figures()
+        self.apply(figs, progress)
+        return figs
+
+    def apply(self, figs: dict[str, Any], progress: ProgressFn = _no_progress) -> None:
+        """Rewrite the traces and layout of ``figs`` (Figure or FigureWidget) in place."""
+        self.data(progress)
+        progress("shift experiment and ReAlign…", 0.95)
+        for name, (traces, layout) in self._updates().items():
+            fig = figs[name]
+            with fig.batch_update():
+                for trace, upd in zip(fig.data, traces, strict=True):
+                    trace.update(upd)
+                if layout:
+                    fig.layout.update(layout)
+
+    def status_line(self) -> str:
+        """One line for the explorer's status: source, data and the metrics at λ."""
+        s, at = self.settings, self.metrics_at()
+        return (
+            f"{self.source.describe_step(s.step)} · {s.dataset}, {len(self.data()['X'])} pairs · "
+            f"λ {s.lam:+.3g}: gap {at['signed_gap']:+.3f}, loss {at['loss']:.3f}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Current settings, metrics at λ, the λ-crossing and the ReAlign ablation."""
+        s = self.settings
+        return {
+            "source": self.source.label,
+            "settings": asdict(s),
+            "at_lambda": self.metrics_at(),
+            "crossing_lambda": self.sweep(s.realign).crossing(),
+            "realign_ablation": self.ablation(),
+        }
+
+
+class GapExplorer(_ExplorerBase):
+    """λ slider along the modality gap and ReAlign step toggles, in JupyterLab.
+
+    Args:
+        source: an encoder name or Encoder, a run directory, or an Embeddings.
+        static: ``True`` → always static figures; ``False`` → always widgets; ``None`` → widgets
+            only in an interactive kernel (not under papermill/nbconvert; env
+            ``WORKBENCH_STATIC``). See :mod:`workbench.viz.explorers`.
+        encoder: base encoder of a run directory, if already loaded.
+        **settings: initial :class:`GapSettings` fields (``lam``, ``realign``, ``sample_size``…).
+
+    Attributes:
+        controller: the :class:`GapController` (settings → figure data).
+        widget: the ipywidgets box (built on first access).
+        figure_widgets: ``{name: go.FigureWidget}``, updated in place.
+        controls: ``{setting name: widget}``; ``realign`` is driven by the three step toggles.
+    """
+
+    def __init__(
+        self, source: Any, *, static: bool | None = None, encoder: Any = None, **settings: Any
+    ) -> None:
+        super().__init__(static)
+        src = open_source(source, encoder=encoder)
+        base = GapSettings(dataset=src.fixed_dataset or src.default_dataset)
+        self.controller = GapController(src, replace(base, **settings))
+
+    def _make_controls(self, W: Any) -> dict[str, Any]:
+        c = self.controller
+        s, src = c.settings, c.source
+        datasets = list(dict.fromkeys([s.dataset, *DATASET_CHOICES]))
+        steps = src.steps()
+        controls = {
+            "dataset": W.Dropdown(
+                options=datasets,
+                value=s.dataset,
+                description="dataset",
+                disabled=bool(src.fixed_dataset),
+            ),
+            "sample_size": W.IntSlider(
+                value=s.sample_size,
+                min=16,
+                max=max(2048, s.sample_size),
+                step=16,
+                description="pairs",
+                continuous_update=False,
+            ),
+            "step": W.SelectionSlider(
+                options=steps,
+                value=s.step,
+                description="step",
+                disabled=len(steps) < 2,
+            ),
+            "lam": W.FloatSlider(
+                value=s.lam,
+                min=s.lam_min,
+                max=s.lam_max,
+                step=s.lam_step / 5,
+                description="λ",
+                readout_format="+.3f",
+            ),
+            "temperature": W.FloatLogSlider(
+                value=s.temperature,
+                base=10,
+                min=-3,
+                max=0,
+                step=0.1,
+                description="τ",
+            ),
+        }
+        on = REALIGN_CHOICES.index(s.realign)
+        tips = (
+            "Anchor: ė_y = (e_y − µ_y) + µ_x",
+            "Trace: rescale by s = sqrt(T_x / T_y), renormalise (needs Anchor)",
+            "Centroid: re-centre on µ_x after renormalising (needs Trace)",
+        )
+        self.toggles = [
+            W.ToggleButton(value=on > i, description=name, tooltip=tip)
+            for i, (name, tip) in enumerate(zip(("Anchor", "Trace", "Centroid"), tips))
+        ]
+        for i, toggle in enumerate(self.toggles):
+            toggle.observe(lambda change, i=i: self._on_toggle(i, change), names="value")
+        return controls
+
+    def _on_toggle(self, i: int, change: dict[str, Any]) -> None:
+        """Keep the toggles a prefix (Anchor → Trace → Centroid) and request that prefix."""
+        if self._syncing:
+            return
+        n_on = i + 1 if change["new"] else i  # on: this and all before; off: all before only
+        self._syncing = True
+        try:
+            for j, toggle in enumerate(self.toggles):
+                toggle.value = j < n_on
+        finally:
+            self._syncing = False
+        self._on_control("realign", {"new": REALIGN_CHOICES[n_on]})
+
+    def _layout(self, W: Any) -> Any:
+        k = self.controls
+        f = self.figure_widgets
+        head = W.HTML(f"<b>GapExplorer</b> · {self.controller.source.label}")
+        realign = W.HBox([W.Label("ReAlign steps:"), *self.toggles])
+        return W.VBox(
+            [
+                head,
+                W.HBox([k["dataset"], k["sample_size"], k["step"]]),
+                W.HBox([k["lam"], k["temperature"]]),
+                realign,
+                W.HBox([self.status, self.progress]),
+                W.HBox([f["gap_clouds"], f["gap_metrics"]]),
+                f["realign_steps"],
+            ]
+        )

@@ -1,0 +1,729 @@
+"""``SpectrumExplorer``: spectra, strong/weak/noise partitions and a 2-D view, under widgets.
+
+Four figures of the chosen embeddings (L2-normalised rows; ``modality="both"`` stacks image
+over text, (2n, d)):
+
+* ``spectrum`` — sorted singular values σ_i (``probes.spectrum``), the strong / weak / noise
+  bands of ``probes.partition`` shaded, the iqr-mp edges τ_strong and τ_noise, and for a run the
+  spectrum of the training batch logged at that step (dashed);
+* ``energy`` — cumulative energy Σ_{j≤k} σ_j² / Σσ² (SDE Fig. 3c) with the band edges and the
+  effective rank (``probes.spectrum.effective_rank``, chosen variant) marked;
+* ``proportions`` — |S|/r, |W|/r, |N|/r over training steps from a run's logged snapshots
+  (SDE Fig. 3a), recomputed with the chosen partition method where the log allows it, and the
+  current embeddings' proportions at the current step (markers);
+* ``projection`` — 2-D PCA (or UMAP) of the rows, coloured by label or by modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from workbench.viz._explorer import (
+    DATASET_CHOICES,
+    ExplorerSource,
+    ProgressFn,
+    _ExplorerBase,
+    _no_progress,
+    open_source,
+)
+from workbench.viz._widgets import KeyedCache
+
+__all__ = ["SpectrumController", "SpectrumExplorer", "SpectrumSettings"]
+
+MODALITIES = ("image", "text", "both")
+PROJECTIONS = ("pca", "umap")
+COLOUR_BY = ("label", "modality")
+BAND_COLOURS = {"strong": "#2ca02c", "weak": "#ff7f0e", "noise": "#7f7f7f"}
+_MODALITY_COLOURS = {"image": "#1f77b4", "text": "#d62728"}
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+)  # fmt: skip
+
+# Which settings field each partition method reads, with the name it has in probes.partition.
+PARTITION_PARAMS = {
+    "iqr-mp": {"tukey_k": "tukey_k"},
+    "energy": {"strong_energy": "strong_energy", "weak_energy": "weak_energy"},
+    "fixed": {"strong_fraction": "strong_fraction", "weak_fraction": "weak_fraction"},
+}
+
+
+@dataclass
+class SpectrumSettings:
+    """What a :class:`SpectrumExplorer` shows; every field is a control.
+
+    Attributes:
+        dataset: dataset registry name (ignored for an Embeddings source).
+        modality: ``"image"``, ``"text"`` or ``"both"`` (image rows stacked over text rows).
+        step: training step of a run source (0 = the base encoder).
+        center: column-centre before the SVD. Default ``False``: SDE partitions the raw batch
+            matrix (``probes.partition`` default).
+        erank: effective-rank variant (``probes.spectrum.EFFECTIVE_RANKS``). Variants defined
+            on one centring (rankme: uncentred, erank/cov: centred) use it whatever ``center``.
+        partition: ``"iqr-mp"`` (SDE [our reading]), ``"energy"`` or ``"fixed"``.
+        tukey_k: iqr-mp Tukey fence multiplier in Q3(σ) + k·IQR(σ).
+        strong_energy, weak_energy: energy method's cumulative-energy cut-offs.
+        strong_fraction, weak_fraction: fixed method's fractions of the r directions.
+        log_scale: log y axis for the spectrum.
+        sample_size: items embedded (seeded subset); 256 keeps updates interactive on a CPU.
+        projection: ``"pca"`` or ``"umap"`` (UMAP's first call compiles: tens of seconds).
+        colour_by: ``"label"`` or ``"modality"`` for the 2-D view.
+        max_points: points drawn per modality in the 2-D view.
+        seed: seed of the UMAP layout and of the drawn subset.
+    """
+
+    dataset: str = "synthetic-world"
+    modality: str = "both"
+    step: int = 0
+    center: bool = False
+    erank: str = "erank/rankme"
+    partition: str = "iqr-mp"
+    tukey_k: float = 1.5
+    strong_energy: float = 0.9
+    weak_energy: float = 0.99
+    strong_fraction: float = 0.1
+    weak_fraction: float = 0.4
+    log_scale: bool = True
+    sample_size: int = 256
+    projection: str = "pca"
+    colour_by: str = "label"
+    max_points: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the bad field and the valid choices."""
+        from workbench.probes.partition import PARTITIONS
+        from workbench.probes.spectrum import EFFECTIVE_RANKS
+
+        for name, choices in (
+            ("modality", MODALITIES),
+            ("projection", PROJECTIONS),
+            ("colour_by", COLOUR_BY),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.erank not in EFFECTIVE_RANKS:
+            raise ValueError(f"erank must be one of {EFFECTIVE_RANKS.names()}, got {self.erank!r}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(
+                f"partition must be one of {PARTITIONS.names()}, got {self.partition!r}"
+            )
+        if not self.tukey_k >= 0:
+            raise ValueError(f"tukey_k must be >= 0, got {self.tukey_k}")
+        if not 0 < self.strong_energy <= self.weak_energy <= 1:
+            raise ValueError(
+                "need 0 < strong_energy <= weak_energy <= 1, got "
+                f"{self.strong_energy}, {self.weak_energy}"
+            )
+        if (
+            not (0 <= self.strong_fraction and 0 <= self.weak_fraction)
+            or self.strong_fraction + self.weak_fraction > 1
+        ):
+            raise ValueError(
+                "need strong_fraction, weak_fraction >= 0 with sum <= 1, got "
+                f"{self.strong_fraction}, {self.weak_fraction}"
+            )
+        if int(self.sample_size) < 4:
+            raise ValueError(f"sample_size must be >= 4 items, got {self.sample_size}")
+        if int(self.max_points) < 1:
+            raise ValueError(f"max_points must be >= 1, got {self.max_points}")
+
+    def partition_params(self) -> dict[str, float]:
+        """Keyword arguments of ``probes.partition`` for the chosen method."""
+        from workbench.probes.partition import PARTITIONS
+
+        method = PARTITIONS.resolve(self.partition)[0]
+        return {arg: getattr(self, f) for f, arg in PARTITION_PARAMS.get(method, {}).items()}
+
+
+def _unit(A: np.ndarray) -> np.ndarray:
+    return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+
+def _spectrum_of_values(sv: np.ndarray, n_rows: int, n_cols: int) -> Any:
+    """A :class:`~workbench.probes.spectrum.Spectrum` from logged singular values (uncentred)."""
+    from workbench.probes.spectrum import Spectrum
+
+    sv = np.sort(np.asarray(sv, dtype=np.float64))[::-1].copy()
+    energy = sv**2
+    total = energy.sum()
+    frac = energy / total if total > 0 else np.zeros_like(energy)
+    return Spectrum(
+        singular_values=sv,
+        energy=energy,
+        energy_fraction=frac,
+        cumulative_energy=np.cumsum(frac),
+        center=False,
+        n_samples=int(n_rows),
+        n_features=int(n_cols),
+        mean=np.zeros(int(n_cols)),
+        method="svd",
+        resolution=0.0,
+    )
+
+
+class SpectrumController:
+    """Settings → spectrum figures, with no widgets (what the tests drive).
+
+    Args:
+        source: anything :func:`~workbench.viz.explorers.open_source` accepts.
+        settings: initial :class:`SpectrumSettings` (dataset defaults to the source's).
+        encoder: base encoder for a run directory (optional).
+    """
+
+    FIGURES = ("spectrum", "energy", "proportions", "projection")
+
+    def __init__(
+        self, source: Any, settings: SpectrumSettings | None = None, *, encoder: Any = None
+    ) -> None:
+        self.source: ExplorerSource = open_source(source, encoder=encoder)
+        if settings is None:
+            settings = SpectrumSettings(dataset=self.source.default_dataset)
+        if self.source.fixed_dataset:
+            settings = replace(settings, dataset=self.source.fixed_dataset)
+        steps = self.source.steps()
+        if settings.step not in steps:
+            settings = replace(settings, step=steps[-1])
+        self.settings = settings
+        self._emb: KeyedCache[Any] = KeyedCache(8)
+        self._spec: KeyedCache[Any] = KeyedCache(32)
+        self._proj: KeyedCache[np.ndarray] = KeyedCache(16)
+        self._logged: KeyedCache[dict[str, np.ndarray]] = KeyedCache(16)
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def set(self, **changes: Any) -> set[str]:
+        """Change settings (validated first; on error nothing changes); returns what changed."""
+        unknown = set(changes) - set(asdict(self.settings))
+        if unknown:
+            raise ValueError(f"unknown SpectrumSettings fields {sorted(unknown)}")
+        if "step" in changes and changes["step"] not in self.source.steps():
+            raise ValueError(f"step {changes['step']} not among {self.source.steps()}")
+        if self.source.fixed_dataset and changes.get("dataset", self.source.fixed_dataset) != (
+            self.source.fixed_dataset
+        ):
+            raise ValueError("this explorer shows fixed Embeddings; its dataset cannot change")
+        new = replace(self.settings, **changes)
+        changed = {k for k, v in asdict(new).items() if asdict(self.settings)[k] != v}
+        self.settings = new
+        return changed
+
+    # -- computation --------------------------------------------------------------------------
+
+    def _data_key(self) -> tuple[Any, ...]:
+        s = self.settings
+        return (s.dataset, int(s.sample_size), int(s.step))
+
+    def embeddings(self, progress: ProgressFn = _no_progress) -> Any:
+        """The :class:`Embeddings` for the current dataset, sample size and step (cached)."""
+        s = self.settings
+        return self._emb.get(
+            self._data_key(),
+            lambda: self.source.embeddings(s.dataset, int(s.sample_size), int(s.step), progress),
+        )
+
+    def matrix(self) -> np.ndarray:
+        """(n, d) L2-normalised rows of the chosen modality; ``both`` → (2n, d) image over text."""
+        emb = self.embeddings()
+        X, Y = _unit(emb.image.astype(np.float64)), _unit(emb.text.astype(np.float64))
+        return {"image": X, "text": Y, "both": np.vstack([X, Y])}[self.settings.modality]
+
+    def analysis(self) -> dict[str, Any]:
+        """Spectrum, partition and effective rank of :meth:`matrix` under the current settings."""
+        from workbench.probes.partition import partition
+        from workbench.probes.spectrum import EFFECTIVE_RANKS, effective_rank, spectrum
+
+        s = self.settings
+        params = s.partition_params()
+        key = (
+            *self._data_key(), s.modality, s.center, s.erank, s.partition,
+            tuple(sorted(params.items())),
+        )  # fmt: skip
+
+        def compute() -> dict[str, Any]:
+            M = self.matrix()
+            spec = spectrum(M, center=s.center)
+            part = partition(M, s.partition, center=s.center, **params)
+            need = EFFECTIVE_RANKS.get(s.erank).center
+            # rankme / erank-cov are defined on one centring; use theirs, say so in the title
+            own = need is not None and need != s.center
+            erank = effective_rank(M, s.erank) if own else effective_rank(spec, s.erank)
+            return {"spectrum": spec, "partition": part, "erank": float(erank), "erank_own": own}
+
+        return self._spec.get(key, compute)
+
+    def projection(self, progress: ProgressFn = _no_progress) -> dict[str, np.ndarray]:
+        """2-D coordinates of the drawn image and text rows (empty arrays for a hidden modality)."""
+        s = self.settings
+        emb = self.embeddings()
+        n = len(emb.ids)
+        rng = np.random.default_rng(s.seed)
+        show = np.sort(rng.permutation(n)[: int(s.max_points)])
+
+        def compute() -> np.ndarray:
+            M = self.matrix()
+            if s.projection == "pca":
+                from workbench.probes.spectrum import spectrum
+
+                comps = spectrum(M, center=True, return_components=True).components[:2]
+                return (M - M.mean(axis=0)) @ comps.T  # (rows, 2)
+            progress("UMAP layout (the first call compiles numba code)…", None)
+            import umap
+
+            n_neighbors = max(2, min(15, len(M) - 1))
+            reducer = umap.UMAP(
+                n_components=2, n_neighbors=n_neighbors, random_state=s.seed, n_jobs=1
+            )
+            return reducer.fit_transform(M)
+
+        Z = self._proj.get((*self._data_key(), s.modality, s.projection, s.seed), compute)
+        image = Z[:n][show] if s.modality in ("image", "both") else np.empty((0, 2))
+        if s.modality == "text":
+            text = Z[show]
+        elif s.modality == "both":
+            text = Z[n:][show]
+        else:
+            text = np.empty((0, 2))
+        return {"image": image, "text": text, "rows": show}
+
+    def logged(self) -> dict[str, np.ndarray]:
+        """Strong/weak/noise proportions per logged snapshot step, for image and text (run sources).
+
+        Recomputed from the logged singular values with the current method and thresholds;
+        ``iqr-mp`` needs the logged noise scale (written with the partition since it exists),
+        else the logged proportions are used when their method matches, else NaN.
+        """
+        from workbench.probes.partition import PARTITIONS, iqr_mp_partition, partition
+
+        s = self.settings
+        params = s.partition_params()
+        method = PARTITIONS.resolve(s.partition)[0]
+        snaps = self.source.snapshots()
+        key = (method, tuple(sorted(params.items())), len(snaps))
+
+        def compute() -> dict[str, np.ndarray]:
+            steps = np.array([int(r["step"]) for r in snaps], dtype=np.int64)
+            out: dict[str, np.ndarray] = {"steps": steps}
+            for side in ("image", "text"):
+                props = np.full((len(snaps), 3), np.nan)
+                for i, rec in enumerate(snaps):
+                    snap = rec.get(side) or {}
+                    sv = snap.get("singular_values")
+                    if not sv:
+                        continue
+                    thr = snap.get("thresholds") or {}
+                    logged = snap.get("partition")
+                    if method == "iqr-mp":
+                        if thr.get("tau_noise") is not None:
+                            # only τ_noise = ŝ(√m + √n) enters; with m = n = 1 it is 2ŝ
+                            p = iqr_mp_partition(
+                                np.asarray(sv), thr["tau_noise"] / 2, 1, 1, **params
+                            )
+                            props[i] = list(p.proportions.values())
+                        elif logged and params.get("tukey_k", 1.5) == 1.5:
+                            props[i] = [logged[b] for b in ("strong", "weak", "noise")]
+                    else:
+                        spec = _spectrum_of_values(np.asarray(sv), len(sv), len(sv))
+                        p = partition(spec, method, **params)
+                        props[i] = list(p.proportions.values())
+                out[side] = props
+            return out
+
+        return self._logged.get(key, compute)
+
+    def logged_spectrum(self) -> np.ndarray | None:
+        """Singular values of the training batch logged at the current step, if any."""
+        s = self.settings
+        if s.modality == "both":
+            return None
+        for rec in self.source.snapshots():
+            if int(rec["step"]) == int(s.step):
+                sv = (rec.get(s.modality) or {}).get("singular_values")
+                return None if not sv else np.asarray(sv, dtype=np.float64)
+        return None
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def _updates(self) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """Per figure: one update dict per trace (fixed count and order) and a layout update."""
+        s = self.settings
+        a = self.analysis()
+        spec, part = a["spectrum"], a["partition"]
+        sv = np.asarray(spec.singular_values)
+        r = len(sv)
+        k = np.arange(1, r + 1)
+        counts = part.counts
+        n_s, n_w = counts["strong"], counts["weak"]
+        thr = part.thresholds
+        iqr = "tau_noise" in thr
+        logged_sv = self.logged_spectrum()
+        emb = self.embeddings()
+        M_rows = self.matrix().shape[0]
+        centring = "centred" if s.center else "uncentred"
+
+        # bands as shaded x-ranges over component indices (1-based, half-integer edges)
+        edges = {"strong": (0.5, n_s + 0.5), "weak": (n_s + 0.5, n_s + n_w + 0.5)}
+        edges["noise"] = (n_s + n_w + 0.5, r + 0.5)
+        shapes = [
+            {
+                "type": "rect", "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0,
+                "y1": 1, "fillcolor": BAND_COLOURS[b], "opacity": 0.12, "line": {"width": 0},
+                "layer": "below",
+            }
+            for b, (x0, x1) in edges.items()
+        ]  # fmt: skip
+        spectrum_traces = [
+            {"x": k, "y": sv},
+            {
+                "x": np.arange(1, len(logged_sv) + 1) if logged_sv is not None else [],
+                "y": logged_sv if logged_sv is not None else [],
+                "visible": logged_sv is not None,
+            },
+            {"x": [1, r], "y": [thr.get("tau_strong", np.nan)] * 2, "visible": iqr},
+            {"x": [1, r], "y": [thr.get("tau_noise", np.nan)] * 2, "visible": iqr},
+        ]
+        spectrum_layout = {
+            "shapes": shapes,
+            "yaxis.type": "log" if s.log_scale else "linear",
+            "title.text": (
+                f"Sorted spectrum ({s.modality}, {centring}, {M_rows}×{spec.n_features}) · "
+                f"{part.method}: strong {n_s} · weak {n_w} · noise {counts['noise']}"
+            ),
+        }
+
+        cum = np.asarray(spec.cumulative_energy)
+        er = a["erank"]
+        vline = lambda x: {"x": [x, x], "y": [0, 1]}  # noqa: E731
+        energy_traces = [
+            {"x": k, "y": cum},
+            vline(n_s + 0.5),
+            vline(n_s + n_w + 0.5),
+            vline(er),
+        ]
+        short = s.erank.split("/", 1)[-1]
+        energy_layout = {
+            "title.text": (
+                f"Cumulative energy · {short} = {er:.1f}"
+                + (" (on its own centring)" if a["erank_own"] else "")
+            ),
+            "xaxis.type": "log" if s.log_scale else "linear",
+        }
+
+        logged = self.logged()
+        steps = logged["steps"]
+        show_img = s.modality in ("image", "both")
+        show_txt = s.modality in ("text", "both")
+        prop_traces = []
+        for side, on in (("image", show_img), ("text", show_txt)):
+            for j in range(3):
+                prop_traces.append({"x": steps, "y": logged[side][:, j], "visible": on})
+        current = part.proportions
+        prop_traces.append(
+            {
+                "x": [s.step] * 3,
+                "y": [current["strong"], current["weak"], current["noise"]],
+                "marker.color": [BAND_COLOURS[b] for b in ("strong", "weak", "noise")],
+            }
+        )
+        prop_layout = {
+            "shapes": [
+                {
+                    "type": "line",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": s.step,
+                    "x1": s.step,
+                    "y0": 0,
+                    "y1": 1,
+                    "line": {"dash": "dot", "color": "grey", "width": 1},
+                }
+            ],
+            "title.text": (
+                f"Partition proportions over steps ({part.method})"
+                if len(steps)
+                else f"Partition proportions ({part.method}; no training run)"
+            ),
+        }
+
+        proj = self.projection()
+        rows = proj["rows"]
+        labels = np.asarray(emb.labels)[rows]
+        names = emb.class_names or []
+        hover = [emb.captions[i] for i in rows]
+
+        def colours(modality: str) -> Any:
+            if s.colour_by == "modality" or not (labels >= 0).any():
+                return _MODALITY_COLOURS[modality]
+            return [_PALETTE[int(c) % len(_PALETTE)] if c >= 0 else "#cccccc" for c in labels]
+
+        def label_text() -> list[str]:
+            return [
+                f"{names[c] if 0 <= c < len(names) else c}: {h}"
+                for c, h in zip(labels.tolist(), hover)
+            ]
+
+        proj_traces = [
+            {
+                "x": proj["image"][:, 0], "y": proj["image"][:, 1],
+                "marker.color": colours("image"), "text": label_text() if show_img else [],
+            },
+            {
+                "x": proj["text"][:, 0], "y": proj["text"][:, 1],
+                "marker.color": colours("text"), "text": label_text() if show_txt else [],
+            },
+        ]  # fmt: skip
+        proj_layout = {
+            "title.text": (
+                f"{s.projection.upper()} of {s.modality} rows, coloured by {s.colour_by} "
+                f"({len(rows)} items; ● image, ◆ text)"
+            )
+        }
+        return {
+            "spectrum": (spectrum_traces, spectrum_layout),
+            "energy": (energy_traces, energy_layout),
+            "proportions": (prop_traces, prop_layout),
+            "projection": (proj_traces, proj_layout),
+        }
+
+    @staticmethod
+    def _empty_figures() -> dict[str, Any]:
+        """Figures with every trace in place and styled, but no data."""
+        import plotly.graph_objects as go
+
+        spec = go.Figure(
+            [
+                go.Scatter(name="σ_i (these embeddings)", mode="lines+markers", marker={"size": 4}, line={"color": "#1f77b4"}),
+                go.Scatter(name="σ_i (training batch, logged)", mode="lines", line={"color": "black", "dash": "dash", "width": 1}),
+                go.Scatter(name="τ_strong", mode="lines", line={"color": BAND_COLOURS["strong"], "dash": "dot"}),
+                go.Scatter(name="τ_noise", mode="lines", line={"color": BAND_COLOURS["noise"], "dash": "dot"}),
+            ]
+        )  # fmt: skip
+        spec.update_layout(
+            height=380, width=560, xaxis_title="component i", yaxis_title="singular value σ_i",
+            margin={"t": 50, "b": 40}, legend={"x": 0.99, "xanchor": "right", "y": 0.99},
+        )  # fmt: skip
+        energy = go.Figure(
+            [
+                go.Scatter(name="cumulative energy", mode="lines", line={"color": "#1f77b4"}),
+                go.Scatter(name="strong | weak", mode="lines", line={"color": BAND_COLOURS["strong"], "dash": "dot"}),
+                go.Scatter(name="weak | noise", mode="lines", line={"color": BAND_COLOURS["weak"], "dash": "dot"}),
+                go.Scatter(name="effective rank", mode="lines", line={"color": "black", "dash": "dash"}),
+            ]
+        )  # fmt: skip
+        energy.update_layout(
+            height=380, width=560, xaxis_title="k", yaxis_title="Σ_{j≤k} σ_j² / Σσ²",
+            yaxis_range=[0, 1.02], margin={"t": 50, "b": 40},
+            legend={"x": 0.99, "xanchor": "right", "y": 0.05, "yanchor": "bottom"},
+        )  # fmt: skip
+        props = go.Figure()
+        for side, dash in (("image", "solid"), ("text", "dash")):
+            for band in ("strong", "weak", "noise"):
+                props.add_trace(
+                    go.Scatter(
+                        name=f"{band} ({side}, logged batch)", mode="lines+markers",
+                        line={"color": BAND_COLOURS[band], "dash": dash}, marker={"size": 4},
+                    )
+                )  # fmt: skip
+        props.add_trace(
+            go.Scatter(
+                name="these embeddings", mode="markers", marker={"size": 12, "symbol": "star"}
+            )
+        )
+        props.update_layout(
+            height=380, width=560, xaxis_title="training step", yaxis_title="proportion of directions",
+            yaxis_range=[0, 1], margin={"t": 50, "b": 40},
+        )  # fmt: skip
+        proj = go.Figure(
+            [
+                go.Scattergl(name="image", mode="markers", marker={"size": 6, "symbol": "circle", "opacity": 0.7}, hoverinfo="text"),
+                go.Scattergl(name="text", mode="markers", marker={"size": 7, "symbol": "diamond", "opacity": 0.7}, hoverinfo="text"),
+            ]
+        )  # fmt: skip
+        proj.update_layout(
+            height=380, width=560, margin={"t": 50, "b": 40}, xaxis_title="1", yaxis_title="2"
+        )
+        return {"spectrum": spec, "energy": energy, "proportions": props, "projection": proj}
+
+    def figures(self, progress: ProgressFn = _no_progress) -> dict[str, Any]:
+        """Fresh static ``go.Figure`` objects for the current settings."""
+        figs = self._empty_figures()
+        self.apply(figs, progress)
+        return figs
+
+    def apply(self, figs: dict[str, Any], progress: ProgressFn = _no_progress) -> None:
+        """Rewrite the traces and layout of ``figs`` (Figure or FigureWidget) in place."""
+        self.embeddings(progress)
+        progress("spectrum, partition, effective rank…", 0.85)
+        self.analysis()
+        self.projection(progress)
+        for name, (traces, layout) in self._updates().items():
+            fig = figs[name]
+            with fig.batch_update():
+                for trace, upd in zip(fig.data, traces, strict=True):
+                    trace.update(upd)
+                fig.layout.update(layout)
+
+    def status_line(self) -> str:
+        """One line for the explorer's status: source, data and the partition."""
+        s, a = self.settings, self.analysis()
+        c = a["partition"].counts
+        return (
+            f"{self.source.describe_step(s.step)} · {s.dataset}, {len(self.embeddings().ids)} "
+            f"items · {s.modality} · S/W/N = {c['strong']}/{c['weak']}/{c['noise']} · "
+            f"{s.erank.split('/', 1)[-1]} {a['erank']:.1f}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Settings, spectrum numbers, partition and effective rank (JSON-able)."""
+        s, a = self.settings, self.analysis()
+        part = a["partition"]
+        logged = self.logged()
+        return {
+            "source": self.source.label,
+            "settings": asdict(s),
+            "n_rows": int(self.matrix().shape[0]),
+            "singular_values": np.asarray(a["spectrum"].singular_values).tolist(),
+            "partition": part.to_dict(),
+            "effective_rank": {s.erank: a["erank"]},
+            "logged_steps": logged["steps"].tolist(),
+        }
+
+
+class SpectrumExplorer(_ExplorerBase):
+    """Spectra, partitions and a 2-D view of embeddings, runs and encoders, in JupyterLab.
+
+    Args:
+        source: an encoder name (``"default"``) or Encoder, a run directory written by
+            :func:`workbench.train.train` (step slider over its snapshots and checkpoints), or
+            an :class:`~workbench.encoders.embeddings.Embeddings`.
+        static: ``True`` → always static figures; ``False`` → always widgets; ``None`` → widgets
+            only in an interactive kernel (not under papermill/nbconvert; env
+            ``WORKBENCH_STATIC``). See :mod:`workbench.viz.explorers`.
+        encoder: base encoder of a run directory, if already loaded.
+        **settings: initial :class:`SpectrumSettings` fields (``modality``, ``partition``…).
+
+    Attributes:
+        controller: the :class:`SpectrumController` (settings → figure data).
+        widget: the ipywidgets box (built on first access).
+        figure_widgets: ``{name: go.FigureWidget}``, updated in place.
+        controls: ``{setting name: widget}`` plus ``"source"`` (encoder name or run directory).
+
+    Example:
+        >>> from workbench.viz import SpectrumExplorer
+        >>> SpectrumExplorer("runs/infonce-20260101-120000-0")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, source: Any, *, static: bool | None = None, encoder: Any = None, **settings: Any
+    ) -> None:
+        super().__init__(static)
+        self._encoder = encoder
+        src = open_source(source, encoder=encoder)
+        base = SpectrumSettings(dataset=src.fixed_dataset or src.default_dataset)
+        self.controller = SpectrumController(src, replace(base, **settings))
+
+    def _make_controls(self, W: Any) -> dict[str, Any]:
+        from workbench.probes.partition import PARTITIONS
+        from workbench.probes.spectrum import EFFECTIVE_RANKS
+
+        c = self.controller
+        s, src = c.settings, c.source
+        datasets = list(dict.fromkeys([s.dataset, *DATASET_CHOICES]))
+        steps = src.steps()
+        source_text = str(getattr(src, "path", "")) or getattr(src, "_name", "") or src.label
+        slider = {"continuous_update": False, "style": {"description_width": "110px"}}
+        controls = {
+            "dataset": W.Dropdown(options=datasets, value=s.dataset, description="dataset", disabled=bool(src.fixed_dataset)),
+            "modality": W.ToggleButtons(options=list(MODALITIES), value=s.modality, description="modality"),
+            "step": W.SelectionSlider(options=steps, value=s.step, description="step", disabled=len(steps) < 2, continuous_update=False),
+            "center": W.Checkbox(value=s.center, description="centre columns"),
+            "erank": W.Dropdown(options=EFFECTIVE_RANKS.names(), value=s.erank, description="eff. rank"),
+            "partition": W.Dropdown(options=PARTITIONS.names(), value=s.partition, description="partition"),
+            "tukey_k": W.FloatSlider(value=s.tukey_k, min=0, max=5, step=0.1, description="Tukey k", **slider),
+            "strong_energy": W.FloatSlider(value=s.strong_energy, min=0.05, max=1, step=0.01, description="strong energy", **slider),
+            "weak_energy": W.FloatSlider(value=s.weak_energy, min=0.05, max=1, step=0.005, description="weak energy", **slider),
+            "strong_fraction": W.FloatSlider(value=s.strong_fraction, min=0, max=1, step=0.01, description="strong frac.", **slider),
+            "weak_fraction": W.FloatSlider(value=s.weak_fraction, min=0, max=1, step=0.01, description="weak frac.", **slider),
+            "log_scale": W.Checkbox(value=s.log_scale, description="log scale"),
+            "sample_size": W.IntSlider(value=s.sample_size, min=16, max=max(4096, s.sample_size), step=16, description="sample size", **slider),
+            "projection": W.ToggleButtons(options=list(PROJECTIONS), value=s.projection, description="2-D view"),
+            "colour_by": W.ToggleButtons(options=list(COLOUR_BY), value=s.colour_by, description="colour by"),
+        }  # fmt: skip
+        self.source_box = W.Text(
+            value=source_text,
+            description="source",
+            placeholder="encoder name or run directory",
+            disabled=src.kind == "embeddings",
+            layout={"width": "520px"},
+        )
+        self.source_box.observe(self._on_source, names="value")
+        return controls
+
+    def _on_source(self, change: dict[str, Any]) -> None:
+        """Swap the source (an encoder name or a run directory typed into the box)."""
+        import html
+
+        text = str(change["new"]).strip()
+        if not text:
+            return
+        try:
+            self._report(f"opening {text}…", None)
+            src = open_source(text, encoder=self._encoder if "/" in text else None)
+            old = self.controller.settings
+            dataset = old.dataset if not src.fixed_dataset else src.fixed_dataset
+            steps = src.steps()
+            new = replace(old, dataset=dataset, step=steps[-1])
+            controller = SpectrumController(src, new)
+            controller.apply(self.figure_widgets, progress=self._report)
+        except Exception as exc:
+            self.progress.layout.visibility = "hidden"
+            self.status.value = (
+                f"<span style='color:#b00020'><b>{type(exc).__name__}</b>: "
+                f"{html.escape(str(exc))}</span>"
+            )
+            return
+        self.controller = controller
+        self._syncing = True
+        try:
+            step = self.controls["step"]
+            step.options = steps
+            step.value = new.step
+            step.disabled = len(steps) < 2
+            self.controls["dataset"].value = dataset
+        finally:
+            self._syncing = False
+        self._done()
+
+    def _after_update(self) -> None:
+        from workbench.probes.partition import PARTITIONS
+
+        method = PARTITIONS.resolve(self.controller.settings.partition)[0]
+        used = set(PARTITION_PARAMS.get(method, {}))
+        for names in PARTITION_PARAMS.values():
+            for name in names:
+                self.controls[name].layout.display = None if name in used else "none"
+
+    def _layout(self, W: Any) -> Any:
+        k = self.controls
+        f = self.figure_widgets
+        head = W.HTML(f"<b>SpectrumExplorer</b> · {self.controller.source.label}")
+        thresholds = W.HBox([k[n] for names in PARTITION_PARAMS.values() for n in names])
+        return W.VBox(
+            [
+                head,
+                W.HBox([self.source_box, k["dataset"]]),
+                W.HBox([k["modality"], k["step"]]),
+                W.HBox([k["partition"], thresholds]),
+                W.HBox([k["erank"], k["center"], k["log_scale"], k["sample_size"]]),
+                W.HBox([k["projection"], k["colour_by"]]),
+                W.HBox([self.status, self.progress]),
+                W.HBox([f["spectrum"], f["energy"]]),
+                W.HBox([f["proportions"], f["projection"]]),
+            ]
+        )
