@@ -48,7 +48,7 @@ OPPOSITES: dict[str, tuple[str, ...]] = {
     "plastic": ("wooden",), "solid": ("outlined",), "outlined": ("solid",), "filled": ("outlined",),
     "sitting": ("standing",), "standing": ("sitting",), "happy": ("sad",), "sad": ("happy",),
     "clean": ("dirty",), "dirty": ("clean",), "handwritten": ("printed",),
-    "printed": ("handwritten",), "striped": ("plain",), "plain": ("striped",), "round": ("square",),
+    "printed": ("handwritten",), "striped": ("plain",), "plain": ("striped",),
 }  # fmt: skip
 _SIZE_CLASSES = (
     {"small", "little", "tiny"},

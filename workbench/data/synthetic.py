@@ -105,34 +105,40 @@ _SPLIT_CODE = {"train": 0, "test": 1}
 GLYPH_MASK_ID = 255
 
 
-def _unit_polygon(shape: str) -> list[tuple[float, float]] | None:
-    """Outline of ``shape`` in [-1, 1]², pointing up (y grows downwards); ``None`` for the circle."""
-    if shape == "circle":
-        return None
-    if shape == "square":
-        return [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)]
-    if shape == "triangle":
-        return [(0.0, -1.0), (0.95, 0.8), (-0.95, 0.8)]
-    if shape == "diamond":
-        return [(0.0, -1.0), (0.7, 0.0), (0.0, 1.0), (-0.7, 0.0)]
-    if shape == "arrow":
-        return [(0, -1), (0.8, -0.1), (0.3, -0.1), (0.3, 1), (-0.3, 1), (-0.3, -0.1), (-0.8, -0.1)]
-    if shape == "cross":
-        a, b = 0.3, 0.95
-        return [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a),
-                (-b, a), (-b, -a), (-a, -a)]  # fmt: skip
-    if shape == "star":
-        return [
-            ((1.0 if k % 2 == 0 else 0.42) * math.cos(math.radians(-90 + 36 * k)),
-             (1.0 if k % 2 == 0 else 0.42) * math.sin(math.radians(-90 + 36 * k)))
-            for k in range(10)
-        ]  # fmt: skip
-    if shape == "heart":
-        ts = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        x = 16 * np.sin(ts) ** 3
-        y = -(13 * np.cos(ts) - 5 * np.cos(2 * ts) - 2 * np.cos(3 * ts) - np.cos(4 * ts))
-        return list(zip((x / 17).tolist(), ((y + 2.5) / 15).tolist()))
-    raise ValueError(f"unknown shape {shape!r}; known: {FACTORS['shape']}")
+def _star(inner: float = 0.42) -> list[tuple[float, float]]:
+    radii = [1.0 if k % 2 == 0 else inner for k in range(10)]
+    angles = [math.radians(-90 + 36 * k) for k in range(10)]
+    return [(r * math.cos(a), r * math.sin(a)) for r, a in zip(radii, angles)]
+
+
+def _heart() -> list[tuple[float, float]]:
+    ts = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    x = 16 * np.sin(ts) ** 3  # the classic heart curve, scaled into [-1, 1]²
+    y = -(13 * np.cos(ts) - 5 * np.cos(2 * ts) - 2 * np.cos(3 * ts) - np.cos(4 * ts))
+    return list(zip((x / 17).tolist(), ((y + 2.5) / 15).tolist()))
+
+
+def _cross(a: float = 0.3, b: float = 0.95) -> list[tuple[float, float]]:
+    """A plus sign with half arm width ``a`` and arm length ``b``."""
+    quarter = [(-a, -b), (a, -b), (a, -a)]  # top arm, then turn the corner
+    out = []
+    for k in range(4):  # rotate the quarter by 0, 90, 180, 270 degrees
+        c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
+        out += [(x * c - y * s, x * s + y * c) for x, y in quarter]
+    return out
+
+
+#: Outline of each shape in [-1, 1]², pointing up (y grows downwards); ``None``: drawn as a circle.
+UNIT_POLYGONS: dict[str, list[tuple[float, float]] | None] = {
+    "circle": None,
+    "square": [(-0.85, -0.85), (0.85, -0.85), (0.85, 0.85), (-0.85, 0.85)],
+    "triangle": [(0.0, -1.0), (0.95, 0.8), (-0.95, 0.8)],
+    "star": _star(),
+    "arrow": [(0, -1), (0.8, -0.1), (0.3, -0.1), (0.3, 1), (-0.3, 1), (-0.3, -0.1), (-0.8, -0.1)],
+    "cross": _cross(),
+    "heart": _heart(),
+    "diamond": [(0.0, -1.0), (0.7, 0.0), (0.0, 1.0), (-0.7, 0.0)],
+}
 
 
 def check_attributes(attributes: Mapping[str, Any]) -> None:
@@ -158,26 +164,26 @@ def check_attributes(attributes: Mapping[str, Any]) -> None:
         raise ValueError("a single object has no arrangement; set it to None")
 
 
+def _pick(rng: np.random.Generator, values: tuple[Any, ...]) -> Any:
+    return values[int(rng.integers(len(values)))]
+
+
 def sample_attributes(rng: np.random.Generator, **fixed: Any) -> dict[str, Any]:
     """Draw a factor dict uniformly (factor by factor, in :data:`FACTORS` order), then apply ``fixed``.
 
     ``orientation``/``arrangement`` are drawn only where defined (orientable shape / count > 1).
     """
 
-    def pick(key: str) -> Any:
-        values = FACTORS[key]
-        return values[int(rng.integers(len(values)))]
-
-    attrs: dict[str, Any] = {key: pick(key) for key in FACTORS}
+    attrs: dict[str, Any] = {key: _pick(rng, values) for key, values in FACTORS.items()}
     attrs.update(fixed)
     if attrs["shape"] not in ORIENTABLE_SHAPES:
         attrs["orientation"] = None
     elif attrs["orientation"] is None:
-        attrs["orientation"] = pick("orientation")
+        attrs["orientation"] = _pick(rng, FACTORS["orientation"])
     if attrs["count"] == 1:
         attrs["arrangement"] = None
     elif attrs["arrangement"] is None:
-        attrs["arrangement"] = pick("arrangement")
+        attrs["arrangement"] = _pick(rng, FACTORS["arrangement"])
     return attrs
 
 
@@ -322,7 +328,7 @@ def render_scene(
     r = _RADIUS[a["size"]] * s
     width = max(1, round(s / 40))  # outline stroke
     colour = RGB[a["colour"]]
-    unit = _unit_polygon(a["shape"])
+    unit = UNIT_POLYGONS[a["shape"]]
     theta = math.radians(_ROTATION[a["orientation"]] if a["orientation"] else 0)
     cos, sin = math.cos(theta), math.sin(theta)
     for k, (cx, cy) in enumerate(_object_centres(a, s, r), start=1):
@@ -429,6 +435,16 @@ def _class_name(factor: str, value: Any) -> str:
     return str(value)
 
 
+#: What each pair category pins so the one change stays visible and the factor dicts honest.
+_PAIR_FIXED: dict[str, dict[str, tuple[Any, ...]]] = {
+    "orientation": {"shape": ("triangle", "arrow"), "orientation": (None,)},  # star: too subtle
+    "count": {"count": (2,)},  # 2 vs 3, so the arrangement stays defined on both sides
+    "position": {"count": (1,)},  # a single object: "left" vs "centre" is unambiguous
+    "arrangement": {"count": (2, 3)},
+}
+_PAIR_VALUES: dict[str, tuple[Any, ...]] = {"count": (2, 3)}
+
+
 def _pair_values(rng: np.random.Generator, values: tuple[Any, ...]) -> tuple[Any, Any]:
     i, j = rng.choice(len(values), size=2, replace=False)
     return values[int(i)], values[int(j)]
@@ -457,19 +473,9 @@ def mmvp_pairs(n_pairs_per_category: int, seed: int = 0, image_size: int = 96) -
         factor = MMVP_FACTOR[category]
         for j in range(n_pairs_per_category):
             rng = np.random.default_rng([seed, 7, c, j])
-            fixed: dict[str, Any] = {}
-            if factor == "orientation":
-                pointers = ("triangle", "arrow")  # a rotated 5-point star is too subtle at 96 px
-                fixed["shape"] = pointers[int(rng.integers(len(pointers)))]
-                fixed["orientation"] = None
-            elif factor == "count":
-                fixed["count"] = 2
-            elif factor == "position":
-                fixed["count"] = 1
-            elif factor == "arrangement":
-                fixed["count"] = int(rng.integers(2, 4))
+            fixed = {k: _pick(rng, v) for k, v in _PAIR_FIXED.get(factor, {}).items()}
             base = sample_attributes(rng, **fixed)
-            values = FACTORS[factor] if factor != "count" else (2, 3)
+            values = _PAIR_VALUES.get(factor, FACTORS[factor])
             v0, v1 = _pair_values(rng, values)
             attrs = ({**base, factor: v0}, {**base, factor: v1})
             rendered = [render_scene(a, image_size)[0] for a in attrs]
