@@ -1,0 +1,250 @@
+"""Directional geometry of embeddings: cosine distributions, cone width, alignment/uniformity.
+
+All measures here are about *directions*: rows are L2-normalised first (zero rows raise).
+
+- :func:`cosine_distribution` — distribution of pairwise cosines within one set or across two.
+- :func:`cone_width` — mean pairwise cosine over distinct pairs (Liang et al. 2022, "Mind the
+  Gap", Fig. 2: the cone effect), exact in O(n·d) and streamable.
+- :func:`alignment`, :func:`uniformity` — Wang & Isola 2020 (ICML), Eq. 4–5.
+- :func:`anisotropy` — mean cosine (Ethayarajh 2019), mean resultant length and top-direction
+  variance share of the normalised rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from workbench._validate import as_matrix, check_finite_rows, check_paired, l2_normalize
+from workbench.probes.spectrum import _iter_chunks, spectrum
+
+__all__ = [
+    "Anisotropy",
+    "CosineDistribution",
+    "alignment",
+    "anisotropy",
+    "cone_width",
+    "cosine_distribution",
+    "uniformity",
+]
+
+
+def _normed(X: Any, name: str, min_rows: int = 2) -> np.ndarray:
+    return l2_normalize(as_matrix(X, name, min_rows=min_rows), name)
+
+
+def _sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+
+
+@dataclass(frozen=True)
+class CosineDistribution:
+    """Pairwise cosine similarities of L2-normalised rows.
+
+    Attributes:
+        values: (m,) the cosines measured (all pairs, or a seeded uniform sample of pairs).
+        mean, std: of ``values``.
+        quantiles: 5/25/50/75/95 % quantiles.
+        counts, edges: histogram of ``values`` on ``bins`` equal bins over [−1, 1].
+        n_pairs: number of pairs in the population (distinct i < j within one set; all (i, j)
+            across two sets).
+        exact: True when every pair was measured.
+    """
+
+    values: np.ndarray = field(repr=False)
+    mean: float
+    std: float
+    quantiles: dict[str, float]
+    counts: np.ndarray = field(repr=False)
+    edges: np.ndarray = field(repr=False)
+    n_pairs: int
+    exact: bool
+
+
+def cosine_distribution(
+    X: Any,
+    Y: Any | None = None,
+    *,
+    bins: int = 50,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+) -> CosineDistribution:
+    """Distribution of pairwise cosines within ``X`` or between ``X`` and ``Y``.
+
+    Args:
+        X: (n, d) embeddings, raw or normalised (rows are L2-normalised here).
+        Y: optional (m, d) second set (e.g. the other modality); then all (i, j) cross pairs
+            are the population, matched pairs included.
+        bins: histogram bins over [−1, 1].
+        max_pairs: above this many pairs a seeded uniform sample of pairs is measured.
+        seed: sampling seed.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be ≥ 1, got {bins}")
+    A = _normed(X, "X")
+    B = None if Y is None else _normed(Y, "Y", min_rows=1)
+    if B is not None and A.shape[1] != B.shape[1]:
+        raise ValueError(
+            f"X has dimension {A.shape[1]} but Y has {B.shape[1]}; both sets must live in the "
+            f"same space"
+        )
+    n = len(A)
+    total = n * (n - 1) // 2 if B is None else n * len(B)
+    rng = np.random.default_rng(seed)
+    if total <= max_pairs:
+        if B is None:
+            i, j = np.triu_indices(n, k=1)
+            vals = np.einsum("ij,ij->i", A[i], A[j])
+        else:
+            vals = (A @ B.T).ravel()
+        exact = True
+    else:
+        i = rng.integers(0, n, size=max_pairs)
+        if B is None:  # distinct pairs: j uniform over the other n − 1 rows
+            j = rng.integers(0, n - 1, size=max_pairs)
+            j = j + (j >= i)
+            vals = np.einsum("ij,ij->i", A[i], A[j])
+        else:
+            j = rng.integers(0, len(B), size=max_pairs)
+            vals = np.einsum("ij,ij->i", A[i], B[j])
+        exact = False
+    vals = np.clip(vals, -1.0, 1.0)
+    q = np.percentile(vals, [5, 25, 50, 75, 95])
+    counts, edges = np.histogram(vals, bins=bins, range=(-1.0, 1.0))
+    return CosineDistribution(
+        values=vals,
+        mean=float(vals.mean()),
+        std=float(vals.std()),
+        quantiles={f"q{p}": float(v) for p, v in zip((5, 25, 50, 75, 95), q)},
+        counts=counts,
+        edges=edges,
+        n_pairs=int(total),
+        exact=exact,
+    )
+
+
+def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
+    """Mean cosine over distinct pairs i ≠ j of the rows of ``X`` (Mind the Gap's cone width).
+
+    Exact: with ``s = Σ x̂_i``, ``Σ_{i≠j} cos = ‖s‖² − n``, so one streaming pass suffices.
+
+    Args:
+        X: (n, d) embeddings (raw; normalised here) — array, memmap, torch, or row chunks.
+        chunk_rows: rows per chunk for the pass.
+
+    Returns:
+        Mean pairwise cosine in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 for a narrow cone.
+    """
+    chunks, _, _ = _iter_chunks(X, "X", chunk_rows)
+    total = None
+    n = 0
+    for offset, chunk in chunks:
+        C = np.asarray(chunk, dtype=np.float64)
+        check_finite_rows(C, "X", row_offset=offset)
+        norms = np.linalg.norm(C, axis=1)
+        zero = np.flatnonzero(norms == 0)
+        if zero.size:
+            raise ValueError(
+                f"X has a zero-norm row (first at row {offset + int(zero[0])}); it has no "
+                f"direction — drop it"
+            )
+        s = (C / norms[:, None]).sum(axis=0)
+        total = s if total is None else total + s
+        n += len(C)
+    if n < 2:
+        raise ValueError(f"X has {n} row(s); the cone width needs at least 2")
+    return float((total @ total - n) / (n * (n - 1)))
+
+
+def alignment(X: Any, Y: Any, alpha: float = 2.0) -> float:
+    """Wang & Isola (2020) alignment ``E_i ‖x̂_i − ŷ_i‖₂^α`` over matched pairs (Eq. 4).
+
+    Args:
+        X: (n, d) embeddings of one view/modality; Y: (n, d) the matched other — row i of X
+            pairs row i of Y. Both are L2-normalised here.
+        alpha: exponent α > 0 (paper default 2).
+
+    Returns:
+        Lower is better aligned; in [0, 2^α].
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    A, B = _normed(X, "X", min_rows=1), _normed(Y, "Y", min_rows=1)
+    check_paired(A, B, ("X", "Y"))
+    d2 = np.maximum(0.0, 2.0 - 2.0 * np.einsum("ij,ij->i", A, B))
+    return float(np.mean(d2 ** (alpha / 2.0)))
+
+
+def uniformity(
+    X: Any, t: float = 2.0, *, max_samples: int = 4096, seed: int = 0, block: int = 1024
+) -> float:
+    """Wang & Isola (2020) uniformity ``log E_{i≠j} exp(−t‖x̂_i − x̂_j‖²)`` (Eq. 5).
+
+    Computed exactly over all distinct pairs of (at most ``max_samples`` seeded-random) rows, in
+    blocks with a running log-sum-exp (memory O(block²)).
+
+    Args:
+        X: (n, d) embeddings (normalised here).
+        t: temperature t > 0 (paper default 2).
+        max_samples: rows used; above it a seeded uniform subset.
+        seed: subsampling seed.
+        block: block size for the pairwise pass.
+
+    Returns:
+        Lower is more uniform; the minimum on the sphere S^{d−1} is about −t·2 for large n.
+    """
+    if t <= 0:
+        raise ValueError(f"t must be > 0, got {t}")
+    A = _normed(X, "X")
+    A = A[_sample_rows(len(A), max_samples, np.random.default_rng(seed))]
+    n = len(A)
+    # exp(−t‖a−b‖²) = exp(−2t + 2t·cos); accumulate log Σ exp(2t·cos) over i < j
+    m = -np.inf
+    acc = 0.0
+    for a in range(0, n, block):
+        for b in range(a, n, block):
+            z = 2.0 * t * (A[a : a + block] @ A[b : b + block].T)
+            if a == b:
+                z = z[np.triu_indices(len(z), k=1)]
+            if z.size == 0:
+                continue
+            zmax = float(z.max())
+            if zmax > m:
+                acc *= np.exp(m - zmax)
+                m = zmax
+            acc += float(np.exp(z - m).sum())
+    n_pairs = n * (n - 1) / 2
+    return float(m + np.log(acc) - np.log(n_pairs) - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class Anisotropy:
+    """How far L2-normalised embeddings are from isotropic.
+
+    Attributes:
+        mean_cosine: mean pairwise cosine (Ethayarajh 2019's anisotropy; = cone width).
+        mean_resultant_length: ‖mean of the normalised rows‖ (0 isotropic, 1 all identical).
+        top_variance_fraction: λ₁/Σλ of the centred covariance of the normalised rows
+            (1/d for isotropic).
+        n_features: d (so 1/d is at hand for comparison).
+    """
+
+    mean_cosine: float
+    mean_resultant_length: float
+    top_variance_fraction: float
+    n_features: int
+
+
+def anisotropy(X: Any) -> Anisotropy:
+    """Anisotropy summary of (n, d) embeddings (normalised here); see :class:`Anisotropy`."""
+    A = _normed(X, "X")
+    s = spectrum(A, center=True)
+    frac = float(s.energy_fraction[0]) if s.total_energy > 0 else 1.0
+    return Anisotropy(
+        mean_cosine=cone_width(A),
+        mean_resultant_length=float(np.linalg.norm(A.mean(axis=0))),
+        top_variance_fraction=frac,
+        n_features=A.shape[1],
+    )
