@@ -37,6 +37,7 @@ _NS = {
 _DC = "{" + _NS["dc"] + "}"
 _RDF = "{" + _NS["rdf"] + "}"
 _META_RE = re.compile(rb"<(?:\w+:)?metadata\b.*?</(?:\w+:)?metadata\s*>", re.S)
+_META_END_RE = re.compile(rb"</(?:\w+:)?metadata\s*>")
 _XMLNS_RE = re.compile(rb"""xmlns:(\w+)\s*=\s*("[^"]*"|'[^']*')""")
 _READ_LIMIT = 1 << 20  # metadata sits near the top; never read more than 1 MiB of a drawing
 
@@ -127,7 +128,7 @@ def _metadata_element(path: Path) -> ET.Element | None:
         while len(head) < _READ_LIMIT:
             chunk = f.read(1 << 15)
             head += chunk
-            if not chunk or b"metadata>" in head[-len(chunk) - 16 :]:
+            if not chunk or _META_END_RE.search(head, max(0, len(head) - len(chunk) - 32)):
                 break
     match = _META_RE.search(head)
     if match is None:
