@@ -103,13 +103,13 @@ class Digits(Dataset):
 SKIMAGE_PHOTOS: dict[str, tuple[str, str]] = {
     "astronaut": (
         "astronaut",
-        "a portrait of an astronaut in a white spacesuit in front of a flag",
+        "a portrait of a smiling astronaut in an orange spacesuit next to a flag",
     ),
     "camera": (
         "cameraman",
         "a black and white photo of a man looking through a camera on a tripod",
     ),
-    "coffee": ("coffee cup", "a cup of coffee on a saucer, seen from above"),
+    "coffee": ("coffee cup", "a red cup of espresso on a saucer on a wooden table"),
     "chelsea": ("cat", "a photo of a tabby cat"),
     "rocket": ("rocket", "a rocket on its launch pad"),
     "coins": ("coins", "a black and white photo of old coins lying on a table"),
