@@ -69,6 +69,9 @@ def test_skimage_photos_load_offline_with_a_cat():
     _check_items(ds, n=len(ds))
     chelsea = next(it for it in ds if it.attributes["skimage_name"] == "chelsea")
     assert ds.class_names[chelsea.label] == "cat" and "cat" in chelsea.captions[0]
+    horse = next(it for it in ds if it.attributes["skimage_name"] == "horse")
+    assert "black silhouette" in horse.captions[0]
+    assert tuple(np.asarray(horse.image)[0, 0]) == (255, 255, 255)  # as captioned: white ground
     with pytest.raises(ValueError, match="available"):
         load_dataset("skimage-photos", names=["eagle"])
 

@@ -111,7 +111,7 @@ SKIMAGE_PHOTOS: dict[str, tuple[str, str]] = {
     ),
     "coffee": ("coffee cup", "a red cup of espresso on a saucer on a wooden table"),
     "chelsea": ("cat", "a photo of a tabby cat"),
-    "rocket": ("rocket", "a rocket on its launch pad"),
+    "rocket": ("rocket", "a rocket on its launch pad at night"),
     "coins": ("coins", "a black and white photo of old coins lying on a table"),
     "horse": ("horse", "a black silhouette of a horse on a white background"),
     "hubble_deep_field": ("galaxy", "a deep space photo full of distant galaxies"),
@@ -125,7 +125,7 @@ SKIMAGE_PHOTOS: dict[str, tuple[str, str]] = {
     "grass": ("grass", "a black and white close-up of grass"),
     "gravel": ("gravel", "a black and white close-up of gravel"),
     "cell": ("cell", "a microscope image of a single cell floating in saline"),
-    "stereo_motorcycle": ("motorcycle", "a photo of a motorcycle parked in a room"),
+    "stereo_motorcycle": ("motorcycle", "a photo of a red motorcycle parked in a garage"),
 }
 
 
@@ -136,7 +136,7 @@ def _skimage_array(key: str) -> np.ndarray:
     if key == "stereo_motorcycle":  # (left, right, disparity): keep the left view
         array = array[0]
     if array.dtype == bool:
-        array = np.where(array, 0, 255).astype(np.uint8)  # horse: True = horse → black on white
+        array = np.where(array, 255, 0).astype(np.uint8)  # horse: False = horse → black on white
     return array
 
 
