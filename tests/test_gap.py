@@ -14,8 +14,8 @@ from workbench.probes.gap import (
     modality_gap,
     retrieval_accuracy,
     shift_experiment,
-    zero_shot_accuracy,
 )
+from workbench.probes.separability import zero_shot_accuracy
 
 
 def _unit(A: np.ndarray) -> np.ndarray:
@@ -141,7 +141,7 @@ def test_zero_shot_accuracy_in_shift_matches_direct_call() -> None:
     assert direct > 0.5  # the planted classes are recoverable
     with pytest.raises(ValueError, match="both labels and class_text_emb"):
         shift_experiment(X, Y, [0.0], labels=labels)
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(ValueError, match="labels must be integers in"):
         zero_shot_accuracy(X, C, labels + 4)
 
 

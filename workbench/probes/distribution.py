@@ -38,18 +38,20 @@ def _normed(X: Any, name: str) -> np.ndarray:
 
 
 def trace_normalized_spectrum_alpha(X: Any) -> tuple[np.ndarray, float]:
-    """Covariance eigenvalues of (n, d) embeddings divided by their sum, and the power-law α.
+    """Trace-normalised covariance spectrum of (n, d) embeddings and its power-law α.
 
-    λ_k ∝ k^−α fitted by :func:`workbench.probes.spectrum.power_law_alpha` (ReAlign Fig. 4a:
-    text 1.33, image 1.83 [paper]). Rows are used as given (normalise first if you mean to).
+    Returns ``(λ_k / Σλ, α)`` with λ the centred spectrum of
+    :func:`workbench.probes.spectrum.spectrum` and α from
+    :func:`~workbench.probes.spectrum.power_law_alpha` (λ_k ∝ k^−α over ranks above the
+    numerical floor). ReAlign Fig. 4a: text 1.33, ReAlign 1.33, C3 1.06, image 1.83 [paper].
+    Rows are used as given (normalise first if you mean to).
     """
     from workbench.probes.spectrum import power_law_alpha, spectrum
 
-    eig = np.asarray(spectrum(X).eigenvalues, dtype=np.float64)
-    total = eig.sum()
-    if total <= 0:
+    spec = spectrum(X, center=True)
+    if spec.total_energy <= 0:
         raise ValueError("embeddings have zero variance; the spectrum is empty")
-    return eig / total, float(power_law_alpha(eig))
+    return np.array(spec.energy_fraction), float(power_law_alpha(spec))
 
 
 def pairwise_cosine_sample(X: Any, n_pairs: int = 20_000, seed: int = 0) -> np.ndarray:

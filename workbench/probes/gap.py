@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from workbench._validate import as_matrix, check_paired, check_same_dim, l2_normalize
+from workbench.probes.separability import zero_shot_accuracy
 
 __all__ = [
     "ConeResult",
@@ -32,7 +33,6 @@ __all__ = [
     "retrieval_accuracy",
     "shift_experiment",
     "signed_centroid_distance",
-    "zero_shot_accuracy",
 ]
 
 
@@ -207,26 +207,6 @@ def retrieval_accuracy(image_emb: Any, text_emb: Any) -> dict[str, float]:
     }
 
 
-def zero_shot_accuracy(image_emb: Any, class_text_emb: Any, labels: Any) -> float:
-    """Top-1 zero-shot accuracy: argmax_c cos(x_i, t_c) == labels[i].
-
-    Args:
-        image_emb: (n, d) raw image embeddings.
-        class_text_emb: (C, d) raw class-prompt text embeddings (one row per class, prompt
-            ensembles averaged beforehand).
-        labels: (n,) int class indices in [0, C).
-    """
-    X = _normed(image_emb, "image_emb")
-    T = _normed(class_text_emb, "class_text_emb", min_rows=1)
-    check_same_dim(X, T, ("image_emb", "class_text_emb"))
-    y = np.asarray(labels)
-    if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be ({X.shape[0]},) integers, got {y.shape} {y.dtype}")
-    if y.min() < 0 or y.max() >= T.shape[0]:
-        raise ValueError(f"labels must lie in [0, {T.shape[0]}) (one class_text_emb row per class)")
-    return float((_top1(X, T) == y).mean())
-
-
 # --- shift experiment ------------------------------------------------------------------------
 
 
@@ -306,7 +286,7 @@ def shift_experiment(
     the official code's variant [code]: shift by ±0.5·λ·Δ/‖Δ‖ (grid −5…5 step 0.25 there).
     ``modalities="image"`` moves only the images by −λΔ (one of the code's notebooks).
 
-    Class prompts (``class_text_emb``, (C, d)) are text and move with the text.
+    Class prompts (``class_text_emb``) are text and move with the text.
 
     Args:
         image_emb, text_emb: (n, d) raw embeddings. Paired (row i ↔ row i) for loss and
@@ -314,7 +294,8 @@ def shift_experiment(
         lambdas: the shift grid; default ``np.arange(-1, 1.5 + 1e-9, 0.125)`` for ``"gap"`` and
             ``np.arange(-5, 5, 0.25)`` for ``"unit"``.
         temperature: τ of the CLIP loss (1/100 is CLIP's learned value).
-        labels: (n,) ints for zero-shot accuracy, with ``class_text_emb``.
+        labels: (n,) ints for zero-shot accuracy, with ``class_text_emb`` — (C, d) class
+            prompts or (C, T, d) prompt ensembles (averaged per class after shifting).
     """
     if direction not in ("gap", "unit"):
         raise ValueError(f"direction must be 'gap' or 'unit', got {direction!r}")
@@ -328,11 +309,12 @@ def shift_experiment(
     paired = X.shape[0] == Y.shape[0]
     if (labels is None) != (class_text_emb is None):
         raise ValueError("zero-shot accuracy needs both labels and class_text_emb (or neither)")
-    C = (
-        _normed(class_text_emb, "class_text_emb", min_rows=1)
-        if class_text_emb is not None
-        else None
-    )
+    C, prompt_shape = None, None
+    if class_text_emb is not None:  # (C, d) prompts or (C, T, d) ensembles; they move like text
+        prompts = np.asarray(class_text_emb, dtype=np.float64)
+        prompt_shape = prompts.shape
+        C = _normed(prompts.reshape(-1, prompts.shape[-1]), "class_text_emb", min_rows=1)
+        check_same_dim(X, C, ("image_emb", "class_text_emb"))
     if lambdas is None:
         lambdas = (
             np.arange(-1.0, 1.5 + 1e-9, 0.125) if direction == "gap" else np.arange(-5, 5, 0.25)
@@ -357,6 +339,7 @@ def shift_experiment(
             Cs = None if C is None else l2_normalize(C + lam * step, "shifted class_text_emb")
         else:
             Ys, Cs = Y, C
+        Cs = None if Cs is None else Cs.reshape(prompt_shape)
         gap = signed_centroid_distance(Xs, Ys, delta)
         if paired:
             loss, i2t, t2i = _paired_scores(Xs, Ys, temperature)

@@ -1,0 +1,302 @@
+"""The modality-gap study behind ``notebooks/modality_gap.ipynb``: its config and its analyses.
+
+The notebook is a thin driver; every computation it shows lives here (and is tested):
+
+* :class:`ModalityGapConfig` — the papermill parameters, validated.
+* :func:`load_gap_data` — embeds *disjoint* item sets: images for the ReAlign fit, captions for
+  the fit (other items: truly unpaired) and a held-out paired evaluation set.
+* :func:`alignment_variants` — original / C3 / ReAlign (and its step prefixes) on held-out text.
+* :func:`ablation_rows` — ReAlign Tab. 5 analogue: centroid gap, text→image R@1, zero-shot with
+  aligned prompts, and a classifier trained on aligned *text* but tested on *images*.
+* :func:`stability_curve` — ReAlign Fig. 6: fitted statistics vs number of unpaired samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.probes.realign import C3, REALIGN_STEPS, ReAlign
+
+__all__ = [
+    "AlignedSet",
+    "GapData",
+    "ModalityGapConfig",
+    "ablation_rows",
+    "alignment_variants",
+    "load_gap_data",
+    "stability_curve",
+]
+
+
+@dataclass
+class ModalityGapConfig:
+    """Parameters of the modality-gap notebook (its ``parameters`` cell repeats these defaults).
+
+    Attributes:
+        encoder: registry id for ``workbench.load_encoder`` ("default" = the embedded model).
+        dataset: registry id for ``workbench.load_dataset``.
+        n_fit: unpaired samples *per modality* for the ReAlign / C3 fit; ReAlign's statistics
+            settle after ≈ 1e4 samples (its Fig. 6), hence 10,000.
+        n_eval: held-out paired items for every evaluation (Mind the Gap used 5,000 pairs).
+        seed: seeds item sampling, C3 noise and subsampling.
+        k: neighbours for the k-NN mixing rate (ReAlign Fig. 5 uses 20).
+        temperature: τ of the CLIP loss in the shift experiment (1/100 = CLIP's learned τ).
+        c3_sigma: C3's per-coordinate noise std (not given by ReAlign; our reading).
+        cone_inits: random initialisations in the cone experiment (25 in Mind the Gap Fig. 2c).
+        cone_samples: Gaussian inputs per initialisation.
+        stability_sizes: N values for the Fig. 6 stability curve (those ≤ n_fit are used).
+        output_dir: where figures and ``summary.json`` go.
+    """
+
+    encoder: str = "default"
+    dataset: str = "synthetic-world"
+    n_fit: int = 10_000
+    n_eval: int = 8_000
+    seed: int = 0
+    k: int = 20
+    temperature: float = 0.01
+    c3_sigma: float = 0.02
+    cone_inits: int = 5
+    cone_samples: int = 1_000
+    stability_sizes: tuple[int, ...] = (30, 100, 300, 1_000, 3_000, 10_000)
+    output_dir: str = "figures/modality_gap"
+
+    def __post_init__(self) -> None:
+        self.stability_sizes = tuple(int(s) for s in self.stability_sizes)
+        checks = [
+            (isinstance(self.encoder, str) and bool(self.encoder), "encoder must be a registry id"),
+            (isinstance(self.dataset, str) and bool(self.dataset), "dataset must be a registry id"),
+            (int(self.n_fit) >= 10, "n_fit must be >= 10 (unpaired samples per modality)"),
+            (int(self.n_eval) >= max(10, self.k + 1), "n_eval must be >= max(10, k + 1)"),
+            (int(self.k) >= 1, "k must be >= 1"),
+            (float(self.temperature) > 0, "temperature must be > 0"),
+            (float(self.c3_sigma) >= 0, "c3_sigma must be >= 0"),
+            (int(self.cone_inits) >= 2, "cone_inits must be >= 2 (cones are compared)"),
+            (int(self.cone_samples) >= 2, "cone_samples must be >= 2"),
+            (all(s >= 2 for s in self.stability_sizes), "stability_sizes must all be >= 2"),
+            (bool(self.output_dir), "output_dir must be a non-empty path"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"ModalityGapConfig: {msg}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GapData:
+    """Embeddings of one study, raw (un-normalised) float32 rows.
+
+    Attributes:
+        fit_image: (n_fit, d) images of fit items A.
+        fit_text: (n_fit, d) captions of fit items B, disjoint from A (no pairing exists).
+        fit_text_labels: (n_fit,) labels of items B (−1 where none).
+        eval: the held-out paired :class:`~workbench.encoders.embeddings.Embeddings` (n_eval rows).
+        class_prompts: (K, T, d) L2-normalised class-prompt embeddings, or None when unlabelled.
+        embed_seconds: wall time spent embedding (0 on a cache hit).
+    """
+
+    fit_image: np.ndarray
+    fit_text: np.ndarray
+    fit_text_labels: np.ndarray
+    eval: Any
+    class_prompts: np.ndarray | None
+    embed_seconds: float
+
+
+def load_gap_data(cfg: ModalityGapConfig, encoder: Any = None) -> GapData:
+    """Embed 2·n_fit + n_eval distinct items with ``cfg.encoder`` and split them three ways.
+
+    Items are a seeded subset of ``cfg.dataset``; synthetic-world is built just large enough.
+    Images of the first n_fit items and captions of the next n_fit fit ReAlign — unpaired by
+    construction. The last n_eval items, never seen in any fit, are the paired evaluation set.
+    """
+    import time
+
+    import workbench as wb
+    from workbench.probes.separability import zero_shot_classifier
+
+    total = 2 * cfg.n_fit + cfg.n_eval
+    enc = encoder if encoder is not None else wb.load_encoder(cfg.encoder)
+    kwargs = {"size": total, "seed": cfg.seed} if cfg.dataset == "synthetic-world" else {}
+    data = wb.load_dataset(cfg.dataset, **kwargs)
+    if len(data) < total:
+        raise ValueError(
+            f"{cfg.dataset!r} has {len(data)} items but 2·n_fit + n_eval = {total} are needed; "
+            f"lower n_fit / n_eval"
+        )
+    t0 = time.perf_counter()
+    emb = wb.embed(enc, data, size=total, seed=cfg.seed)
+    seconds = time.perf_counter() - t0
+    order = np.random.default_rng(cfg.seed).permutation(total)
+    img_rows, txt_rows = order[: cfg.n_fit], order[cfg.n_fit : 2 * cfg.n_fit]
+    eval_rows = np.sort(order[2 * cfg.n_fit :])
+    prompts = None
+    if emb.class_names and emb.has_labels:
+        prompts = zero_shot_classifier(enc, emb.class_names)
+    return GapData(
+        fit_image=emb.image[img_rows],
+        fit_text=emb.text[txt_rows],
+        fit_text_labels=emb.labels[txt_rows],
+        eval=emb.subset(eval_rows),
+        class_prompts=prompts,
+        embed_seconds=seconds,
+    )
+
+
+@dataclass
+class AlignedSet:
+    """One variant's held-out text and the images it should be compared with (same frame).
+
+    Attributes:
+        name: "original", "C3", "anchor", "anchor+trace" or "ReAlign".
+        text: (n, d) transformed held-out text (unit-norm except C3 and anchor).
+        image: (n, d) held-out images in the variant's frame (C3 centres them; others raw-normed).
+        fit_text: (n_fit, d) the transformed fit text (for text-trained classifiers).
+        image_target: (d,) the image centroid the variant aims at (fit statistics).
+        prompts: (K, T, d) class prompts through the same transform, or None.
+    """
+
+    name: str
+    text: np.ndarray
+    image: np.ndarray
+    fit_text: np.ndarray
+    image_target: np.ndarray
+    prompts: np.ndarray | None
+
+
+def _unit(A: np.ndarray) -> np.ndarray:
+    A = np.asarray(A, dtype=np.float64)
+    return A / np.linalg.norm(A, axis=-1, keepdims=True)
+
+
+def alignment_variants(data: GapData, realign: ReAlign, c3: C3) -> dict[str, AlignedSet]:
+    """Original, C3 and every ReAlign prefix applied to held-out text (and prompts).
+
+    ``realign`` and ``c3`` must already be fitted on ``data.fit_image`` / ``data.fit_text``.
+    """
+    ev = data.eval
+    img = _unit(ev.image)
+    prompts = data.class_prompts
+    flat = None if prompts is None else prompts.reshape(-1, prompts.shape[-1])
+
+    def reshape(P: np.ndarray | None) -> np.ndarray | None:
+        return None if P is None else P.reshape(prompts.shape)
+
+    out = {
+        "original": AlignedSet(
+            "original", _unit(ev.text), img, _unit(data.fit_text), realign.mu_x_, prompts
+        ),
+        "C3": AlignedSet(
+            "C3",
+            c3.transform(ev.text),
+            c3.transform_image(ev.image),
+            c3.transform(data.fit_text),
+            np.zeros_like(c3.mu_x_),
+            reshape(None if flat is None else flat - c3.mu_y_),  # prompts are centred, not noised
+        ),
+    }
+    for steps in REALIGN_STEPS:
+        name = "ReAlign" if steps == "full" else steps
+        out[name] = AlignedSet(
+            name,
+            realign.transform(ev.text, steps=steps),
+            img,
+            realign.transform(data.fit_text, steps=steps),
+            realign.mu_x_,
+            reshape(None if flat is None else realign.transform(flat, steps=steps)),
+        )
+    return out
+
+
+def _centroid_text_classifier(
+    fit_text: np.ndarray, labels: np.ndarray, image: np.ndarray
+) -> np.ndarray:
+    """Predict image labels with class centroids of *text* (cosine): text stands in for images."""
+    classes = np.unique(labels[labels >= 0])
+    cent = np.stack([fit_text[labels == c].mean(axis=0) for c in classes])
+    return classes[np.argmax(_unit(image) @ _unit(cent).T, axis=1)]
+
+
+def ablation_rows(variants: dict[str, AlignedSet], data: GapData) -> list[dict[str, Any]]:
+    """ReAlign Tab. 5 analogue, one row per variant, all on held-out items.
+
+    Columns: ``gap_to_target`` ‖µ_target − mean(text)‖ (µ_target = fit image centroid, the
+    origin for C3); ``gap_to_heldout_images`` ‖mean(images) − mean(text)‖ (both held out, so it
+    includes sampling noise ≈ sqrt((T_x + T_y)/n)); ``t2i_r1`` text→image Recall@1 with aligned
+    text as queries; ``zero_shot`` accuracy with class prompts passed through the same transform;
+    ``text_trained_acc`` — class centroids of the aligned *fit text* classify held-out *images*
+    (the ReVision use: text stands in for images when training).
+    """
+    from workbench.probes.gap import retrieval_accuracy
+    from workbench.probes.separability import zero_shot_accuracy
+
+    ev = data.eval
+    labelled = bool(ev.has_labels) and (data.fit_text_labels >= 0).any()
+    rows = []
+    for name, v in variants.items():
+        row: dict[str, Any] = {
+            "variant": name,
+            "gap_to_target": float(np.linalg.norm(v.image_target - v.text.mean(axis=0))),
+            "gap_to_heldout_images": float(
+                np.linalg.norm(v.image.mean(axis=0) - v.text.mean(axis=0))
+            ),
+            "t2i_r1": retrieval_accuracy(v.image, v.text)["t2i"],
+        }
+        if labelled and v.prompts is not None:
+            row["zero_shot"] = zero_shot_accuracy(v.image, v.prompts, ev.labels)
+        if labelled:
+            pred = _centroid_text_classifier(v.fit_text, data.fit_text_labels, v.image)
+            row["text_trained_acc"] = float((pred == ev.labels).mean())
+        rows.append(row)
+    return rows
+
+
+def stability_curve(
+    fit_image: np.ndarray,
+    fit_text: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    eval_text: np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ReAlign Fig. 6: how fitted statistics converge with the number N of unpaired samples.
+
+    For each N, ReAlign is fitted on N random images and N random captions (subsets of the fit
+    sets) and compared with the fit on everything: relative errors ‖µ_x(N) − µ_x‖/‖µ_x‖, the same
+    for µ_y and µ'_y, |s(N) − s|/s, and (with ``eval_text``) the held-out centroid gap after
+    alignment ‖µ_x − mean ReAlign_N(eval_text)‖.
+
+    Returns a dict of lists keyed by statistic plus ``"sizes"``.
+    """
+    full = ReAlign().fit(fit_image, fit_text)
+    n_max = min(len(fit_image), len(fit_text))
+    sizes = [int(s) for s in sizes if s <= n_max]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {
+        k: [] for k in ("mu_x", "mu_y", "mu_y_prime", "scale", "heldout_gap")
+    }
+
+    def rel(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    for n in sizes:
+        ix = rng.choice(len(fit_image), n, replace=False)
+        iy = rng.choice(len(fit_text), n, replace=False)
+        part = ReAlign().fit(fit_image[ix], fit_text[iy])
+        out["mu_x"].append(rel(part.mu_x_, full.mu_x_))
+        out["mu_y"].append(rel(part.mu_y_, full.mu_y_))
+        out["mu_y_prime"].append(rel(part.mu_y_prime_, full.mu_y_prime_))
+        out["scale"].append(abs(part.scale_ - full.scale_) / full.scale_)
+        if eval_text is not None:
+            out["heldout_gap"].append(
+                float(np.linalg.norm(full.mu_x_ - part.transform(eval_text).mean(axis=0)))
+            )
+    if eval_text is None:
+        del out["heldout_gap"]
+    return {"sizes": sizes, **out}
