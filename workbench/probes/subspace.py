@@ -1,8 +1,8 @@
 """Subspace comparisons: principal angles, overlap, and clean-vs-perturbed singular vectors.
 
 - :func:`principal_angles` / :func:`subspace_overlap` between two column spaces (Björck & Golub
-  1973; computed with the sine/cosine split of ``scipy.linalg.subspace_angles`` so small angles
-  are accurate).
+  1973; small angles from sines, large from cosines — Knyazev & Argentati 2002 — so both ends
+  are accurate to ε rather than √ε).
 - :func:`top_subspace` — the top-k principal directions of (n, d) data as a (d, k) basis.
 - :func:`singular_vector_alignment` — how a perturbation (FANoise's spectrum-shaped noise,
   spec §2.2–2.3) moves the singular vectors and values of a feature matrix (FANoise Figs. 3–4
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.linalg import subspace_angles
 
 from workbench._validate import as_matrix, check_paired, to_numpy
 from workbench.probes.spectrum import spectrum
@@ -58,7 +57,23 @@ def principal_angles(A: Any, B: Any) -> np.ndarray:
             f"A lives in dimension {Ma.shape[0]} but B in {Mb.shape[0]}; the subspaces must "
             f"share the ambient space (columns are the basis vectors)"
         )
-    return np.sort(subspace_angles(Ma, Mb))
+    return _angles(Ma, Mb)
+
+
+def _orth(M: np.ndarray) -> np.ndarray:
+    U, _, _ = np.linalg.svd(M, full_matrices=False)
+    return U
+
+
+def _angles(Ma: np.ndarray, Mb: np.ndarray) -> np.ndarray:
+    """Ascending angles between the column spaces of full-column-rank (d, p) and (d, q)."""
+    Qa, Qb = _orth(Ma), _orth(Mb)
+    small, big = (Qa, Qb) if Qa.shape[1] <= Qb.shape[1] else (Qb, Qa)
+    cos = np.clip(np.linalg.svd(big.T @ small, compute_uv=False), 0.0, 1.0)  # descending
+    resid = small - big @ (big.T @ small)  # (d, k): the part of span(small) outside span(big)
+    sin = np.clip(np.linalg.svd(resid, compute_uv=False)[::-1], 0.0, 1.0)  # ascending
+    # sines resolve small angles, cosines large ones; cos_i pairs with sin_i (both by angle)
+    return np.where(sin**2 < 0.5, np.arcsin(sin), np.arccos(cos))
 
 
 def subspace_overlap(A: Any, B: Any) -> float:
@@ -142,7 +157,7 @@ def singular_vector_alignment(
         cosines=np.diag(M).copy(),
         captured=np.minimum(captured, 1.0),
         overlap_matrix=M,
-        principal_angles=np.sort(subspace_angles(Va.T, Vb.T)),
+        principal_angles=_angles(Va.T, Vb.T),
         singular_values_clean=np.asarray(s_a.singular_values),
         singular_values_perturbed=np.asarray(s_b.singular_values),
         relative_change=rel,
