@@ -58,9 +58,11 @@ reused; ``run_name`` defaults to the method name)::
          "grad_cos": {"<a>~<b>": float} on gradient-probe steps)
         {"kind": "snapshot", "step": s, "schedule": {...}, "method": {...},
          "image": {"singular_values": [...], "partition": {"strong", "weak", "noise"},
-                   "counts": {...}, "thresholds": {...}},
-         "text": {...same...}}          every snapshot_every steps (global batch,
-                                         L2-normalised post-head features)
+                   "counts": {...}, "energy": {...}, "thresholds": {...}},
+         "text": {...same...}}          at step 1, every snapshot_every steps and at
+                                         the end (global batch, L2-normalised post-head
+                                         features; partition = workbench.probes.partition
+                                         "iqr-mp": proportions, counts, energy shares)
         {"kind": "eval", "step": s, "metrics": {"heldout/infonce": float,
          "heldout/i2t_r1": float, "heldout/t2i_r1": float, ...hook metrics}}
                                          at step 0, every eval_every steps, and at the end

@@ -239,6 +239,7 @@ def _partition(features: np.ndarray) -> dict[str, Any]:
     return {
         "partition": {k: float(v) for k, v in res.proportions.items()},
         "counts": {k: int(v) for k, v in res.counts.items()},
+        "energy": {k: float(v) for k, v in res.energy_proportions.items()},
         "thresholds": {k: float(v) for k, v in res.thresholds.items()},
     }
 
@@ -376,7 +377,10 @@ class _Trainer:
             return _ItemSource(dataset)
         from workbench.encoders.embed import embed
 
-        return _CachedSource(embed(self.encoder, dataset, tower_features=True), self.device)
+        emb = embed(
+            self.encoder, dataset, tower_features=True, progress=False, device=str(self.device)
+        )
+        return _CachedSource(emb, self.device)
 
     def _new_run_dir(self, embeddings) -> Path:
         c = self.config
