@@ -52,11 +52,13 @@ def build_negatives(
     *,
     kinds: Sequence[str] | None = None,
     seed: int = 0,
+    max_per_kind: int | None = 3,
 ) -> NegativeSet:
     """Hard negatives for every caption through ``workbench.data.negatives.hard_negatives``.
 
     ``attributes[i]`` (synthetic-world factors) is passed along when given; ``kinds`` restricts
-    the negative types (``None`` = the generator's default set). Item ``i`` uses seed
+    the negative types (``None`` = the generator's default set); ``max_per_kind`` caps the
+    negatives per kind and caption (1 = SugarCrepe's one-negative protocol). Item ``i`` uses seed
     ``seed + i`` so the set is deterministic and independent of batch composition.
     """
     from workbench.data.negatives import hard_negatives
@@ -67,7 +69,7 @@ def build_negatives(
     out_kinds: list[str] = []
     texts: list[str] = []
     for i, cap in enumerate(captions):
-        kw: dict[str, Any] = {"seed": seed + i}
+        kw: dict[str, Any] = {"seed": seed + i, "max_per_kind": max_per_kind}
         if kinds is not None:
             kw["kinds"] = tuple(kinds)
         attrs = attributes[i] if attributes is not None else None

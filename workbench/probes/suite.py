@@ -19,7 +19,7 @@ Concatenate tables of several encoders and pass them to :func:`workbench.viz.dp.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,20 @@ from workbench.probes.separability import (
     zero_shot_accuracy,
 )
 
-__all__ = ["SuiteConfig", "d_ability", "resolve_encoder", "score_embeddings", "score_encoder"]
+__all__ = [
+    "RANDOM_INIT",
+    "TRAINED_HEADS",
+    "DPStudyConfig",
+    "SuiteConfig",
+    "d_ability",
+    "embed_with",
+    "fit_infonce_heads",
+    "resolve_encoder",
+    "score_embeddings",
+    "score_encoder",
+    "score_study",
+    "study_encoders",
+]
 
 SYNTHETIC_MMVP = "synthetic-mmvp"
 REAL_MMVP = "mmvp-vlm"
@@ -61,7 +74,11 @@ class SuiteConfig:
         retrieval: Score R@1/5/10 and rSum on datasets whose captions are ≥ 90 % distinct.
         compositional: Score hard-negative caption accuracy on ``"synthetic-world"`` rows (when
             listed in ``datasets``).
+        compositional_samples: Rows (of the ``n_samples``) scored against hard negatives; one
+            negative per kind each (SugarCrepe style), so the text tower runs ≤ 5× this often.
         negative_kinds: Negative types for the compositional score (``None`` = generator default).
+        dataset_kwargs: Per-dataset keyword arguments for ``load_dataset`` (e.g.
+            ``{"synthetic-world": {"split": "test"}}`` to score on items a head fit never saw).
         batch_size: Encoder batch size.
     """
 
@@ -76,11 +93,16 @@ class SuiteConfig:
     mmvp_vlm_root: str | None = None
     retrieval: bool = True
     compositional: bool = True
+    compositional_samples: int = 100
     negative_kinds: tuple[str, ...] | None = None
+    dataset_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 64
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
+        stray = set(self.dataset_kwargs) - set(self.datasets)
+        if stray:
+            raise ValueError(f"dataset_kwargs names datasets not in datasets: {sorted(stray)}")
         self.seeds = tuple(int(s) for s in self.seeds)
         self.templates = tuple(self.templates)
         if self.negative_kinds is not None:
@@ -103,6 +125,8 @@ class SuiteConfig:
             raise ValueError("mmvp_pairs_per_category must be ≥ 0 (0 skips synthetic MMVP)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.compositional_samples < 1:
+            raise ValueError(f"compositional_samples must be ≥ 1, got {self.compositional_samples}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,7 +233,11 @@ def _rows(encoder: str, dataset: str, seed: int, values: dict[str, float]) -> li
 
 
 def score_encoder(
-    encoder: Any, suite: SuiteConfig | None = None, *, label: str | None = None
+    encoder: Any,
+    suite: SuiteConfig | None = None,
+    *,
+    label: str | None = None,
+    tower_source: Any = None,
 ) -> Any:
     """Score ``encoder`` on the configured D/P suite; return a tidy DataFrame.
 
@@ -218,6 +246,9 @@ def score_encoder(
             ``"open_clip:..."``), ``"run:<dir>"`` or a run directory path (its latest checkpoint).
         suite: what to measure (:class:`SuiteConfig`; defaults if ``None``).
         label: value of the ``encoder`` column (default: the name it was loaded by).
+        tower_source: an encoder with the *same towers* (checked by weight hash) whose cached
+            tower features are reused: only ``encoder``'s heads run on them. Use it for
+            head-only fits (the towers need not run again).
 
     Returns:
         DataFrame with columns ``encoder, dataset, metric, value, seed`` (see module docstring).
@@ -227,17 +258,21 @@ def score_encoder(
     import torch
 
     from workbench.data import load_dataset
-    from workbench.encoders.embed import embed
 
     cfg = suite or SuiteConfig()
     enc, name = resolve_encoder(encoder)
     name = label or name
+    if tower_source is not None:
+        from workbench.probes.tasks import _tower_fingerprint
+
+        if _tower_fingerprint(tower_source) != _tower_fingerprint(enc):
+            raise ValueError("tower_source's towers differ from encoder's; drop tower_source")
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for seed in cfg.seeds:
             for ds_name in cfg.datasets:
-                ds = load_dataset(ds_name)
-                emb = embed(enc, ds, size=cfg.n_samples, seed=seed)
+                ds = load_dataset(ds_name, **cfg.dataset_kwargs.get(ds_name, {}))
+                emb = embed_with(enc, ds, size=cfg.n_samples, seed=seed, tower_source=tower_source)
                 rows += _rows(
                     name, ds_name, seed, score_embeddings(emb, encoder=enc, suite=cfg, seed=seed)
                 )
@@ -248,6 +283,33 @@ def score_encoder(
             if cfg.mmvp_vlm_root is not None:
                 rows += _rows(name, REAL_MMVP, seed, _real_mmvp(enc, cfg))
     return pd.DataFrame(rows, columns=["encoder", "dataset", "metric", "value", "seed"])
+
+
+def embed_with(
+    encoder: Any, dataset: Any, *, size: int | None, seed: int, tower_source: Any = None
+) -> Any:
+    """:func:`workbench.embed` of ``dataset``, reusing ``tower_source``'s cached tower features.
+
+    With ``tower_source`` (an encoder with the same towers), only ``encoder``'s heads run: the
+    result's ``image``/``text`` are ``encoder.image_head(image_tower)`` etc.
+    """
+    from workbench.encoders.embed import embed
+
+    if tower_source is None:  # tower features too: the same cache entry serves head-only fits
+        return embed(encoder, dataset, size=size, seed=seed, tower_features=True)
+    base = embed(tower_source, dataset, size=size, seed=seed, tower_features=True)
+    return _reproject(base, encoder)
+
+
+def _reproject(emb: Any, enc: Any) -> Any:
+    """``emb`` with ``image``/``text`` recomputed by ``enc``'s heads from its tower features."""
+    from workbench.probes.tasks import _apply
+
+    out = emb.subset(np.arange(len(emb)))
+    out.image = _apply(enc.image_head, emb.image_tower)
+    out.text = _apply(enc.text_head, emb.text_tower)
+    out.provenance["heads_from"] = str(getattr(enc, "name", type(enc).__name__))
+    return out
 
 
 def _mmvp_values(result: Any) -> dict[str, float]:
@@ -277,8 +339,9 @@ def _real_mmvp(enc: Any, cfg: SuiteConfig) -> dict[str, float]:
 def _compositional(enc: Any, ds: Any, emb: Any, cfg: SuiteConfig, seed: int) -> dict[str, float]:
     from workbench.probes.compositional import build_negatives, compositional_scores
 
+    emb = emb.subset(np.arange(min(cfg.compositional_samples, len(emb))))
     negatives = build_negatives(
-        emb.captions, emb.attributes or None, kinds=cfg.negative_kinds, seed=seed
+        emb.captions, emb.attributes or None, kinds=cfg.negative_kinds, seed=seed, max_per_kind=1
     )
     if len(negatives) == 0:
         return {}
@@ -292,3 +355,156 @@ def _compositional(enc: Any, ds: Any, emb: Any, cfg: SuiteConfig, seed: int) -> 
     out = {f"comp/{k}": v for k, v in res.per_kind.items()}
     out["comp_mean"] = res.mean
     return out
+
+
+# -- the D/P study behind notebooks/dp_ability.ipynb ---------------------------------------------
+
+TRAINED_HEADS = "default + InfoNCE heads"
+RANDOM_INIT = "random-init"
+_HAS_TEST_SPLIT = ("synthetic-world", "digits", "fashion-mnist")
+
+
+@dataclass
+class DPStudyConfig:
+    """Parameters of ``notebooks/dp_ability.ipynb`` (its ``parameters`` cell repeats these defaults).
+
+    Attributes:
+        encoders: Extra encoders to place on the scatter: registry names, ``"run:<dir>"`` or run
+            directories (checkpoints of fine-tuning runs). ``"default"`` = pretrained towers with
+            their seeded, untrained heads. The trained-head default and a random-init default
+            are always added.
+        datasets: D-ability datasets (scored on their ``test`` split where they have one, so the
+            head fit's synthetic-world ``train`` items are never scored).
+        seeds: Scoring seeds (data subset, probe split, k-means, MMVP pairs); ≥ 2 gives spreads.
+        n_samples: Items per dataset and seed (300: seconds per dataset on a 2-core CPU).
+        head_steps: InfoNCE steps of the head fit (frozen towers, cached features).
+        head_train_samples: synthetic-world ``train`` pairs the heads are fitted on.
+        head_batch_size: Batch of the head fit.
+        mmvp_pairs_per_category: Synthetic MMVP pairs per category (9 categories).
+        mmvp_vlm_root: A real MMVP-VLM folder to score as well (``None`` = skip).
+        map_dataset: Dataset of the t-SNE/UMAP class maps (must be in ``datasets``).
+        map_method: ``"tsne"`` or ``"umap"``.
+        x_metric, y_metric: Scatter axes (D: k-means ACC; P: MMVP-VLM average).
+        output_dir: Where figures and ``summary.json`` go.
+        run_root: Where the head-fit run directory goes.
+        device: Training/embedding device (``"auto"``, ``"cpu"``, ``"cuda"``).
+    """
+
+    encoders: tuple[str, ...] = ("default",)
+    datasets: tuple[str, ...] = ("digits", "synthetic-world")
+    seeds: tuple[int, ...] = (0, 1)
+    n_samples: int = 300
+    head_steps: int = 300
+    head_train_samples: int = 1000
+    head_batch_size: int = 128
+    mmvp_pairs_per_category: int = 10
+    mmvp_vlm_root: str | None = None
+    map_dataset: str = "digits"
+    map_method: str = "tsne"
+    x_metric: str = "kmeans_acc"
+    y_metric: str = "mmvp_mean"
+    output_dir: str = "figures/dp_ability"
+    run_root: str = "runs/dp_ability"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.encoders = tuple(self.encoders)
+        self.datasets = tuple(self.datasets)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.datasets:
+            raise ValueError("datasets is empty; name at least one labelled dataset for D-ability")
+        if self.map_dataset not in self.datasets:
+            raise ValueError(
+                f"map_dataset {self.map_dataset!r} must be one of datasets {self.datasets}"
+            )
+        if self.map_method not in ("tsne", "umap"):
+            raise ValueError(f"map_method must be 'tsne' or 'umap', got {self.map_method!r}")
+        if self.head_steps < 1 or self.head_train_samples < 4 or self.head_batch_size < 2:
+            raise ValueError(
+                "head_steps ≥ 1, head_train_samples ≥ 4 and head_batch_size ≥ 2 are required"
+            )
+        if self.mmvp_pairs_per_category < 1 and self.y_metric == "mmvp_mean":
+            raise ValueError("y_metric 'mmvp_mean' needs mmvp_pairs_per_category ≥ 1")
+        self.suite()  # validates the rest
+
+    def suite(self) -> SuiteConfig:
+        """The :class:`SuiteConfig` every encoder of the study is scored with."""
+        return SuiteConfig(
+            datasets=self.datasets,
+            n_samples=self.n_samples,
+            seeds=self.seeds,
+            mmvp_pairs_per_category=self.mmvp_pairs_per_category,
+            mmvp_vlm_root=self.mmvp_vlm_root,
+            compositional=False,  # not on the D/P axes; keeps the study's text-tower passes few
+            dataset_kwargs={d: {"split": "test"} for d in self.datasets if d in _HAS_TEST_SPLIT},
+        )
+
+
+def fit_infonce_heads(
+    encoder: str = "default",
+    *,
+    steps: int = 300,
+    n_samples: int = 1000,
+    batch_size: int = 128,
+    seed: int = 0,
+    run_root: str = "runs",
+    device: str = "auto",
+) -> Any:
+    """Fit ``encoder``'s two heads (+ logit scale) by InfoNCE on frozen towers; return the ``Run``.
+
+    Trains on cached tower features of ``n_samples`` synthetic-world ``train`` pairs through
+    :func:`workbench.train.train` (the run directory lands under ``run_root``; load it later as
+    ``"run:<dir>"``).
+    """
+    from workbench.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        method="infonce",
+        encoder=encoder,
+        dataset="synthetic-world",
+        dataset_kwargs={"size": n_samples, "split": "train", "seed": seed},
+        steps=steps,
+        batch_size=min(batch_size, n_samples // 2),
+        trainable="heads+logit_scale",
+        data="cached",
+        snapshot_every=0,
+        log_every=max(1, steps // 10),
+        seed=seed,
+        device=device,
+        run_root=run_root,
+        run_name="dp-heads",
+        holdout=0.2,
+    )
+    return train(cfg, progress=False)
+
+
+def study_encoders(config: DPStudyConfig, trained: Any) -> list[tuple[str, Any, Any]]:
+    """``(label, encoder, tower_source)`` for every point of the study.
+
+    ``trained`` is the :func:`fit_infonce_heads` run; its encoder reuses the untrained default's
+    cached tower features (same towers, checked by hash).
+    """
+    from workbench.encoders import load_encoder
+
+    base = load_encoder("default")
+    out: list[tuple[str, Any, Any]] = [
+        (TRAINED_HEADS, trained.encoder, base),
+        (RANDOM_INIT, load_encoder("default", pretrained=False), None),
+    ]
+    for name in config.encoders:
+        if name == "default":
+            out.append(("default (untrained heads)", base, None))
+        else:
+            enc, label = resolve_encoder(name)
+            out.append((label, enc, None))
+    return out
+
+
+def score_study(entries: Sequence[tuple[str, Any, Any]], suite: SuiteConfig) -> Any:
+    """Concatenated :func:`score_encoder` tables of ``(label, encoder, tower_source)`` entries."""
+    import pandas as pd
+
+    return pd.concat(
+        [score_encoder(enc, suite, label=label, tower_source=src) for label, enc, src in entries],
+        ignore_index=True,
+    )

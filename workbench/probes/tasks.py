@@ -263,7 +263,7 @@ def _tower_fingerprint(encoder: Any) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(str(t.dtype).encode())
         if t.numel():
-            h.update(t.view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     ident = getattr(encoder, "preprocess_config", {})
     h.update(json.dumps(ident, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -25,6 +25,7 @@ from workbench._validate import as_matrix
 __all__ = [
     "dp_points",
     "dp_scatter",
+    "dp_separation",
     "embedding_map",
     "embedding_map_figure",
     "pability_bars",
@@ -280,3 +281,28 @@ def pability_bars(table: Any, *, dataset: str | None = None, label: str = "encod
         template="plotly_white",
     )
     return fig
+
+
+def dp_separation(
+    points: Any, a: str, b: str, *, label: str = "encoder", k: float = 2.0
+) -> dict[str, Any]:
+    """How far point ``a`` sits from point ``b`` on each axis of a :func:`dp_points` table.
+
+    ``dx = x_a − x_b`` (same for y). An axis counts as separated when ``|d|`` exceeds ``k`` times
+    the combined seed spread ``sqrt(std_a² + std_b²)`` (with one seed the spread is 0, so any
+    non-zero difference counts — run ≥ 2 seeds for a meaningful test).
+    """
+    rows = points.set_index(label)
+    missing = [n for n in (a, b) if n not in rows.index]
+    if missing:
+        raise ValueError(f"no point labelled {missing}; have {list(rows.index)}")
+    pa, pb = rows.loc[a], rows.loc[b]
+    out: dict[str, Any] = {"a": a, "b": b, "k": k}
+    for axis in ("x", "y"):
+        d = float(pa[axis] - pb[axis])
+        spread = float(np.hypot(pa[f"{axis}_std"], pb[f"{axis}_std"]))
+        out[f"d{axis}"] = d
+        out[f"{axis}_spread"] = spread
+        out[f"{axis}_separated"] = bool(abs(d) > k * spread and d != 0.0)
+    out["separated_on_both_axes"] = out["x_separated"] and out["y_separated"]
+    return out

@@ -1,0 +1,54 @@
+"""notebooks/dp_ability.ipynb runs headless with its smoke parameters and records what it measured."""
+
+from __future__ import annotations
+
+import pytest
+from nbutil import read_summary, run_notebook
+
+from workbench.probes.suite import RANDOM_INIT, TRAINED_HEADS
+
+pytestmark = pytest.mark.notebooks
+
+
+def smoke(tmp_path, **over):
+    params = dict(
+        encoders=[],
+        datasets=["digits"],
+        seeds=[0],
+        n_samples=40,
+        head_steps=3,
+        head_train_samples=40,
+        head_batch_size=16,
+        mmvp_pairs_per_category=1,
+        map_dataset="digits",
+        output_dir=str(tmp_path / "out"),
+        run_root=str(tmp_path / "runs"),
+        device="cpu",
+    )
+    params.update(over)
+    return params
+
+
+def test_smoke_run_writes_figures_and_measured_points(tmp_path):
+    params = smoke(tmp_path)
+    run_notebook("dp_ability.ipynb", params, tmp_path)
+    out = tmp_path / "out"
+    summary = read_summary(out)
+    points = {p["encoder"]: p for p in summary["points"]}
+    assert set(points) == {TRAINED_HEADS, RANDOM_INIT}
+    for p in points.values():
+        assert 0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0
+        assert "kmeans_acc" in p["x_title"] and "mmvp_mean" in p["y_title"]
+    sep = summary["separation_trained_vs_random"]
+    assert sep["dx"] == pytest.approx(points[TRAINED_HEADS]["x"] - points[RANDOM_INIT]["x"])
+    assert sep["dy"] == pytest.approx(points[TRAINED_HEADS]["y"] - points[RANDOM_INIT]["y"])
+    for name in ("dp_scatter", "pability_bars", "map_tsne_trained_heads", "map_tsne_random_init"):
+        assert (out / f"{name}.html").exists(), name
+    assert {r["dataset"] for r in summary["scores"]} == {"digits", "synthetic-mmvp"}
+
+
+def test_bad_parameters_fail_in_the_first_cells(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="map_dataset"):
+        run_notebook("dp_ability.ipynb", smoke(tmp_path, map_dataset="fashion-mnist"), tmp_path)
