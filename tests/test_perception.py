@@ -63,3 +63,33 @@ def test_bad_shapes_raise():
         mmvp_pair_correct(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="categories"):
         mmvp_scores(np.zeros((3, 2, 2)), ["Texts"])
+
+
+def test_real_mmvp_folder_scored_with_exactly_one_prompt_prefix(tmp_path):
+    """A miniature MMVP-VLM folder: pairs in qid order, categories from the CSV, one prefix."""
+    from dp_fakes import TinyEncoder
+    from PIL import Image
+
+    from workbench.data import load_dataset
+    from workbench.probes.perception import mmvp_pairs_from_dataset, score_mmvp
+
+    rows = ["Question ID,Type,Statement"]
+    for qid, cat in ((1, 0), (2, 0), (3, 5), (4, 5)):
+        category = MMVP_CATEGORIES[cat]
+        rows.append(f"{qid},{category},statement {qid}")
+        folder = tmp_path / "MLLM_VLM Images" / category
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (60 * qid, 0, 0)).save(folder / f"{qid}.jpg")
+    (tmp_path / "Questions.csv").write_text("\n".join(rows) + "\n")
+
+    pairs = mmvp_pairs_from_dataset(load_dataset("mmvp-vlm", root=tmp_path, statement_prefix=""))
+    assert [p.category for p in pairs] == [MMVP_CATEGORIES[0], MMVP_CATEGORIES[5]]
+    assert pairs[1].statements == ("statement 3", "statement 4")
+
+    enc = TinyEncoder()
+    seen: list[str] = []
+    real = enc.encode_texts
+    enc.encode_texts = lambda texts, **kw: seen.extend(texts) or real(texts, **kw)
+    res = score_mmvp(enc, pairs)
+    assert seen == [f"a photo of statement {q}" for q in range(1, 5)]
+    assert list(res.n_pairs.values()) == [1, 1]

@@ -98,7 +98,7 @@ def dp_points(
         titles[axis] = _axis_title(metric, used)
         per_seed = rows.groupby([label, "seed"], sort=False)["value"].mean()
         axes[axis] = per_seed.groupby(level=0, sort=False).agg(["mean", "std", "count"])
-    joined = axes["x"].join(axes["y"], lsuffix="_x", rsuffix="_y", how="inner")
+    joined = axes["x"].add_suffix("_x").join(axes["y"].add_suffix("_y"), how="inner")
     if joined.empty:
         raise ValueError(f"no {label} has both {x_metric!r} and {y_metric!r}")
     return pd.DataFrame(
