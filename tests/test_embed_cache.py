@@ -355,3 +355,10 @@ def test_default_encoder_on_the_synthetic_world_by_id(cache_dir: Path) -> None:
     assert emb.image_tower.shape == (16, 1280) and emb.text_tower.shape == (16, 384)
     assert emb.provenance["encoder"]["name"] == "default"
     assert emb.provenance["encoder"]["preprocess"]["resolution"] == 96
+
+
+def test_progress_bar_only_when_asked_or_interactive(capsys: pytest.CaptureFixture[str]) -> None:
+    embed(CountingEncoder(), TinyDataset(3), cache=False, progress=True)
+    assert "embed tiny-squares" in capsys.readouterr().err
+    embed(CountingEncoder(), TinyDataset(3), cache=False)  # pytest's stderr is not a terminal
+    assert "embed tiny-squares" not in capsys.readouterr().err
