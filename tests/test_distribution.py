@@ -12,6 +12,7 @@ from workbench.probes.distribution import (
     knn_mixing_rate,
     knn_overlap,
     pairwise_cosine_sample,
+    trace_normalized_spectrum_alpha,
 )
 
 
@@ -80,3 +81,13 @@ def test_knn_overlap_is_near_chance_for_a_scrambled_set() -> None:
     assert overlap < 0.1  # chance is 10/399
     with pytest.raises(ValueError, match="rows must match"):
         knn_overlap(X, X[:10])
+
+
+def test_trace_normalized_spectrum_recovers_a_planted_power_law() -> None:
+    rng = np.random.default_rng(0)
+    ranks = np.arange(1, 65)
+    X = rng.standard_normal((20_000, 64)) * ranks ** (-0.75)  # variances ∝ k^−1.5
+    spec, alpha = trace_normalized_spectrum_alpha(X)
+    assert spec.sum() == pytest.approx(1.0)
+    assert (np.diff(spec) <= 1e-15).all()
+    assert alpha == pytest.approx(1.5, abs=0.1)

@@ -3,8 +3,8 @@
 The notebook is a thin driver; every computation it shows lives here (and is tested):
 
 * :class:`ModalityGapConfig` — the papermill parameters, validated.
-* :func:`load_gap_data` — embeds *disjoint* item sets: images for the ReAlign fit, captions for
-  the fit (other items: truly unpaired) and a held-out paired evaluation set.
+* :func:`load_gap_data` — embeds a fit pool (its images and captions handed to ReAlign as two
+  unpaired arrays) and a held-out paired evaluation set.
 * :func:`alignment_variants` — original / C3 / ReAlign (and its step prefixes) on held-out text.
 * :func:`ablation_rows` — ReAlign Tab. 5 analogue: centroid gap, text→image R@1, zero-shot with
   aligned prompts, and a classifier trained on aligned *text* but tested on *images*.
@@ -93,9 +93,9 @@ class GapData:
     """Embeddings of one study, raw (un-normalised) float32 rows.
 
     Attributes:
-        fit_image: (n_fit, d) images of fit items A.
-        fit_text: (n_fit, d) captions of fit items B, disjoint from A (no pairing exists).
-        fit_text_labels: (n_fit,) labels of items B (−1 where none).
+        fit_image: (n_fit, d) images of the fit pool.
+        fit_text: (n_fit, d) captions of the fit pool in an independent random order (unpaired).
+        fit_text_labels: (n_fit,) labels of the items whose captions ``fit_text`` holds (−1: none).
         eval: the held-out paired :class:`~workbench.encoders.embeddings.Embeddings` (n_eval rows).
         class_prompts: (K, T, d) L2-normalised class-prompt embeddings, or None when unlabelled.
         embed_seconds: wall time spent embedding (0 on a cache hit).
@@ -109,41 +109,59 @@ class GapData:
     embed_seconds: float
 
 
-def load_gap_data(cfg: ModalityGapConfig, encoder: Any = None) -> GapData:
-    """Embed 2·n_fit + n_eval distinct items with ``cfg.encoder`` and split them three ways.
+def _embed_pools(cfg: ModalityGapConfig, enc: Any) -> tuple[Any, Any, float]:
+    """(fit-pool embeddings, held-out embeddings, seconds). Each pool is one cached ``embed`` call.
 
-    Items are a seeded subset of ``cfg.dataset``; synthetic-world is built just large enough.
-    Images of the first n_fit items and captions of the next n_fit fit ReAlign — unpaired by
-    construction. The last n_eval items, never seen in any fit, are the paired evaluation set.
+    synthetic-world has independent ``train``/``test`` streams: the fit pool is ``n_fit`` train
+    items and the held-out set ``n_eval`` test items. Other datasets are split by a seeded
+    permutation of ``n_fit + n_eval`` items.
     """
     import time
 
     import workbench as wb
-    from workbench.probes.separability import zero_shot_classifier
 
-    total = 2 * cfg.n_fit + cfg.n_eval
-    enc = encoder if encoder is not None else wb.load_encoder(cfg.encoder)
-    kwargs = {"size": total, "seed": cfg.seed} if cfg.dataset == "synthetic-world" else {}
-    data = wb.load_dataset(cfg.dataset, **kwargs)
+    t0 = time.perf_counter()
+    if cfg.dataset == "synthetic-world":
+        pools = [
+            wb.embed(enc, wb.load_dataset(cfg.dataset, split=split, size=n, seed=cfg.seed))
+            for split, n in (("train", cfg.n_fit), ("test", cfg.n_eval))
+        ]
+        return pools[0], pools[1], time.perf_counter() - t0
+    total = cfg.n_fit + cfg.n_eval
+    data = wb.load_dataset(cfg.dataset)
     if len(data) < total:
         raise ValueError(
-            f"{cfg.dataset!r} has {len(data)} items but 2·n_fit + n_eval = {total} are needed; "
+            f"{cfg.dataset!r} has {len(data)} items but n_fit + n_eval = {total} are needed; "
             f"lower n_fit / n_eval"
         )
-    t0 = time.perf_counter()
     emb = wb.embed(enc, data, size=total, seed=cfg.seed)
-    seconds = time.perf_counter() - t0
     order = np.random.default_rng(cfg.seed).permutation(total)
-    img_rows, txt_rows = order[: cfg.n_fit], order[cfg.n_fit : 2 * cfg.n_fit]
-    eval_rows = np.sort(order[2 * cfg.n_fit :])
+    fit, held = emb.subset(np.sort(order[: cfg.n_fit])), emb.subset(np.sort(order[cfg.n_fit :]))
+    return fit, held, time.perf_counter() - t0
+
+
+def load_gap_data(cfg: ModalityGapConfig, encoder: Any = None) -> GapData:
+    """Embed a fit pool of ``n_fit`` items and ``n_eval`` held-out items with ``cfg.encoder``.
+
+    ReAlign / C3 get the fit pool's images and its captions as two *unpaired* arrays: the captions
+    are put in an independent random order, so no row of one matches a row of the other, and the
+    estimators only ever form per-modality moments. The held-out items, never seen by any fit,
+    are the paired evaluation set (synthetic-world: its independent ``test`` stream).
+    """
+    import workbench as wb
+    from workbench.probes.separability import zero_shot_classifier
+
+    enc = encoder if encoder is not None else wb.load_encoder(cfg.encoder)
+    fit, held, seconds = _embed_pools(cfg, enc)
+    txt_rows = np.random.default_rng(cfg.seed).permutation(len(fit))  # unpaired order
     prompts = None
-    if emb.class_names and emb.has_labels:
-        prompts = zero_shot_classifier(enc, emb.class_names)
+    if held.class_names and held.has_labels:
+        prompts = zero_shot_classifier(enc, held.class_names)
     return GapData(
-        fit_image=emb.image[img_rows],
-        fit_text=emb.text[txt_rows],
-        fit_text_labels=emb.labels[txt_rows],
-        eval=emb.subset(eval_rows),
+        fit_image=fit.image,
+        fit_text=fit.text[txt_rows],
+        fit_text_labels=fit.labels[txt_rows],
+        eval=held,
         class_prompts=prompts,
         embed_seconds=seconds,
     )
