@@ -116,11 +116,13 @@ def test_by_position_load_rejects_a_different_number_of_tensors() -> None:
 
 
 # -- identity, seeding, freezing (random-init towers: no weight files needed) --------------------
+@pytest.mark.slow  # builds another default encoder
 def test_same_seed_same_weights_and_identity(random_init: Encoder) -> None:
     again = load_encoder("default", pretrained=False)
     assert again.identity == random_init.identity
 
 
+@pytest.mark.slow  # builds another default encoder
 def test_identity_changes_with_preprocessing_but_not_weights(random_init: Encoder) -> None:
     smaller = load_encoder("default", pretrained=False, resolution=64)
     assert smaller.identity.weights_hash == random_init.identity.weights_hash
@@ -142,6 +144,7 @@ def test_identity_changes_when_weights_change(random_init: Encoder) -> None:
     assert random_init.identity == before
 
 
+@pytest.mark.slow  # builds another default encoder
 def test_head_seed_changes_heads_only(random_init: Encoder) -> None:
     other = load_encoder("default", pretrained=False, seed=1)
     assert not torch.equal(other.image_head.weight, random_init.image_head.weight)
@@ -159,6 +162,7 @@ def test_towers_frozen_by_default_and_only_heads_train(random_init: Encoder) -> 
         random_init.train(False)
 
 
+@pytest.mark.slow  # builds another default encoder
 def test_unfreeze_last_opens_exactly_the_last_blocks() -> None:
     enc = load_encoder(
         "default", pretrained=False, unfreeze_last=2, head="mlp", embed_dim=32, mlp_hidden=16
@@ -173,6 +177,7 @@ def test_unfreeze_last_opens_exactly_the_last_blocks() -> None:
     enc.train()
     assert enc.text_net.encoder.layer[5].training and not enc.text_net.encoder.layer[0].training
     assert not enc.image_net.training  # BatchNorm statistics stay frozen
+    assert len(enc.tower_blocks("image")) == 16 and len(enc.tower_blocks("text")) == 6
     assert enc.image_head[0].out_features == 16
     with torch.no_grad():
         assert enc.encode_texts(["a cat", "a dog"]).shape == (2, 32)

@@ -241,33 +241,43 @@ class DefaultEncoder(Encoder):
     def _image_blocks(self) -> list[nn.Module]:
         return [block for stage in self.image_net.blocks for block in stage]  # 16 blocks
 
+    def tower_blocks(self, side: str) -> list[nn.Module]:
+        """Ordered (input → output) trainable units of one tower, as ``unfreeze_last`` counts them.
+
+        ``"image"``: EfficientNet's 16 inverted-residual blocks, the last one grouped with the
+        ``conv_head``/``bn2`` that follow it. ``"text"``: MiniLM's 6 transformer layers.
+        """
+        if side == "image":
+            blocks = self._image_blocks()
+            last = nn.ModuleList([blocks[-1], self.image_net.conv_head, self.image_net.bn2])
+            return [*blocks[:-1], last]
+        if side == "text":
+            return list(self.text_net.encoder.layer)
+        raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+
     def _set_trainable(self, n: int) -> None:
         for p in [*self.image_net.parameters(), *self.text_net.parameters()]:
             p.requires_grad_(False)
         if n == 0:
             return
-        image_parts = [
-            *self._image_blocks()[-n:],
-            self.image_net.conv_head,
-            self.image_net.bn2,
-        ]
-        for module in [*image_parts, *self.text_net.encoder.layer[-n:]]:
-            for p in module.parameters():
-                p.requires_grad_(True)
+        # conv_head/bn2 are grouped with the last image block, so they open whenever n ≥ 1
+        for module in [*self.tower_blocks("image")[-n:], *self.tower_blocks("text")[-n:]]:
+            module.requires_grad_(True)
 
     def train(self, mode: bool = True) -> DefaultEncoder:
-        """Heads follow ``mode``; frozen towers stay in eval mode.
+        """Heads follow ``mode``; frozen tower layers stay in eval mode.
 
         The image tower's BatchNorm statistics are never updated (small CPU batches would
-        wreck ImageNet statistics), even in unfrozen blocks; unfrozen MiniLM layers do follow
-        ``mode`` (dropout on while training).
+        wreck the ImageNet statistics), even in unfrozen blocks; MiniLM layers with trainable
+        parameters do follow ``mode`` (dropout on while training).
         """
         super().train(mode)
         self.image_net.eval()
         self.text_net.eval()
-        if mode and self.config.unfreeze_last:
-            for layer in self.text_net.encoder.layer[-self.config.unfreeze_last :]:
-                layer.train()
+        if mode:
+            for layer in self.tower_blocks("text"):
+                if any(p.requires_grad for p in layer.parameters()):
+                    layer.train()
         return self
 
     # -- Encoder API --------------------------------------------------------------------------
