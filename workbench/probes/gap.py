@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from workbench._validate import as_matrix, check_paired, check_same_dim, l2_normalize
+from workbench.probes.geometry import cone_width
 from workbench.probes.separability import zero_shot_accuracy
 
 __all__ = [
@@ -39,18 +40,6 @@ __all__ = [
 def _normed(X: Any, name: str, min_rows: int = 2) -> np.ndarray:
     """Validate ``X`` as (n, d) float64 and L2-normalise its rows (raises on NaN / zero rows)."""
     return l2_normalize(as_matrix(X, name, min_rows=min_rows), name)
-
-
-def _cone_width(X: Any) -> float:
-    """Mean cosine over distinct pairs i ≠ j of the rows of ``X`` (n, d) raw — the *cone width*.
-
-    Uses the identity Σ_{i≠j} x̂_iᵀx̂_j = ‖Σ_i x̂_i‖² − n, so it costs O(nd), not O(n²d).
-    Mind the Gap reports 0.56 / 0.47 / 0.51 for CLIP's ResNet / ViT / text tower [paper].
-    """
-    Xn = _normed(X, "X")
-    n = Xn.shape[0]
-    s = Xn.sum(axis=0)
-    return float((s @ s - n) / (n * (n - 1)))
 
 
 @dataclass(frozen=True)
@@ -120,8 +109,8 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
         centroid_cosine=cos,
         image_centroid=mu_x,
         text_centroid=mu_y,
-        cone_width_image=_cone_width(X),
-        cone_width_text=_cone_width(Y),
+        cone_width_image=cone_width(X),
+        cone_width_text=cone_width(Y),
         image_spectrum=spec_x,
         text_spectrum=spec_y,
         image_alpha=alpha_x,
@@ -462,7 +451,7 @@ def cone_effect(
                     b = rng.standard_normal(dim).astype(np.float32) * std
                     h = f(h @ W.T + b)
                     layer += 1
-                cos[a, k, j] = _cone_width(h)
+                cos[a, k, j] = cone_width(h)
             hn = h / np.linalg.norm(h, axis=1, keepdims=True)
             centroids[a, k] = hn.mean(axis=0)
             if a == 0:
