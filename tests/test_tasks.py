@@ -183,3 +183,30 @@ def test_config_validation():
         TaskSuiteConfig(held_out_fraction=1.0)
     with pytest.raises(ValueError, match="meta_tasks"):
         TaskSuiteConfig(meta_tasks=("vqa",))
+
+
+@pytest.mark.slow
+def test_real_datasets_join_when_present():
+    from pathlib import Path
+
+    if (
+        not Path("/usr/share/datasets/fashion-mnist").exists()
+        or not Path("/usr/share/openclipart").exists()
+    ):
+        pytest.skip("Debian's dataset-fashion-mnist / openclipart packages are not installed")
+    cfg = TaskSuiteConfig(
+        datasets=("fashion-mnist", "openclipart", "coco-captions"),
+        n_per_dataset=40,
+        mmvp_pairs_per_category=0,
+        cache=False,
+    )
+    suite = build_task_suite(TinyEncoder(), cfg)
+    assert suite.datasets_used == ["fashion-mnist", "openclipart"]
+    assert "coco-captions" in suite.datasets_skipped  # no local copy: skipped, with the reason
+    names = {t.name for t in suite.tasks}
+    assert {
+        "fashion-mnist/classification",
+        "openclipart/classification",
+        "openclipart/retrieval-i2t",
+    } <= names
+    assert suite.evaluate(TinyEncoder()).value.between(0, 1).all()
