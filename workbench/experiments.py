@@ -584,3 +584,314 @@ def summary_records(table: Any) -> list[dict[str, Any]]:
 def config_dict(obj: Any) -> dict[str, Any]:
     """A dataclass config as a JSON-able dict (tuples → lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
+
+
+def band_records(log: Sequence[dict[str, Any]], side: str = "image") -> list[dict[str, float]]:
+    """``[{"step", "strong", "weak", "noise"}]`` of one side from an SDE run's log, the record
+    format of :func:`workbench.viz.spectrum.partition_proportions_figure` (SDE Fig. 3a)."""
+    df = band_trace(log)
+    df = df[df["side"] == side]
+    if df.empty:
+        raise ValueError(f"the log has no band proportions for side {side!r}")
+    wide = df.pivot_table(index="step", columns="band", values="proportion")
+    return [{"step": int(s), **{b: float(r[b]) for b in wide.columns}} for s, r in wide.iterrows()]
+
+
+# -- notebook configurations -------------------------------------------------------------------
+ABLATION_ROWS: tuple[str, ...] = (
+    "full",
+    "no_disentanglement",
+    "no_weak_band",
+    "constant_alpha",
+    "lambda_0",
+    "no_kl",
+)
+
+
+@dataclass
+class SuiteRunConfig:
+    """Shared settings of the method notebooks: data, encoder and heads-only training.
+
+    Attributes:
+        encoder: Encoder registry name (``"default"``: the embedded EfficientNet-Lite0 +
+            MiniLM towers; heads start random and are what trains).
+        datasets: Task-suite datasets; ones whose files are missing are skipped and reported.
+        n_per_dataset: Items per dataset (200 → 100 held-out queries per task; keeps the cold
+            run within the 10-minute budget on 2 cores).
+        mmvp_pairs_per_category: MMVP-style pairs per category for the perception meta-task.
+        steps: Optimiser steps per run (100: heads converge on ~700 pairs).
+        batch_size: Contrastive batch (64: the SVDs stay cheap on a CPU).
+        lr: Peak learning rate of the heads.
+        seeds: Seeds per arm (≥ 2 for a spread; 3 by default).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        temperature: Feature-loss τ shared by baseline and methods (VLM2Vec: 0.02).
+        symmetric: CLIP two-way loss (``True``) or VLM2Vec one-way image→text (``False``).
+        threads: Torch CPU threads (1: small matrices on a shared 2-core box run fastest
+            single-threaded; ``None`` leaves torch's default).
+        output_dir: Where figures and ``summary.json`` go.
+    """
+
+    encoder: str = "default"
+    datasets: tuple[str, ...] = ("synthetic-world", "digits", "fashion-mnist", "openclipart")
+    n_per_dataset: int = 200
+    mmvp_pairs_per_category: int = 8
+    steps: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    device: str = "cpu"
+    temperature: float | None = 0.02
+    symmetric: bool = False
+    threads: int | None = 1
+    output_dir: str = "figures"
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.datasets:
+            raise ValueError("datasets must name at least one dataset")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 or None, got {self.temperature!r}")
+        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ValueError(f"threads must be an int ≥ 1 or None, got {self.threads!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
+            )
+        self.training()  # validates steps, batch_size, lr
+        self.suite_config()  # validates n_per_dataset, mmvp pairs
+
+    @property
+    def feat(self) -> dict[str, Any]:
+        """The feature-loss arguments every arm shares."""
+        return {"temperature": self.temperature, "symmetric": self.symmetric}
+
+    def training(self) -> HeadsTraining:
+        return HeadsTraining(
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr, device=self.device
+        )
+
+    def suite_config(self) -> Any:
+        from workbench.probes.tasks import TaskSuiteConfig
+
+        return TaskSuiteConfig(
+            datasets=self.datasets,
+            n_per_dataset=self.n_per_dataset,
+            mmvp_pairs_per_category=self.mmvp_pairs_per_category,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_dict(self)
+
+
+@dataclass
+class SDEAblationConfig(SuiteRunConfig):
+    """``notebooks/sde_ablation.ipynb``: baseline + SDE ablation rows over seeds (SDE Table 2).
+
+    Attributes:
+        rows: Ablation rows (``workbench.methods.sde.ABLATIONS``): all six by default.
+        sde_config: Extra SDE arguments for every row (e.g. ``{"alpha0": 0.3}``).
+    """
+
+    rows: tuple[str, ...] = ABLATION_ROWS
+    sde_config: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = "figures/sde_ablation"
+
+    def __post_init__(self) -> None:
+        self.rows = tuple(self.rows)
+        super().__post_init__()
+        self.arms()
+
+    def arms(self) -> list[Arm]:
+        return sde_ablation_arms(self.rows, sde_config=self.sde_config, **self.feat)
+
+
+@dataclass
+class SDEFiguresConfig(SuiteRunConfig):
+    """``notebooks/sde_figures.ipynb``: SDE Figs. 2, 3 and 4.
+
+    Attributes:
+        cross_task_seeds: Seeds of the cross-task matrix (each trains 4 meta-tasks × 2 arms).
+        sde_config: SDE arguments (defaults: spec §1.2 [our reading]).
+        spectrum_rows: Rows of the batch whose spectrum is shown before/after enhancement.
+    """
+
+    cross_task_seeds: tuple[int, ...] = (0, 1)
+    sde_config: dict[str, Any] = field(default_factory=dict)
+    spectrum_rows: int = 256
+    output_dir: str = "figures/sde_figures"
+
+    def __post_init__(self) -> None:
+        self.cross_task_seeds = tuple(int(s) for s in self.cross_task_seeds)
+        super().__post_init__()
+        if not self.cross_task_seeds:
+            raise ValueError("cross_task_seeds must not be empty")
+        if self.spectrum_rows < 2:
+            raise ValueError(f"spectrum_rows must be ≥ 2, got {self.spectrum_rows}")
+        self.arms()
+
+    def arms(self) -> list[Arm]:
+        return sde_ablation_arms(("full",), sde_config=self.sde_config, **self.feat)
+
+
+@dataclass
+class FANoiseFiguresConfig(SuiteRunConfig):
+    """``notebooks/fanoise_figures.ipynb``: FANoise Fig. 2, Figs. 3–4, Fig. 5 and Table 2.
+
+    Attributes:
+        alphas: α sweep of Fig. 2 (α = 0 is the InfoNCE baseline).
+        sweep_scaling: Scaling used in the sweep (sublinear, the paper's default).
+        alpha: α of the scaling comparison (Fig. 5, Table 2) and of the spectra (0.1).
+        scalings: Scalings compared.
+        spectrum_rows: Rows of the feature matrix of Figs. 3–4 (the paper: 1000).
+        alignment_k: Leading singular directions compared in Fig. 4.
+    """
+
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+    sweep_scaling: str = "sublinear"
+    alpha: float = 0.1
+    scalings: tuple[str, ...] = ("uniform", "linear", "sublinear")
+    spectrum_rows: int = 1000
+    alignment_k: int = 32
+    output_dir: str = "figures/fanoise_figures"
+
+    def __post_init__(self) -> None:
+        from workbench.methods.fanoise import SCALINGS
+
+        self.alphas = tuple(float(a) for a in self.alphas)
+        self.scalings = tuple(self.scalings)
+        super().__post_init__()
+        if not self.alphas or any(a < 0 for a in self.alphas):
+            raise ValueError(f"alphas must be non-empty and ≥ 0, got {self.alphas}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be ≥ 0, got {self.alpha}")
+        for s in (self.sweep_scaling, *self.scalings):
+            if s not in SCALINGS:
+                raise ValueError(f"scaling {s!r} is not one of {SCALINGS}")
+        if self.spectrum_rows < 2 or self.alignment_k < 1:
+            raise ValueError("spectrum_rows must be ≥ 2 and alignment_k ≥ 1")
+
+    def sweep_arms(self) -> list[Arm]:
+        return fanoise_alpha_arms(self.alphas, self.sweep_scaling, **self.feat)
+
+    def scaling_arms(self) -> list[Arm]:
+        return fanoise_scaling_arms(self.alpha, self.scalings, **self.feat)
+
+
+def load_suite(config: SuiteRunConfig) -> tuple[Any, Any, float]:
+    """``(encoder, suite, seconds)``: the encoder and its task suite (cached on disk).
+
+    Applies ``config.threads`` to torch first (the notebooks' only global setting).
+    """
+    import time
+
+    import torch
+
+    from workbench.encoders import load_encoder
+    from workbench.probes.tasks import build_task_suite
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    t0 = time.perf_counter()
+    encoder = load_encoder(config.encoder)
+    suite = build_task_suite(encoder, config.suite_config())
+    return encoder, suite, time.perf_counter() - t0
+
+
+# -- figures ------------------------------------------------------------------------------------
+def table_figure(table: Any, *, title: str = "Held-out Precision@1") -> Any:
+    """Grouped bars of :func:`ablation_table`: mean ± std per arm (colour) and column (x)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for arm, sub in table.groupby("arm", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=sub["column"],
+                y=100 * sub["mean"],
+                error_y={"type": "data", "array": 100 * sub["std"].fillna(0)},
+                name=arm,
+            )
+        )
+    fig.update_layout(
+        title=title, barmode="group", yaxis_title="Precision@1 (%)", legend_title="arm"
+    )
+    return fig
+
+
+def schedule_figure(trace: Any, column: str, *, title: str | None = None) -> Any:
+    """One schedule (``"alpha"`` or ``"lambda"``) vs step from :func:`schedule_trace` (SDE Fig. 4)."""
+    import plotly.graph_objects as go
+
+    symbol = {"alpha": "α(t)", "lambda": "λ(t)"}.get(column, column)
+    fig = go.Figure(go.Scatter(x=trace["step"], y=trace[column], mode="lines", name=symbol))
+    fig.update_layout(title=title or symbol, xaxis_title="training step", yaxis_title=symbol)
+    return fig
+
+
+def cross_task_figure(matrices: dict[str, Any], baseline: str, method: str) -> Any:
+    """Heat-maps of P@1 (train meta-task × eval meta-task): baseline, method, difference (SDE Fig. 2)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    a, b = matrices[baseline], matrices[method]
+    diff = b - a
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(baseline, method, f"{method} − {baseline}"))
+    lim = float(np.nanmax(np.abs(100 * diff.values))) or 1.0
+    for col, (mat, kw) in enumerate(
+        (
+            (a, {"zmin": 0, "zmax": 100, "colorscale": "Viridis", "showscale": False}),
+            (b, {"zmin": 0, "zmax": 100, "colorscale": "Viridis", "colorbar": {"x": 0.63}}),
+            (diff, {"zmin": -lim, "zmax": lim, "colorscale": "RdBu", "colorbar": {"x": 1.0}}),
+        ),
+        start=1,
+    ):
+        z = 100 * mat.values
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                x=list(mat.columns),
+                y=list(mat.index),
+                text=np.round(z, 1),
+                texttemplate="%{text}",
+                **kw,
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(title_text="trained on", autorange="reversed", row=1, col=1)
+    for col in (2, 3):
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_xaxes(title_text="evaluated on")
+    fig.update_layout(title="Cross-task generalisation (held-out P@1, %)")
+    return fig
+
+
+def sweep_figure(table: Any, values: Sequence[float], *, x_title: str = "α") -> Any:
+    """Score vs a swept value, mean ± std over seeds, one line per column (FANoise Fig. 2)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    arms = list(dict.fromkeys(table["arm"]))
+    for col, sub in table.groupby("column", sort=False):
+        sub = sub.set_index("arm").loc[arms]
+        fig.add_trace(
+            go.Scatter(
+                x=[f"{v:g}" for v in values],
+                y=100 * sub["mean"],
+                error_y={"type": "data", "array": 100 * sub["std"].fillna(0)},
+                mode="lines+markers",
+                name=col,
+                line={"width": 4 if col == OVERALL else 1.5},
+            )
+        )
+    fig.update_layout(
+        title="Held-out Precision@1 vs noise strength",
+        xaxis_title=x_title,
+        xaxis_type="category",
+        yaxis_title="Precision@1 (%)",
+        legend_title="meta-task",
+    )
+    return fig
