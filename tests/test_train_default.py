@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 import workbench as wb
 from workbench.train import RunDir, TrainConfig, load_encoder_from_run, train
@@ -61,3 +62,23 @@ def test_short_run_lowers_heldout_loss_and_partition_evolves(tmp_path, default_s
     captions = emb.captions[:4]
     assert (reloaded.encode_texts(captions) - run.encoder.encode_texts(captions)).abs().max() < 1e-5
     assert reloaded.identity.weights_hash != encoder.identity.weights_hash
+
+
+def test_lora_targets_minilm_attention_of_the_default_encoder(default_setup):
+    from workbench import methods
+    from workbench.train.params import prepare_model, select
+
+    encoder = copy.deepcopy(default_setup[0])
+    config = TrainConfig(trainable="lora:r=4,alpha=8,targets=query|value", encoder="default")
+    method = methods.get("infonce")
+    own = prepare_model(encoder, method, config)
+    params = select(config.trainable_parts(), encoder, own)
+    names = {n for n, p in encoder.named_parameters() if any(p is q for q in params)}
+    assert len(names) == 6 * 2 * 2  # 6 MiniLM layers × (query, value) × (A, B)
+    assert all(".attention.self." in n and "lora_" in n for n in names)
+    # LoRA starts as the identity update: embeddings are unchanged before training.
+    captions = default_setup[1].captions[:3]
+    with torch.no_grad():
+        before = default_setup[0].encode_texts(captions)
+        after = encoder.encode_texts(captions)
+    torch.testing.assert_close(after, before)

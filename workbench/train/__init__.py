@@ -38,7 +38,9 @@ Distributed
     The same ``train`` runs under ``torchrun`` (``gloo`` on CPU, ``nccl`` on GPU). The global
     batch is split across ranks; features are all-gathered with gradients before the loss and
     before every spectral operation, so losses and SVDs see the global batch; gradients are
-    averaged across ranks (DDP semantics). Only rank 0 writes the run directory.
+    averaged across ranks (DDP semantics). Only rank 0 writes the run directory. Launch a
+    script that calls ``train(config)`` with ``torchrun --nproc_per_node 2 script.py``; every
+    process uses the same seed, so stochastic methods draw identical noise for the global batch.
 
 Run directory format
 --------------------

@@ -764,7 +764,9 @@ def train(
             ``eval_every``, ``checkpoint_every`` and ``keep_checkpoints``.
         resume: A run directory to continue from its latest checkpoint. The continuation is
             exact (bit-identical on CPU): weights, optimiser, RNG states and data order resume
-            where they stopped, and ``log.jsonl`` is truncated to the checkpoint's step.
+            where they stopped, and ``log.jsonl`` is truncated to the checkpoint's step. Pass
+            the same ``embeddings``/``dataset``/``encoder`` objects as the first call (those
+            named in the config are rebuilt from it), and the same number of processes.
         embeddings: :class:`~workbench.encoders.embeddings.Embeddings` with ``image_tower`` /
             ``text_tower`` for heads-only training on cached features (they must come from
             ``encoder``'s towers). Otherwise they are computed from the dataset.

@@ -1,0 +1,188 @@
+"""Per-step training time of InfoNCE, SDE and FANoise, as ratios to InfoNCE.
+
+One "step" is what :mod:`workbench.train`'s loop does per optimiser step, minus logging:
+zero grads → features (heads on cached tower features, or the image tower on pixels) →
+L2 normalise → ``method(BatchOutputs, StepState)`` → backward → AdamW step.
+
+Modes:
+  heads   heads-only training on cached tower features (random, default-encoder widths
+          1280/384 → D); the fast CPU path.
+  towers  the default encoder's image tower runs on (B, 3, 96, 96) pixels with its last
+          ``--blocks`` blocks and both heads training (text side on cached features).
+  vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
+          run, the image tower's last ``--blocks`` blocks and both heads train.
+
+Methods are timed round-robin (one step each, repeated) so machine-load drift hits them alike;
+the table reports the median ms/step and its ratio to InfoNCE. Methods not registered yet are
+skipped with a message.
+
+    python benchmarks/bench_step.py                       # everything (CPU: heads + towers)
+    python benchmarks/bench_step.py --modes heads --batches 256 --dims 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from workbench import methods
+from workbench.methods import BatchOutputs, StepState
+from workbench.train.params import select
+
+METHODS = ("infonce", "sde", "fanoise")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _available(names) -> list[str]:
+    have = []
+    for name in names:
+        if name in methods.names():
+            have.append(name)
+        else:
+            print(f"[skip] method {name!r} is not registered yet")
+    return have
+
+
+class _Case:
+    """Model pieces + inputs for one (mode, batch, dim); ``step(method)`` runs one step."""
+
+    def __init__(self, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+        g = torch.Generator().manual_seed(0)
+        self.device, self.amp = device, None
+        if mode == "heads":
+            self.encoder = torch.nn.Module()
+            self.encoder.image_head = torch.nn.Linear(1280, dim, bias=False)
+            self.encoder.text_head = torch.nn.Linear(384, dim, bias=False)
+            self.encoder.logit_scale = torch.nn.Parameter(torch.tensor(2.6592))
+            self.params = list(self.encoder.parameters())
+            self.image_in = torch.randn(batch, 1280, generator=g)
+            self.text_in = torch.randn(batch, 384, generator=g)
+        elif mode == "towers":
+            import workbench as wb
+
+            self.encoder = wb.load_encoder("default", embed_dim=dim)
+            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            self.image_in = torch.randn(batch, 3, 96, 96, generator=g)
+            self.text_in = torch.randn(batch, 384, generator=g)
+        else:  # vitb32
+            import workbench as wb
+
+            self.encoder = wb.load_encoder("open_clip:ViT-B-32")
+            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            self.image_in = torch.randn(batch, 3, 224, 224, generator=g)
+            self.text_in = {"input_ids": torch.randint(1, 49000, (batch, 77), generator=g)}
+            self.amp = torch.bfloat16
+        self.mode = mode
+        self.encoder.requires_grad_(False)
+        for p in self.params:
+            p.requires_grad_(True)
+        self.encoder.to(device)
+        self.image_in = self.image_in.to(device)
+        self.text_in = (
+            {k: v.to(device) for k, v in self.text_in.items()}
+            if isinstance(self.text_in, dict)
+            else self.text_in.to(device)
+        )
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+
+    def _features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.encoder
+        if self.mode == "heads":
+            return enc.image_head(self.image_in), enc.text_head(self.text_in)
+        image = enc.image_head(enc.image_tower(self.image_in))
+        if self.mode == "towers":
+            return image, enc.text_head(self.text_in)
+        with torch.no_grad():
+            text_tower = enc.text_tower(self.text_in)
+        return image, enc.text_head(text_tower)
+
+    def step(self, method, state: StepState) -> float:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        ctx = (
+            torch.autocast("cuda", dtype=self.amp)
+            if self.amp
+            else torch.autocast("cpu", enabled=False)
+        )
+        with ctx:
+            zi, zt = self._features()
+            out = BatchOutputs(
+                F.normalize(zi, dim=-1),
+                F.normalize(zt, dim=-1),
+                self.encoder.logit_scale.exp(),
+                zi,
+                zt,
+            )
+            loss = method(out, state).loss
+        loss.backward()
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str, float]:
+    case = _Case(mode, batch, dim, blocks, device)
+    ms = {n: methods.get(n).to(device) for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    total = warmup + repeats
+    for i in range(total):
+        for n, m in ms.items():
+            # mid-run state: SDE's α(t), λ(t) are active (not the identity at the end)
+            t = case.step(m, StepState(step=total // 3, total_steps=total))
+            if i >= warmup:
+                times[n].append(t)
+    return {n: statistics.median(v) * 1e3 for n, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32")
+    ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
+    ap.add_argument("--dims", nargs="+", type=int, default=[256, 768])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--blocks", type=int, default=2, help="trainable last image-tower blocks")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    modes = args.modes or (["heads", "towers", "vitb32"] if cuda else ["heads", "towers"])
+    names = _available(args.methods)
+    if "infonce" not in names:
+        raise SystemExit("infonce must be among --methods (it is the reference)")
+    print(
+        f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+        f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks}"
+    )
+    header = f"{'mode':7} {'batch':>5} {'dim':>4}  " + "  ".join(
+        f"{n + ' ms':>12} {'×':>5}" for n in names
+    )
+    print(header)
+    print("-" * len(header))
+    for mode in modes:
+        if mode == "vitb32" and not cuda:
+            print("[skip] vitb32 needs CUDA")
+            continue
+        shapes = (
+            [(1024, 512)] if mode == "vitb32" else [(b, d) for b in args.batches for d in args.dims]
+        )
+        for batch, dim in shapes:
+            res = bench(mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device)
+            cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
+            print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
