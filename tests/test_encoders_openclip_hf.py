@@ -43,7 +43,9 @@ def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory):
     open_clip.add_model_config(root / f"{TINY_ARCH}.json")
     torch.manual_seed(123)
     model, _, transform = open_clip.create_model_and_transforms(TINY_ARCH, pretrained_text=False)
-    model.eval()
+    # frozen like the encoder's towers: nn.MultiheadAttention picks its fused kernel by
+    # requires_grad, which changes the last bits of the text features
+    model.eval().requires_grad_(False)
     save_file(model.state_dict(), root / "tiny.safetensors")
     torch.save(model.state_dict(), root / "tiny.pt")
     return model, transform, open_clip.get_tokenizer(TINY_ARCH), root
@@ -74,6 +76,8 @@ def test_open_clip_towers_stop_before_the_projection(tiny_open_clip) -> None:
     assert img_feat.shape == (2, 32)  # ViT width, not embed_dim
     assert txt_feat.shape == (3, 32)
     assert enc.image_head.weight.shape == (32, 16)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {"logit_scale", "image_head.weight", "text_head.weight"}
 
 
 def test_open_clip_random_init_is_seeded(tiny_open_clip) -> None:
@@ -222,6 +226,12 @@ def test_hf_clip_round_trip_gives_identical_outputs(tiny_hf_clip) -> None:
     assert enc.embed_dim == 16
     assert enc.identity.name == f"hf-clip:{root.resolve()}"
     assert enc.identity.preprocess["crop_size"] == {"height": 32, "width": 32}
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {
+        "logit_scale",
+        "model.visual_projection.weight",
+        "model.text_projection.weight",
+    }
 
 
 def test_hf_clip_reload_has_same_identity_and_weight_change_changes_it(tiny_hf_clip) -> None:

@@ -24,6 +24,8 @@ from .default import _quiet_transformers
 class HFClipEncoder(Encoder):
     """A transformers ``CLIPModel`` + ``CLIPProcessor`` behind the :class:`Encoder` API.
 
+    Towers are frozen (``requires_grad=False``); heads and ``logit_scale`` are trainable.
+
     Attributes:
         model: the ``CLIPModel``; its ``vision_model``/``text_model`` are the towers.
         image_head: ``model.visual_projection``, (B, vision hidden) → (B, projection_dim).
@@ -35,8 +37,9 @@ class HFClipEncoder(Encoder):
         self.name = name
         self.model = model
         self.processor = processor
-        self.image_head = model.visual_projection
-        self.text_head = model.text_projection
+        model.requires_grad_(False)  # towers frozen, heads trainable, as for every encoder
+        self.image_head = model.visual_projection.requires_grad_(True)
+        self.text_head = model.text_projection.requires_grad_(True)
         self.embed_dim = int(model.config.projection_dim)
         self.max_length = int(model.config.text_config.max_position_embeddings)
         with torch.no_grad():

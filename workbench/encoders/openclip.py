@@ -169,6 +169,8 @@ def _split_projection(model: nn.Module, table: tuple[tuple[str, str, bool], ...]
 class OpenClipEncoder(Encoder):
     """An open_clip model split into towers (pre-projection) and heads (the projections).
 
+    Towers are frozen (``requires_grad=False``); heads and ``logit_scale`` are trainable.
+
     Attributes:
         model: the open_clip ``CLIP``/``CustomTextCLIP`` with its projections removed.
         image_head: (B, D_img) → (B, embed_dim), open_clip's image projection.
@@ -184,6 +186,7 @@ class OpenClipEncoder(Encoder):
         self.model = model
         self.image_head = _split_projection(model, _IMAGE_PROJECTIONS)
         self.text_head = _split_projection(model, _TEXT_PROJECTIONS)
+        model.requires_grad_(False)  # towers frozen, heads trainable, as for every encoder
         self._transform = transform
         self._tokenizer = tokenizer
         with torch.no_grad():
