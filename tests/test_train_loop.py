@@ -342,3 +342,33 @@ def test_stages_switch_trainable_parameters_and_lr(tmp_path, toy):
     assert [r["stage"] for r in log] == ["distill"] * 3 + ["tune"] * 3
     assert [r["lr"] for r in log] == [0.05] * 3 + [1e-2] * 3
     assert [s["name"] for s in RunDir(run.run_dir).meta["stages"]] == ["distill", "tune"]
+
+
+def test_suite_hook_flattens_the_suite_table(monkeypatch):
+    import pandas as pd
+
+    from workbench.probes import suite as suite_mod
+    from workbench.train.hooks import suite_hook
+
+    calls = []
+
+    def fake_score(encoder, suite=None, *, label=None, tower_source=None):
+        calls.append((label, tower_source))
+        return pd.DataFrame(
+            [
+                ("e", "digits", "knn_acc", 0.5, 0),
+                ("e", "digits", "knn_acc", 0.7, 1),
+                ("e", "synthetic-mmvp", "mmvp_mean", 0.25, 0),
+            ],
+            columns=["encoder", "dataset", "metric", "value", "seed"],
+        )
+
+    monkeypatch.setattr(suite_mod, "score_encoder", fake_score)
+    assert suite_hook()(nn.Linear(1, 1), 7) == {
+        "digits/knn_acc": pytest.approx(0.6),
+        "synthetic-mmvp/mmvp_mean": 0.25,
+    }
+    assert suite_hook(metrics=("mmvp_mean",), tower_source="t")(nn.Linear(1, 1), 3) == {
+        "synthetic-mmvp/mmvp_mean": 0.25
+    }
+    assert calls == [("step 7", None), ("step 3", "t")]
