@@ -12,7 +12,7 @@ Modes:
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
 
-Methods are timed round-robin (one step each, repeated) so machine-load drift hits them alike;
+Methods are timed round-robin (one step each, order rotated every round) so machine-load drift hits them alike;
 the table reports the median ms/step and its ratio to InfoNCE. Methods not registered yet are
 skipped with a message.
 
@@ -134,8 +134,11 @@ def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str,
     ms = {n: methods.get(n).to(device) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     total = warmup + repeats
+    order = list(ms)
     for i in range(total):
-        for n, m in ms.items():
+        order = order[1:] + order[:1]  # rotate so no method always runs first in a round
+        for n in order:
+            m = ms[n]
             # mid-run state: SDE's α(t), λ(t) are active (not the identity at the end)
             t = case.step(m, StepState(step=total // 3, total_steps=total))
             if i >= warmup:
