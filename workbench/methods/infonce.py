@@ -98,7 +98,9 @@ class InfoNCE(Method):
         loss = self.loss(out.image_features, out.text_features, out)
         scale = self.scale(out)
         return LossOutput(
-            loss, {"infonce": loss}, {"temperature": float(1.0 / torch.as_tensor(scale).detach().float())}
+            loss,
+            {"infonce": loss},
+            {"temperature": float(1.0 / torch.as_tensor(scale).detach().float())},
         )
 
 
