@@ -261,7 +261,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all)")
     args = ap.parse_args()
-    if args.threads:
+    if args.threads:  # after every BLAS-carrying import, so each library gets the limit
+        import scipy.linalg  # noqa: F401
+        import sklearn.decomposition  # noqa: F401
         import torch
         from threadpoolctl import threadpool_limits
 

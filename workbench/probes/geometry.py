@@ -137,10 +137,9 @@ def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
     Returns:
         Mean pairwise cosine in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 for a narrow cone.
     """
-    chunks, _, _ = _iter_chunks(X, "X", chunk_rows)
     total = None
     n = 0
-    for offset, chunk in chunks:
+    for offset, chunk in _iter_chunks(X, "X", chunk_rows):
         C = np.asarray(chunk, dtype=np.float64)
         check_finite_rows(C, "X", row_offset=offset)
         norms = np.linalg.norm(C, axis=1)

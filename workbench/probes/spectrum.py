@@ -220,10 +220,8 @@ def _array_chunks(A: np.ndarray, chunk_rows: int | None) -> Iterator[tuple[int, 
             _release_pages(A, start, stop)
 
 
-def _iter_chunks(
-    X: Any, name: str, chunk_rows: int | None
-) -> tuple[Iterator[tuple[int, np.ndarray]], int | None, int | None]:
-    """(iterator of (row_offset, chunk), n or None, d or None) with header checks done.
+def _iter_chunks(X: Any, name: str, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Iterator of (row_offset, chunk) over an array or an iterable of chunks.
 
     Arrays are validated up front (dtype, 2-D, non-empty, ≥ 2 rows); chunks of an iterable are
     validated as they arrive (same width, float dtype). NaN/Inf are found by the accumulator.
@@ -231,7 +229,7 @@ def _iter_chunks(
     if not _is_chunk_iterable(X):
         A = to_numpy(X)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)  # header checks only
-        return _array_chunks(A, chunk_rows), A.shape[0], A.shape[1]
+        return _array_chunks(A, chunk_rows)
 
     def gen() -> Iterator[tuple[int, np.ndarray]]:
         offset, width = 0, None
@@ -254,7 +252,7 @@ def _iter_chunks(
                 yield offset + start, sub
             offset += C.shape[0]
 
-    return gen(), None, None
+    return gen()
 
 
 class _GramAccumulator:
@@ -343,9 +341,8 @@ class _GramAccumulator:
 def _accumulate(
     X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0
 ) -> _GramAccumulator:
-    chunks, _, _ = _iter_chunks(X, name, chunk_rows)
     acc = _GramAccumulator(name, sample_rows=sample_rows)
-    for offset, chunk in chunks:
+    for offset, chunk in _iter_chunks(X, name, chunk_rows):
         acc.add(offset, chunk)
     if acc.n == 0:
         raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
@@ -440,8 +437,10 @@ def spectrum(
         raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
     chunked = _is_chunk_iterable(X)
     if method == "svd" and chunked:
-        X = np.concatenate([to_numpy(c) for c in X])
-        chunked = False
+        parts = [c for _, c in _iter_chunks(X, name, None)]  # validates widths and dtypes
+        if not parts:
+            raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
+        X, chunked = np.concatenate(parts), False
     if not chunked:
         A = to_numpy(X)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
@@ -456,12 +455,6 @@ def spectrum(
         X = A
     acc = _accumulate(X, name, chunk_rows)
     return _spectrum_from_gram(acc, center, return_components)
-
-
-def _as_spectrum(X_or_spectrum: Any, center: bool, name: str = "X") -> Spectrum:
-    if isinstance(X_or_spectrum, Spectrum):
-        return X_or_spectrum
-    return spectrum(X_or_spectrum, center=center, name=name)
 
 
 # -- effective rank ----------------------------------------------------------------------------
