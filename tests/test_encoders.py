@@ -227,3 +227,8 @@ def test_unknown_encoder_suggests_close_names() -> None:
 def test_run_prefix_needs_a_directory() -> None:
     with pytest.raises(ValueError, match="run directory"):
         load_encoder("run:")
+
+
+def test_config_object_and_loose_fields_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="either config"):
+        load_encoder("default", config=DefaultEncoderConfig(), embed_dim=8)
