@@ -11,7 +11,7 @@ trained heads). Nothing is downloaded: both weight files live in site-packages.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ def _make_head(d_in: int, cfg: DefaultEncoderConfig) -> nn.Module:
     )
 
 
-def image_transform(cfg: DefaultEncoderConfig):  # -> torchvision Compose
+def image_transform(cfg: DefaultEncoderConfig) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image → (3, H, W) float tensor: resize short side, centre crop, normalise."""
     from torchvision import transforms as T
 
