@@ -200,6 +200,8 @@ def _release_pages(A: np.ndarray, start: int, stop: int) -> None:
     mm = getattr(A, "_mmap", None)
     if mm is None or getattr(A, "mode", "c") == "c" or not hasattr(mm, "madvise"):
         return
+    if A.strides[0] < A.itemsize * A.shape[1]:  # rows interleaved in the file (e.g. a transpose)
+        return
     base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
     lo = A[start:stop].ctypes.data - base
     hi = lo + (stop - start) * A.strides[0]
@@ -583,10 +585,13 @@ def effective_rank(
                 f"recompute with spectrum(X, {want}) or pass X itself"
             )
     else:
+        if center is not None and entry.center is not None and center != entry.center:
+            raise ValueError(
+                f"{variant!r} is defined with center={entry.center} ({entry.source}); "
+                f"leave center=None"
+            )
         want = entry.center if center is None else center
-        if want is None:
-            want = True
-        s = spectrum(X_or_spectrum, center=want)
+        s = spectrum(X_or_spectrum, center=True if want is None else want)
     if s.total_energy <= 0:
         raise ValueError("the spectrum is all zero (constant data); effective rank is undefined")
     return entry.fn(s, tol)
