@@ -370,8 +370,10 @@ def run_grid(
         raise ValueError(f"arm names must be unique, got {names}")
     frames, runs = [], []
     for meta in train_on:
-        pairs = suite.train_pairs(meta_task=meta)
         tag = meta or "all"
+        if meta is not None and meta not in trainable_meta_tasks(suite):
+            raise ValueError(f"meta-task {meta!r} has fewer than 2 training pairs in this suite")
+        pairs = suite.train_pairs(meta_task=meta)
         for seed in seeds:
             for arm in arms:
                 if on_run is not None:
@@ -472,6 +474,16 @@ def cross_task_table(scores: Any) -> dict[str, Any]:
     return out
 
 
+def trainable_meta_tasks(suite: Any) -> list[str]:
+    """Meta-tasks of ``suite`` with at least 2 training pairs (a tiny suite may hold out all of a
+    meta-task's items; compositional tasks may share their pairs with retrieval)."""
+    return [
+        m
+        for m in suite.meta_tasks
+        if sum(len(t.train) for t in suite.tasks if t.meta_task == m) >= 2
+    ]
+
+
 def cross_task_matrix(
     encoder: Any,
     suite: Any,
@@ -483,12 +495,14 @@ def cross_task_matrix(
 ) -> tuple[dict[str, Any], GridResult]:
     """Train on each meta-task alone, evaluate on all (SDE Fig. 2).
 
+    Meta-tasks without training pairs (:func:`trainable_meta_tasks`) get no row.
+
     Returns:
         ``(matrices, grid)``: ``matrices[arm]`` is a DataFrame (rows: training meta-task,
         columns: evaluated meta-task, values: mean held-out P@1 over seeds).
     """
     grid = run_grid(
-        encoder, suite, arms, seeds, training, train_on=list(suite.meta_tasks), on_run=on_run
+        encoder, suite, arms, seeds, training, train_on=trainable_meta_tasks(suite), on_run=on_run
     )
     return cross_task_table(grid.scores), grid
 
