@@ -17,6 +17,10 @@ function                                  used for
 :func:`band_trace`, :func:`schedule_trace`  SDE Fig. 3a, Fig. 4 from a run's log
 :func:`cumulative_energy`,                SDE Fig. 3b/c, FANoise Figs. 3–4
 :func:`noise_spectra`, :func:`pair_features`
+:class:`SDEAblationConfig`,               the notebooks' parameter sets (validated; the ``parameters``
+:class:`SDEFiguresConfig`,                cells repeat their defaults), :func:`load_suite` builds
+:class:`FANoiseFiguresConfig`             the encoder + cached task suite
+:func:`table_figure`, ...                 plotly figures not covered by :mod:`workbench.viz.spectrum`
 ========================================  ==========================================================
 
 Seeds: seed ``s`` re-initialises the heads (identically for every arm, so arms are paired) and
@@ -36,25 +40,40 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ABLATION_ROWS",
     "Arm",
+    "FANoiseFiguresConfig",
     "GridResult",
     "Heads",
     "HeadsTraining",
+    "SDEAblationConfig",
+    "SDEFiguresConfig",
+    "SuiteRunConfig",
     "TrainedArm",
     "ablation_table",
+    "band_records",
     "band_trace",
+    "check_arms",
+    "config_dict",
+    "cross_task_figure",
     "cross_task_matrix",
     "cross_task_table",
     "cumulative_energy",
     "fanoise_alpha_arms",
     "fanoise_scaling_arms",
     "format_table",
+    "load_suite",
     "noise_spectra",
     "pair_features",
     "run_grid",
+    "schedule_figure",
     "schedule_trace",
     "sde_ablation_arms",
+    "summary_records",
+    "sweep_figure",
+    "table_figure",
     "train_heads",
+    "trainable_meta_tasks",
 ]
 
 OVERALL = "overall"
@@ -716,7 +735,7 @@ class SDEAblationConfig(SuiteRunConfig):
     def __post_init__(self) -> None:
         self.rows = tuple(self.rows)
         super().__post_init__()
-        self.arms()
+        check_arms(self.arms())
 
     def arms(self) -> list[Arm]:
         return sde_ablation_arms(self.rows, sde_config=self.sde_config, **self.feat)
@@ -744,7 +763,7 @@ class SDEFiguresConfig(SuiteRunConfig):
             raise ValueError("cross_task_seeds must not be empty")
         if self.spectrum_rows < 2:
             raise ValueError(f"spectrum_rows must be ≥ 2, got {self.spectrum_rows}")
-        self.arms()
+        check_arms(self.arms())
 
     def arms(self) -> list[Arm]:
         return sde_ablation_arms(("full",), sde_config=self.sde_config, **self.feat)
@@ -786,12 +805,25 @@ class FANoiseFiguresConfig(SuiteRunConfig):
                 raise ValueError(f"scaling {s!r} is not one of {SCALINGS}")
         if self.spectrum_rows < 2 or self.alignment_k < 1:
             raise ValueError("spectrum_rows must be ≥ 2 and alignment_k ≥ 1")
+        check_arms(self.sweep_arms() + self.scaling_arms())
 
     def sweep_arms(self) -> list[Arm]:
         return fanoise_alpha_arms(self.alphas, self.sweep_scaling, **self.feat)
 
     def scaling_arms(self) -> list[Arm]:
         return fanoise_scaling_arms(self.alpha, self.scalings, **self.feat)
+
+
+def check_arms(arms: Sequence[Arm]) -> list[Arm]:
+    """Build each arm's method once so a bad method argument fails before any work."""
+    from workbench import methods
+
+    for arm in arms:
+        try:
+            methods.get(arm.method, **arm.config)
+        except (ValueError, KeyError) as err:
+            raise ValueError(f"arm {arm.name!r}: {err}") from None
+    return list(arms)
 
 
 def load_suite(config: SuiteRunConfig) -> tuple[Any, Any, float]:

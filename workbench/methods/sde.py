@@ -64,8 +64,9 @@ def batch_svd(
         features: (m, n) batch matrix, any float dtype (bf16/fp16 are up-cast), not centred.
         route: ``"gram"`` = ``eigh`` of the smaller Gram matrix (``FᵀF`` when m ≥ n, else
             ``FFᵀ`` with ``V = FᵀU/s``) in float64; ``"svd"`` = ``torch.linalg.svd`` in float64;
-            ``"auto"`` = ``"gram"`` (fastest on CPU at the sizes we train; see
-            ``benchmarks/bench_step.py``). Both are exact up to float32 input precision.
+            ``"auto"`` = ``"gram"``: on a 2-core CPU (one thread) a 128×256 batch takes 1.5 ms
+            this way vs 9 ms (float32) / 12 ms (float64) through ``linalg.svd``, and 1024×768
+            ~0.58 s vs 0.59 s / 1.2 s. Both are exact up to float32 input precision.
         rtol: Directions with ``s ≤ rtol·s_max`` are not spanned by the batch numerically;
             their columns of ``V`` are returned as zeros, so every operation built on ``V``
             leaves them untouched (identity gain, no noise) — this keeps gradients finite and
