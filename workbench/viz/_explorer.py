@@ -83,12 +83,17 @@ class ExplorerSource:
 
 
 class EmbeddingsSource(ExplorerSource):
-    """A fixed :class:`Embeddings`; ``sample_size`` takes a seeded subset of its rows."""
+    """A fixed :class:`Embeddings`; ``sample_size`` takes a seeded subset of its rows.
+
+    ``encoder`` (optional) is the encoder that made them, used only to embed class prompts for
+    zero-shot accuracy.
+    """
 
     kind = "embeddings"
 
-    def __init__(self, emb: Any) -> None:
+    def __init__(self, emb: Any, encoder: Any = None) -> None:
         self.emb = emb
+        self.encoder = encoder  # only for class prompts (zero-shot); may be None
         ds = emb.provenance.get("dataset", {}) if isinstance(emb.provenance, dict) else {}
         name = ds.get("name") if isinstance(ds, dict) else None
         self.fixed_dataset = str(name or "embeddings")
@@ -103,6 +108,9 @@ class EmbeddingsSource(ExplorerSource):
         if size >= len(self.emb):
             return self.emb
         return self.emb.subset(np.sort(_subset_seeded(len(self.emb), size)))
+
+    def class_text(self, class_names: list[str], step: int = 0) -> np.ndarray | None:
+        return None if self.encoder is None else _class_text(self.encoder, class_names)
 
 
 def _encoder_name(encoder: Any) -> str:
@@ -322,14 +330,15 @@ def open_source(source: Any, encoder: Any = None) -> ExplorerSource:
         source: an :class:`ExplorerSource`; an :class:`Embeddings`; a run directory (a path
             holding ``config.json``); an encoder registry name (``"default"``, ``"open_clip:…"``);
             or an encoder object.
-        encoder: base encoder for a run directory (optional, avoids reloading it).
+        encoder: for a run directory, its untrained base encoder (optional, avoids reloading
+            it); for Embeddings, the encoder that made them (optional, for zero-shot prompts).
     """
     from workbench.encoders.embeddings import Embeddings
 
     if isinstance(source, ExplorerSource):
         return source
     if isinstance(source, Embeddings):
-        return EmbeddingsSource(source)
+        return EmbeddingsSource(source, encoder=encoder)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if (path / "config.json").exists():
@@ -424,9 +433,8 @@ class _ExplorerBase:
 
     def _build(self) -> Any:
         import ipywidgets as W
-        import plotly.graph_objects as go
 
-        from workbench.viz._widgets import Debouncer
+        from workbench.viz._widgets import Debouncer, figure_widget
 
         self.status = W.HTML(value="")
         self.progress = W.FloatProgress(
@@ -434,7 +442,7 @@ class _ExplorerBase:
         )
         self.controls = self._make_controls(W)
         figs = self.controller.figures(progress=self._report)
-        self.figure_widgets = {name: go.FigureWidget(fig) for name, fig in figs.items()}
+        self.figure_widgets = {name: figure_widget(fig) for name, fig in figs.items()}
         self._debounced = Debouncer(self._recompute, self.debounce_s)
         for name, control in self.controls.items():
             control.observe(lambda change, name=name: self._on_control(name, change), names="value")
@@ -465,6 +473,10 @@ class _ExplorerBase:
             self._after_update()
         except Exception as exc:  # shown in the explorer: a callback has nowhere else to raise
             import html
+
+            # keep the rejected values queued: the controls show them, and the next change
+            # (e.g. the other threshold) is applied together with them
+            self._pending = {**changes, **self._pending}
 
             self.progress.layout.visibility = "hidden"
             self.status.value = (

@@ -17,12 +17,14 @@ How an explorer decides between widgets and static figures (:func:`wants_widgets
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["STATIC_ENV", "Debouncer", "KeyedCache", "wants_widgets"]
+__all__ = ["STATIC_ENV", "Debouncer", "KeyedCache", "figure_widget", "wants_widgets"]
 
 STATIC_ENV = "WORKBENCH_STATIC"
 
@@ -151,3 +153,53 @@ class Debouncer:
             self._handle.cancel()
             self._handle = None
         self._pending = None
+
+
+# plotly's anywidget bundle keeps the wrapper of the *last initialised* model in a module-level
+# variable and renders every view from it, so several FigureWidgets shown together (an HBox of
+# figures, or a notebook reopened) come up blank or show another figure (plotly.py #4933,
+# #4998). We patch render to wrap its own view's model; if the bundle no longer has that shape
+# (fixed upstream, or re-minified) the stock class is used unchanged.
+_INIT_RE = re.compile(
+    r"initialize\((\w+)\)\{(\w+)=new (\w+)\(\1\.model,(\w+)\),\2\.initialize\(\)\}"
+)
+
+
+@functools.cache
+def _figure_widget_class() -> type:
+    import plotly.graph_objects as go
+
+    esm = go.FigureWidget._esm
+    source = esm.contents if hasattr(esm, "contents") else str(esm)
+    if "\n" not in source:  # a path, not the bundle itself
+        from pathlib import Path
+
+        source = Path(source).read_text(encoding="utf-8")
+    init = _INIT_RE.search(source)
+    if init is None:
+        return go.FigureWidget
+    _, holder, wrapper, serializers = init.groups()
+    render = re.compile(
+        r"render\(\{el:(\w+)\}\)\{let (\w+)=new (\w+)\(" + re.escape(holder) + r",\1\)"
+    )
+    match = render.search(source)
+    if match is None:
+        return go.FigureWidget
+    el, view, view_cls = match.groups()
+    fixed = (
+        f"render({{model:wbModel,el:{el}}}){{let {view}=new {view_cls}"
+        f"(new {wrapper}(wbModel,{serializers}),{el})"
+    )
+    patched = source[: match.start()] + fixed + source[match.end() :]
+
+    class FigureWidget(go.FigureWidget):
+        """``go.FigureWidget`` whose views render their own model (see the note above)."""
+
+        _esm = patched + "\n"  # multi-line: anywidget takes it as source, not a path
+
+    return FigureWidget
+
+
+def figure_widget(fig: Any) -> Any:
+    """A plotly ``FigureWidget`` of ``fig`` that renders correctly beside other FigureWidgets."""
+    return _figure_widget_class()(fig)

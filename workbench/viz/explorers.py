@@ -39,6 +39,9 @@ Make it the last expression of a cell (or call ``explorer.show()``). Which form 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from workbench.viz._explorer import (
     DATASET_CHOICES,
     EmbeddingsSource,
@@ -64,6 +67,7 @@ __all__ = [
     "REALIGN_CHOICES",
     "EmbeddingsSource",
     "EncoderSource",
+    "ExploreConfig",
     "ExplorerSource",
     "GapController",
     "GapExplorer",
@@ -74,3 +78,71 @@ __all__ = [
     "SpectrumSettings",
     "open_source",
 ]
+
+
+@dataclass
+class ExploreConfig:
+    """Parameters of ``notebooks/explore_spectra.ipynb`` (its ``parameters`` cell repeats them).
+
+    The defaults keep the whole notebook — embedding, a heads-only fine-tuning run and four
+    explorers — around a minute on two CPU cores.
+
+    Attributes:
+        encoder: encoder registry name (``"default"``: EfficientNet-Lite0 + MiniLM, offline).
+        dataset: dataset registry name.
+        sample_size: pairs embedded and explored (the explorers' sample size).
+        train_steps: optimiser steps of the heads-only run.
+        batch_size: its global batch; also the rows of each logged spectral snapshot.
+        snapshot_every: spectral snapshot cadence (points of the proportions-over-steps plot).
+        checkpoint_every: checkpoint cadence (steps whose embeddings the explorers can show).
+        holdout: held-out pairs for the run's built-in evaluation.
+        lr: peak learning rate (heads-only runs on a few hundred pairs move fast at 1e-3).
+        seed: seed of the run.
+        run_root: where the run directory is created.
+        output_dir: where figures and ``summary.json`` go.
+    """
+
+    encoder: str = "default"
+    dataset: str = "synthetic-world"
+    sample_size: int = 96
+    train_steps: int = 20
+    batch_size: int = 32
+    snapshot_every: int = 5
+    checkpoint_every: int = 10
+    holdout: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    run_root: str = "runs/explore_spectra"
+    output_dir: str = "figures/explore_spectra"
+
+    def __post_init__(self) -> None:
+        for name in ("sample_size", "train_steps", "batch_size", "snapshot_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not 0 <= self.holdout < self.sample_size - self.batch_size + 1:
+            raise ValueError(
+                f"holdout ({self.holdout}) must leave at least one batch ({self.batch_size}) of "
+                f"the {self.sample_size} pairs for training"
+            )
+
+    def train_config(self) -> Any:
+        """The :class:`~workbench.train.TrainConfig` of the notebook's heads-only run."""
+        from workbench.train import TrainConfig
+
+        return TrainConfig(
+            encoder=self.encoder,
+            dataset=self.dataset,
+            steps=self.train_steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup=max(1, self.train_steps // 10),
+            trainable="heads",
+            holdout=self.holdout,
+            snapshot_every=self.snapshot_every,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+            run_root=self.run_root,
+            run_name="explore_spectra",
+        )

@@ -48,7 +48,7 @@ class GapSettings:
     Attributes:
         dataset: dataset registry name (ignored for an Embeddings source).
         sample_size: pairs used (seeded subset); 256 keeps every update well under a second.
-        step: training step for a run source (0 = base encoder).
+        step: training step of a run source (0 = the base encoder; -1 = the latest).
         lam: λ, the shift along the gap; 0 = unshifted, ≈0.5 closes the gap.
         realign: ReAlign prefix, one of :data:`REALIGN_CHOICES`.
         temperature: τ of the CLIP loss (0.01 = CLIP's learned 1/100).
@@ -59,7 +59,7 @@ class GapSettings:
 
     dataset: str = "synthetic-world"
     sample_size: int = 256
-    step: int = 0
+    step: int = -1
     lam: float = 0.0
     realign: str = "none"
     temperature: float = 0.01
@@ -120,8 +120,10 @@ class GapController:
         if self.source.fixed_dataset:
             settings = replace(settings, dataset=self.source.fixed_dataset)
         steps = self.source.steps()
-        if settings.step not in steps:
+        if settings.step == -1:
             settings = replace(settings, step=steps[-1])
+        elif settings.step not in steps:
+            raise ValueError(f"step {settings.step} is not among this source's steps {steps}")
         self.settings = settings
         self._data_cache: KeyedCache[dict[str, Any]] = KeyedCache(8)
         self._sweeps: KeyedCache[Any] = KeyedCache(32)
@@ -352,12 +354,12 @@ class GapController:
 
         clouds = go.Figure(
             [
-                go.Scattergl(
+                go.Scatter(
                     name="image",
                     mode="markers",
                     marker={"color": _IMAGE, "size": 5, "opacity": 0.6},
                 ),
-                go.Scattergl(
+                go.Scatter(
                     name="text", mode="markers", marker={"color": _TEXT, "size": 5, "opacity": 0.6}
                 ),
                 go.Scatter(
@@ -375,7 +377,8 @@ class GapController:
         )
         clouds.update_layout(
             height=560,
-            width=520,
+            width=460,
+            title_font_size=13,
             xaxis_title="PC 1 (fixed frame)",
             yaxis_title="PC 2",
             yaxis={"scaleanchor": "x"},
@@ -413,7 +416,7 @@ class GapController:
                 row=row,
                 col=1,
             )
-        metrics.update_layout(height=560, width=600, margin={"t": 60, "b": 40})
+        metrics.update_layout(height=560, width=580, title_font_size=13, margin={"t": 60, "b": 40})
         metrics.update_xaxes(title_text="λ (shift along the gap)", row=3, col=1)
         steps = make_subplots(
             rows=1, cols=3, subplot_titles=("centroid gap ‖Δ‖", "CLIP loss", "accuracy")
@@ -427,7 +430,7 @@ class GapController:
         bar("zero-shot", "#8c564b", 3)
         steps.update_layout(
             height=320,
-            width=1120,
+            width=1040,
             title_text="ReAlign steps at λ = 0 (current outlined)",
             margin={"t": 70, "b": 40},
         )
@@ -572,7 +575,7 @@ class GapExplorer(_ExplorerBase):
         f = self.figure_widgets
         head = W.HTML(f"<b>GapExplorer</b> · {self.controller.source.label}")
         realign = W.HBox([W.Label("ReAlign steps:"), *self.toggles])
-        return W.VBox(
+        box = W.VBox(
             [
                 head,
                 W.HBox([k["dataset"], k["sample_size"], k["step"]]),
@@ -583,3 +586,5 @@ class GapExplorer(_ExplorerBase):
                 f["realign_steps"],
             ]
         )
+        box.add_class("wb-gap-explorer")  # a stable hook for browser tests and styling
+        return box

@@ -58,7 +58,7 @@ class SpectrumSettings:
     Attributes:
         dataset: dataset registry name (ignored for an Embeddings source).
         modality: ``"image"``, ``"text"`` or ``"both"`` (image rows stacked over text rows).
-        step: training step of a run source (0 = the base encoder).
+        step: training step of a run source (0 = the base encoder; -1 = the latest).
         center: column-centre before the SVD. Default ``False``: SDE partitions the raw batch
             matrix (``probes.partition`` default).
         erank: effective-rank variant (``probes.spectrum.EFFECTIVE_RANKS``). Variants defined
@@ -77,7 +77,7 @@ class SpectrumSettings:
 
     dataset: str = "synthetic-world"
     modality: str = "both"
-    step: int = 0
+    step: int = -1
     center: bool = False
     erank: str = "erank/rankme"
     partition: str = "iqr-mp"
@@ -188,8 +188,10 @@ class SpectrumController:
         if self.source.fixed_dataset:
             settings = replace(settings, dataset=self.source.fixed_dataset)
         steps = self.source.steps()
-        if settings.step not in steps:
+        if settings.step == -1:
             settings = replace(settings, step=steps[-1])
+        elif settings.step not in steps:
+            raise ValueError(f"step {settings.step} is not among this source's steps {steps}")
         self.settings = settings
         self._emb: KeyedCache[Any] = KeyedCache(8)
         self._spec: KeyedCache[Any] = KeyedCache(32)
@@ -505,7 +507,7 @@ class SpectrumController:
             ]
         )  # fmt: skip
         spec.update_layout(
-            height=380, width=560, xaxis_title="component i", yaxis_title="singular value σ_i",
+            height=380, width=520, title_font_size=13, xaxis_title="component i", yaxis_title="singular value σ_i",
             margin={"t": 50, "b": 40}, legend={"x": 0.99, "xanchor": "right", "y": 0.99},
         )  # fmt: skip
         energy = go.Figure(
@@ -517,7 +519,7 @@ class SpectrumController:
             ]
         )  # fmt: skip
         energy.update_layout(
-            height=380, width=560, xaxis_title="k", yaxis_title="Σ_{j≤k} σ_j² / Σσ²",
+            height=380, width=520, title_font_size=13, xaxis_title="k", yaxis_title="Σ_{j≤k} σ_j² / Σσ²",
             yaxis_range=[0, 1.02], margin={"t": 50, "b": 40},
             legend={"x": 0.99, "xanchor": "right", "y": 0.05, "yanchor": "bottom"},
         )  # fmt: skip
@@ -536,17 +538,22 @@ class SpectrumController:
             )
         )
         props.update_layout(
-            height=380, width=560, xaxis_title="training step", yaxis_title="proportion of directions",
+            height=380, width=520, title_font_size=13, xaxis_title="training step", yaxis_title="proportion of directions",
             yaxis_range=[0, 1], margin={"t": 50, "b": 40},
         )  # fmt: skip
         proj = go.Figure(
             [
-                go.Scattergl(name="image", mode="markers", marker={"size": 6, "symbol": "circle", "opacity": 0.7}, hoverinfo="text"),
-                go.Scattergl(name="text", mode="markers", marker={"size": 7, "symbol": "diamond", "opacity": 0.7}, hoverinfo="text"),
+                go.Scatter(name="image", mode="markers", marker={"size": 6, "symbol": "circle", "opacity": 0.7}, hoverinfo="text"),
+                go.Scatter(name="text", mode="markers", marker={"size": 7, "symbol": "diamond", "opacity": 0.7}, hoverinfo="text"),
             ]
         )  # fmt: skip
         proj.update_layout(
-            height=380, width=560, margin={"t": 50, "b": 40}, xaxis_title="1", yaxis_title="2"
+            height=380,
+            width=520,
+            title_font_size=13,
+            margin={"t": 50, "b": 40},
+            xaxis_title="1",
+            yaxis_title="2",
         )
         return {"spectrum": spec, "energy": energy, "proportions": props, "projection": proj}
 
@@ -714,7 +721,7 @@ class SpectrumExplorer(_ExplorerBase):
         f = self.figure_widgets
         head = W.HTML(f"<b>SpectrumExplorer</b> · {self.controller.source.label}")
         thresholds = W.HBox([k[n] for names in PARTITION_PARAMS.values() for n in names])
-        return W.VBox(
+        box = W.VBox(
             [
                 head,
                 W.HBox([self.source_box, k["dataset"]]),
@@ -727,3 +734,5 @@ class SpectrumExplorer(_ExplorerBase):
                 W.HBox([f["proportions"], f["projection"]]),
             ]
         )
+        box.add_class("wb-spectrum-explorer")  # a stable hook for browser tests and styling
+        return box
