@@ -28,6 +28,15 @@ from workbench.methods.sde import (
 MID = StepState(step=50, total_steps=100)  # α and λ both non-zero
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small matrices: thread hand-offs dominate on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pair(m: int, n: int, seed: int = 0, rank: int | None = None) -> tuple[torch.Tensor, ...]:
     """Paired L2-normalised (m, n) features with shared low-rank structure plus noise."""
     g = torch.Generator().manual_seed(seed)
@@ -253,7 +262,7 @@ def _cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 @pytest.mark.parametrize("case", list(_cases()))
 @pytest.mark.parametrize(
     "config",
-    [{}, {"disentangle": False}, {"weak_band": False}, {"renormalize": True}, {"svd_route": "svd"}],
+    [{}, {"disentangle": False}, {"weak_band": False, "renormalize": True, "svd_route": "svd"}],
 )
 def test_finite_loss_and_gradients_on_degenerate_batches(case, config):
     img, txt = (x.clone().requires_grad_(True) for x in _cases()[case])
