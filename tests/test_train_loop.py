@@ -372,3 +372,19 @@ def test_suite_hook_flattens_the_suite_table(monkeypatch):
         "synthetic-mmvp/mmvp_mean": 0.25
     }
     assert calls == [("step 7", None), ("step 3", "t")]
+
+
+def test_snapshot_partition_is_the_probe_partition_of_the_batch():
+    from workbench.probes import partition
+    from workbench.train.loop import spectral_snapshot
+
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(64, 32, generator=g) * torch.linspace(3, 0.1, 32), dim=-1)
+    snap = spectral_snapshot(x, max_sv=8)
+    probe = partition(x.numpy().astype("float64"))
+    assert snap["partition"] == pytest.approx(probe.proportions)
+    assert snap["counts"] == probe.counts
+    assert len(snap["singular_values"]) == 8
+    torch.testing.assert_close(
+        torch.tensor(snap["singular_values"]), torch.linalg.svdvals(x.double())[:8].float()
+    )
