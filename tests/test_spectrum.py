@@ -174,6 +174,17 @@ def test_torch_bf16_and_fp16_are_upcast():
         ref = spectrum(t.to(dtype).float().numpy())
         np.testing.assert_allclose(s.singular_values, ref.singular_values, rtol=1e-6)
     assert isinstance(spectrum(t.requires_grad_(True)), Spectrum)
+    big = torch.randn(3000, 800).to(torch.bfloat16)  # Gram route: converted chunk by chunk
+    s = spectrum(big, chunk_rows=1000)
+    assert s.method == "gram"
+    ref = spectrum(big.float().numpy(), method="svd")
+    assert np.max(np.abs(s.energy - ref.energy)) <= 1e-6 * ref.total_energy
+    bad = torch.zeros(5, 3)
+    bad[4, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"Inf.*row 4"):
+        spectrum(bad, method="gram", chunk_rows=2)
+    with pytest.raises(ValueError, match="int32"):
+        spectrum(torch.ones(4, 3, dtype=torch.int32))
 
 
 def test_memmap_input_streams_and_equals_in_memory(tmp_path):
@@ -202,6 +213,15 @@ def test_memmap_nan_is_reported_at_its_global_row(tmp_path):
     np.save(tmp_path / "x.npy", X)
     with pytest.raises(ValueError, match=r"NaN.*row 2345"):
         spectrum(np.load(tmp_path / "x.npy", mmap_mode="r"), chunk_rows=500)
+
+
+def test_from_singular_values_sorts_and_feeds_every_probe():
+    s = Spectrum.from_singular_values(torch.tensor([1.0, 3.0, 2.0]), 10, 3)
+    np.testing.assert_array_equal(s.singular_values, [3.0, 2.0, 1.0])
+    assert s.cumulative_energy[-1] == 1.0 and not s.center
+    assert effective_rank(s, "stable-rank") == pytest.approx(14 / 9)
+    with pytest.raises(ValueError, match="finite"):
+        Spectrum.from_singular_values([1.0, -1.0], 2, 2)
 
 
 def test_module_is_callable_like_the_function():

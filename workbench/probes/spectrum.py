@@ -222,12 +222,38 @@ def _array_chunks(A: np.ndarray, chunk_rows: int | None) -> Iterator[tuple[int, 
             _release_pages(A, start, stop)
 
 
+def _is_tensor(X: Any) -> bool:
+    return torch is not None and isinstance(X, torch.Tensor)
+
+
+def _check_header(X: Any, name: str) -> None:
+    """Shape/dtype checks of an ndarray or tensor without converting or reading its data."""
+    if _is_tensor(X):
+        try:
+            np_dtype = torch.empty(0, dtype=X.dtype).numpy().dtype
+        except TypeError:  # bfloat16 has no numpy twin; it is upcast to float32 anyway
+            np_dtype = np.dtype(np.float32)
+        X = np.broadcast_to(np.zeros((), dtype=np_dtype), tuple(X.shape))  # no memory
+    as_matrix(X, name, min_rows=2, dtype=X.dtype, check_finite=False)
+
+
+def _tensor_chunks(T: Any, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Row chunks of a torch tensor, each detached, upcast and moved to host on its own."""
+    n, d = T.shape
+    rows = chunk_rows or max(256, _CHUNK_BYTES // max(1, d * max(4, T.element_size())))
+    for start in range(0, n, rows):
+        yield start, to_numpy(T[start : start + rows])
+
+
 def _iter_chunks(X: Any, name: str, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
     """Iterator of (row_offset, chunk) over an array or an iterable of chunks.
 
     Arrays are validated up front (dtype, 2-D, non-empty, ≥ 2 rows); chunks of an iterable are
     validated as they arrive (same width, float dtype). NaN/Inf are found by the accumulator.
     """
+    if _is_tensor(X):
+        _check_header(X, name)
+        return _tensor_chunks(X, chunk_rows)
     if not _is_chunk_iterable(X):
         A = to_numpy(X)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)  # header checks only
@@ -444,17 +470,17 @@ def spectrum(
             raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
         X, chunked = np.concatenate(parts), False
     if not chunked:
-        A = to_numpy(X)
-        as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
-        n, d = A.shape
-        in_memory = not isinstance(A, np.memmap)
-        use_svd = method == "svd" or (
+        if not _is_tensor(X):
+            X = to_numpy(X)
+        _check_header(X, name)
+        n, d = X.shape
+        in_memory = not isinstance(X, np.memmap)
+        if method == "svd" or (
             method == "auto" and in_memory and (n < d or n * d <= _SVD_MAX_ENTRIES)
-        )
-        if use_svd:
+        ):
+            A = to_numpy(X)
             in_eps = float(np.finfo(np.float32 if A.itemsize <= 4 else np.float64).eps)
             return _spectrum_from_svd(as_matrix(A, name), center, return_components, in_eps)
-        X = A
     acc = _accumulate(X, name, chunk_rows)
     return _spectrum_from_gram(acc, center, return_components)
 
