@@ -39,10 +39,20 @@ def test_smoke_run_writes_figures_and_measured_points(tmp_path):
     for p in points.values():
         assert 0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0
         assert "kmeans_acc" in p["x_title"] and "mmvp_mean" in p["y_title"]
-    sep = summary["separation_trained_vs_random"]
-    assert sep["dx"] == pytest.approx(points[TRAINED_HEADS]["x"] - points[RANDOM_INIT]["x"])
-    assert sep["dy"] == pytest.approx(points[TRAINED_HEADS]["y"] - points[RANDOM_INIT]["y"])
-    for name in ("dp_scatter", "pability_bars", "map_tsne_trained_heads", "map_tsne_random_init"):
+    seps = summary["separation_trained_vs_random"]
+    assert set(seps) == {"kmeans_acc", "fisher"}
+    for metric, sep in seps.items():
+        by = {p["encoder"]: p for p in summary["points_by_x_metric"][metric]}
+        assert sep["dx"] == pytest.approx(by[TRAINED_HEADS]["x"] - by[RANDOM_INIT]["x"])
+        assert sep["dy"] == pytest.approx(by[TRAINED_HEADS]["y"] - by[RANDOM_INIT]["y"])
+    names = (
+        "dp_scatter",
+        "dp_scatter_fisher",
+        "pability_bars",
+        "map_tsne_trained_heads",
+        "map_tsne_random_init",
+    )
+    for name in names:
         assert (out / f"{name}.html").exists(), name
     assert {r["dataset"] for r in summary["scores"]} == {"digits", "synthetic-mmvp"}
 

@@ -375,7 +375,8 @@ class DPStudyConfig:
             are always added.
         datasets: D-ability datasets (scored on their ``test`` split where they have one, so the
             head fit's synthetic-world ``train`` items are never scored).
-        seeds: Scoring seeds (data subset, probe split, k-means, MMVP pairs); ≥ 2 gives spreads.
+        seeds: Scoring seeds (data subset, probe split, k-means, MMVP pairs); 3 give a spread
+            estimate for the separation check.
         n_samples: Items per dataset and seed (300: seconds per dataset on a 2-core CPU).
         head_steps: InfoNCE steps of the head fit (frozen towers, cached features).
         head_train_samples: synthetic-world ``train`` pairs the heads are fitted on.
@@ -384,7 +385,10 @@ class DPStudyConfig:
         mmvp_vlm_root: A real MMVP-VLM folder to score as well (``None`` = skip).
         map_dataset: Dataset of the t-SNE/UMAP class maps (must be in ``datasets``).
         map_method: ``"tsne"`` or ``"umap"``.
-        x_metric, y_metric: Scatter axes (D: k-means ACC; P: MMVP-VLM average).
+        x_metric, y_metric: Scatter axes (D: k-means ACC, DCR Tab. 2's benchmark metric; P:
+            MMVP-VLM average).
+        extra_x_metrics: Further D metrics, each drawn as its own scatter against ``y_metric``
+            (default: the Fisher ratio S_inter/S_inner, DCR's own definition of D-ability).
         output_dir: Where figures and ``summary.json`` go.
         run_root: Where the head-fit run directory goes.
         device: Training/embedding device (``"auto"``, ``"cpu"``, ``"cuda"``).
@@ -392,7 +396,7 @@ class DPStudyConfig:
 
     encoders: tuple[str, ...] = ("default",)
     datasets: tuple[str, ...] = ("digits", "synthetic-world")
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     n_samples: int = 300
     head_steps: int = 300
     head_train_samples: int = 1000
@@ -403,6 +407,7 @@ class DPStudyConfig:
     map_method: str = "tsne"
     x_metric: str = "kmeans_acc"
     y_metric: str = "mmvp_mean"
+    extra_x_metrics: tuple[str, ...] = ("fisher",)
     output_dir: str = "figures/dp_ability"
     run_root: str = "runs/dp_ability"
     device: str = "auto"
@@ -411,6 +416,7 @@ class DPStudyConfig:
         self.encoders = tuple(self.encoders)
         self.datasets = tuple(self.datasets)
         self.seeds = tuple(int(s) for s in self.seeds)
+        self.extra_x_metrics = tuple(self.extra_x_metrics)
         if not self.datasets:
             raise ValueError("datasets is empty; name at least one labelled dataset for D-ability")
         if self.map_dataset not in self.datasets:
