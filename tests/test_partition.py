@@ -98,6 +98,8 @@ def test_kernel_accepts_torch_and_matches_data_route():
     data = partition(X)
     np.testing.assert_array_equal(kern.strong, data.strong)
     np.testing.assert_array_equal(kern.noise, data.noise)
+    via_torch = partition(torch.from_numpy(X).to(torch.float32))
+    assert via_torch.counts == data.counts
 
 
 def test_spectrum_input_needs_noise_scale_for_iqr_mp():

@@ -31,6 +31,7 @@ from workbench.probes.spectrum import (
     Spectrum,
     _accumulate,
     _is_chunk_iterable,
+    _is_tensor,
     _spectrum_from_gram,
     spectrum,
 )
@@ -166,7 +167,10 @@ def _build(
 
 def _is_large(X: Any) -> bool:
     """Memory-mapped, or too big to copy to float64 for an exact IQR."""
-    return isinstance(X, np.memmap) or getattr(X, "size", 0) > _IQR_MAX_ENTRIES
+    if isinstance(X, np.memmap):
+        return True
+    size = X.numel() if _is_tensor(X) else getattr(X, "size", 0)
+    return size > _IQR_MAX_ENTRIES
 
 
 # -- the pure kernels --------------------------------------------------------------------------
