@@ -736,11 +736,14 @@ def _mmvp_task(towers: _Towers, cfg: TaskSuiteConfig) -> Task:
     )
 
 
-def _cache_path(cfg: TaskSuiteConfig, fingerprint: str) -> Path:
+def _cache_path(cfg: TaskSuiteConfig, fingerprint: str, loader: Any) -> Path:
     from workbench import __version__
 
+    # a custom loader may serve different data under the same names: it joins the key
+    source = None if loader is None else f"{loader.__module__}.{loader.__qualname__}"
     blob = json.dumps(
-        {"config": cfg.to_dict(), "towers": fingerprint, "v": __version__}, sort_keys=True
+        {"config": cfg.to_dict(), "towers": fingerprint, "loader": source, "v": __version__},
+        sort_keys=True,
     )
     from workbench.encoders.cache import default_cache_dir
 
@@ -772,7 +775,7 @@ def build_task_suite(
     cfg = config or TaskSuiteConfig()
     enc, _ = resolve_encoder(encoder)
     fingerprint = _tower_fingerprint(enc)
-    path = _cache_path(cfg, fingerprint)
+    path = _cache_path(cfg, fingerprint, loader)
     if cfg.cache and path.exists():
         return TaskSuite.load(path)
     if loader is None:
