@@ -884,13 +884,18 @@ def cross_task_figure(matrices: dict[str, Any], baseline: str, method: str) -> A
 
     a, b = matrices[baseline], matrices[method]
     diff = b - a
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(baseline, method, f"{method} − {baseline}"))
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        horizontal_spacing=0.1,
+        subplot_titles=(baseline, method, f"{method} − {baseline}"),
+    )
     lim = float(np.nanmax(np.abs(100 * diff.values))) or 1.0
     for col, (mat, kw) in enumerate(
         (
             (a, {"zmin": 0, "zmax": 100, "colorscale": "Viridis", "showscale": False}),
-            (b, {"zmin": 0, "zmax": 100, "colorscale": "Viridis", "colorbar": {"x": 0.63}}),
-            (diff, {"zmin": -lim, "zmax": lim, "colorscale": "RdBu", "colorbar": {"x": 1.0}}),
+            (b, {"zmin": 0, "zmax": 100, "colorscale": "Viridis", "colorbar": _bar(0.645)}),
+            (diff, {"zmin": -lim, "zmax": lim, "colorscale": "RdBu", "colorbar": _bar(1.01)}),
         ),
         start=1,
     ):
@@ -909,10 +914,14 @@ def cross_task_figure(matrices: dict[str, Any], baseline: str, method: str) -> A
         )
     fig.update_yaxes(title_text="trained on", autorange="reversed", row=1, col=1)
     for col in (2, 3):
-        fig.update_yaxes(autorange="reversed", row=1, col=col)
+        fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=col)
     fig.update_xaxes(title_text="evaluated on")
     fig.update_layout(title="Cross-task generalisation (held-out P@1, %)")
     return fig
+
+
+def _bar(x: float) -> dict[str, Any]:
+    return {"x": x, "thickness": 12, "len": 0.9}
 
 
 def sweep_figure(table: Any, values: Sequence[float], *, x_title: str = "α") -> Any:
