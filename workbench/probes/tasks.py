@@ -435,6 +435,7 @@ class TaskSuite:
         meta = df.groupby("meta_task", sort=False).agg(
             value=("value", "mean"), n_queries=("n_queries", "sum")
         )
+        meta = meta.loc[[m for m in META_TASKS if m in meta.index]]  # MMEB order
         extra = [
             {
                 "level": "meta_task",
