@@ -53,6 +53,7 @@ def table():
     )
 
 
+@pytest.mark.slow
 def test_score_encoder_tidy_table(table):
     assert list(table.columns) == ["encoder", "dataset", "metric", "value", "seed"]
     assert set(table.encoder) == {"tiny-0", "tiny-1"} and set(table.seed) == {0, 1}
@@ -81,12 +82,14 @@ def test_score_encoder_tidy_table(table):
     assert not table.duplicated(["encoder", "dataset", "metric", "seed"]).any()
 
 
+@pytest.mark.slow
 def test_mmvp_mean_is_mean_of_categories(table):
     t = table[(table.dataset == "synthetic-mmvp") & (table.encoder == "tiny-0") & (table.seed == 0)]
     cats = t[t.metric.str.startswith("mmvp/")].value
     assert t[t.metric == "mmvp_mean"].value.item() == pytest.approx(cats.mean())
 
 
+@pytest.mark.slow
 def test_dp_points_and_figures(table):
     pts = dp_points(table, x_metric="kmeans_acc", y_metric="mmvp_mean")
     assert list(pts.encoder) == ["tiny-0", "tiny-1"]
@@ -105,6 +108,7 @@ def test_dp_points_and_figures(table):
         dp_points(table, x_metric="nope")
 
 
+@pytest.mark.slow
 def test_embedding_map_cached_by_key(tmp_path, monkeypatch):
     X, y = blobs(0.3, n_per=15)
     a = embedding_map(X, method="tsne", key="blobs", cache_dir=tmp_path, perplexity=5)

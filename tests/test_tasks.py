@@ -128,6 +128,7 @@ def test_train_pairs_come_from_train_split_and_dedupe(suite):
     assert all(t.startswith("a photo of a ") for t in cls.texts)
 
 
+@pytest.mark.slow
 def test_trained_heads_beat_random_heads_on_held_out(suite):
     """A few hundred InfoNCE steps on train pairs must lift held-out classification P@1."""
     torch.manual_seed(0)
