@@ -383,15 +383,18 @@ class _ExplorerBase:
         """The current figures as fresh static ``go.Figure`` objects, by name."""
         return self.controller.figures()
 
-    def save(self, out_dir: str | Path, prefix: str = "") -> dict[str, dict[str, Path]]:
-        """Save every current figure with :func:`workbench.viz.save.save_figure`.
+    def save(
+        self, out_dir: str | Path, prefix: str = "", *, png: bool = True
+    ) -> dict[str, dict[str, Path]]:
+        """Save every current figure as ``<out_dir>/<prefix><name>.html`` (and ``.png``).
 
-        Returns ``{figure name: {"html": path, "png": path}}`` (``png`` absent without chromium).
+        Uses :func:`workbench.viz.save.save_figure`; returns ``{figure name: {"html": path,
+        "png": path}}`` (``png`` absent when ``png=False`` or without chromium).
         """
         from workbench.viz.save import save_figure
 
         return {
-            name: save_figure(fig, out_dir, f"{prefix}{name}")
+            name: save_figure(fig, out_dir, f"{prefix}{name}", png=png)
             for name, fig in self.figures().items()
         }
 
