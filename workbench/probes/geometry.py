@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, check_paired, l2_normalize
+from workbench._validate import as_matrix, check_finite_rows, check_paired, to_numpy
 from workbench.probes.spectrum import _iter_chunks, spectrum
 
 __all__ = [
@@ -31,8 +31,40 @@ __all__ = [
 ]
 
 
-def _normed(X: Any, name: str, min_rows: int = 2) -> np.ndarray:
-    return l2_normalize(as_matrix(X, name, min_rows=min_rows), name)
+class _Rows:
+    """(n, d) embeddings validated in one chunked pass; normalised rows materialised on demand.
+
+    Keeps the input as given (array, memmap or host copy of a tensor) plus its row norms, so a
+    sampled measure touches only the rows it samples instead of a float64 copy of everything.
+    """
+
+    def __init__(self, X: Any, name: str, min_rows: int = 2) -> None:
+        A = to_numpy(X)
+        as_matrix(A, name, min_rows=min_rows, dtype=A.dtype, check_finite=False)
+        norms = np.empty(A.shape[0])
+        for offset, chunk in _iter_chunks(A, name, None):
+            C = np.asarray(chunk, dtype=np.float64)
+            check_finite_rows(C, name, row_offset=offset)
+            norms[offset : offset + len(C)] = np.linalg.norm(C, axis=1)
+        zero = np.flatnonzero(norms == 0)
+        if zero.size:
+            raise ValueError(
+                f"{name} has {zero.size} zero-norm row(s) (first at row {int(zero[0])}); they "
+                f"have no direction — drop them"
+            )
+        self.A, self.norms, self.name = A, norms, name
+        self.n, self.d = A.shape
+
+    def unit(self, rows: Any = slice(None)) -> np.ndarray:
+        """(k, d) float64 L2-normalised rows ``rows`` (an index array or slice)."""
+        return np.asarray(self.A[rows], dtype=np.float64) / self.norms[rows, None]
+
+    def unit_chunks(self) -> Any:
+        """Normalised (rows, d) chunks in order, for one streaming pass."""
+        for offset, chunk in _iter_chunks(self.A, self.name, None):
+            yield (
+                np.asarray(chunk, dtype=np.float64) / self.norms[offset : offset + len(chunk), None]
+            )
 
 
 def _sample_rows(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -81,34 +113,36 @@ def cosine_distribution(
         max_pairs: above this many pairs a seeded uniform sample of pairs is measured.
         seed: sampling seed.
     """
-    if bins < 1:
-        raise ValueError(f"bins must be ≥ 1, got {bins}")
-    A = _normed(X, "X")
-    B = None if Y is None else _normed(Y, "Y", min_rows=1)
-    if B is not None and A.shape[1] != B.shape[1]:
+    if bins < 1 or max_pairs < 1:
+        raise ValueError(f"bins and max_pairs must be ≥ 1, got {bins}, {max_pairs}")
+    RA = _Rows(X, "X")
+    RB = None if Y is None else _Rows(Y, "Y", min_rows=1)
+    if RB is not None and RA.d != RB.d:
         raise ValueError(
-            f"X has dimension {A.shape[1]} but Y has {B.shape[1]}; both sets must live in the "
-            f"same space"
+            f"X has dimension {RA.d} but Y has {RB.d}; both sets must live in the same space"
         )
-    n = len(A)
-    total = n * (n - 1) // 2 if B is None else n * len(B)
+    n = RA.n
+    total = n * (n - 1) // 2 if RB is None else n * RB.n
     rng = np.random.default_rng(seed)
-    if total <= max_pairs:
-        if B is None:
-            i, j = np.triu_indices(n, k=1)
-            vals = np.einsum("ij,ij->i", A[i], A[j])
-        else:
-            vals = (A @ B.T).ravel()
+    if total <= max_pairs:  # the Gram is at most max_pairs (×2) entries
+        A = RA.unit()
+        vals = (A @ A.T)[np.triu_indices(n, k=1)] if RB is None else (A @ RB.unit().T).ravel()
         exact = True
     else:
         i = rng.integers(0, n, size=max_pairs)
-        if B is None:  # distinct pairs: j uniform over the other n − 1 rows
+        if RB is None:  # distinct pairs: j uniform over the other n − 1 rows
             j = rng.integers(0, n - 1, size=max_pairs)
             j = j + (j >= i)
-            vals = np.einsum("ij,ij->i", A[i], A[j])
         else:
-            j = rng.integers(0, len(B), size=max_pairs)
-            vals = np.einsum("ij,ij->i", A[i], B[j])
+            j = rng.integers(0, RB.n, size=max_pairs)
+        other = RA if RB is None else RB
+        step = 8192  # pairs per block: gathered rows stay O(block · d)
+        vals = np.concatenate(
+            [
+                np.einsum("ij,ij->i", RA.unit(i[a : a + step]), other.unit(j[a : a + step]))
+                for a in range(0, max_pairs, step)
+            ]
+        )
         exact = False
     vals = np.clip(vals, -1.0, 1.0)
     q = np.percentile(vals, [5, 25, 50, 75, 95])
@@ -170,10 +204,14 @@ def alignment(X: Any, Y: Any, alpha: float = 2.0) -> float:
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    A, B = _normed(X, "X", min_rows=1), _normed(Y, "Y", min_rows=1)
-    check_paired(A, B, ("X", "Y"))
-    d2 = np.maximum(0.0, 2.0 - 2.0 * np.einsum("ij,ij->i", A, B))
-    return float(np.mean(d2 ** (alpha / 2.0)))
+    RA, RB = _Rows(X, "X", min_rows=1), _Rows(Y, "Y", min_rows=1)
+    check_paired(RA.A, RB.A, ("X", "Y"))
+    total, step = 0.0, 8192
+    for a in range(0, RA.n, step):
+        rows = slice(a, a + step)
+        cos = np.einsum("ij,ij->i", RA.unit(rows), RB.unit(rows))
+        total += float(np.sum(np.maximum(0.0, 2.0 - 2.0 * cos) ** (alpha / 2.0)))
+    return total / RA.n
 
 
 def uniformity(
@@ -196,8 +234,8 @@ def uniformity(
     """
     if t <= 0:
         raise ValueError(f"t must be > 0, got {t}")
-    A = _normed(X, "X")
-    A = A[_sample_rows(len(A), max_samples, np.random.default_rng(seed))]
+    R = _Rows(X, "X")
+    A = R.unit(_sample_rows(R.n, max_samples, np.random.default_rng(seed)))
     n = len(A)
     # exp(−t‖a−b‖²) = exp(−2t + 2t·cos); accumulate log Σ exp(2t·cos) over i < j
     m = -np.inf
@@ -237,13 +275,19 @@ class Anisotropy:
 
 
 def anisotropy(X: Any) -> Anisotropy:
-    """Anisotropy summary of (n, d) embeddings (normalised here); see :class:`Anisotropy`."""
-    A = _normed(X, "X")
-    s = spectrum(A, center=True)
+    """Anisotropy summary of (n, d) embeddings (normalised here); see :class:`Anisotropy`.
+
+    One streaming pass: the spectrum of the normalised rows also gives their mean, hence the
+    mean resultant length and (through ``Σ_{i≠j} cos = n²‖mean‖² − n``) the mean cosine.
+    """
+    R = _Rows(X, "X")
+    s = spectrum(R.unit_chunks(), center=True, name="X")
+    n = R.n
+    mrl2 = float(s.mean @ s.mean)
     frac = float(s.energy_fraction[0]) if s.total_energy > 0 else 1.0
     return Anisotropy(
-        mean_cosine=cone_width(A),
-        mean_resultant_length=float(np.linalg.norm(A.mean(axis=0))),
+        mean_cosine=(n * n * mrl2 - n) / (n * (n - 1)),
+        mean_resultant_length=float(np.sqrt(mrl2)),
         top_variance_fraction=frac,
-        n_features=A.shape[1],
+        n_features=R.d,
     )
