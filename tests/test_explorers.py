@@ -475,3 +475,16 @@ def test_embeddings_source_subsets_deterministically(emb) -> None:
     assert a.ids == b.ids and len(a) == 50 and set(a.ids) <= set(emb.ids)
     assert src.embeddings("toy", 10_000) is emb
     assert copy.copy(src).fixed_dataset == "toy"
+
+
+def test_figure_widget_patch_renders_each_view_from_its_own_model() -> None:
+    """plotly's bundle renders every view from the last model (plotly.py#4998); ours must not."""
+    import plotly.graph_objects as go
+
+    from workbench.viz._widgets import _figure_widget_class, figure_widget
+
+    cls = _figure_widget_class()
+    fw = figure_widget(go.Figure(go.Scatter(y=[1, 2])))
+    assert isinstance(fw, go.FigureWidget) and list(fw.data[0].y) == [1, 2]
+    if cls is not go.FigureWidget:  # patched: render builds a wrapper of its own model
+        assert "render({model:wbModel," in cls._esm
