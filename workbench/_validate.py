@@ -47,7 +47,12 @@ def check_finite_rows(X: np.ndarray, name: str, row_offset: int = 0) -> None:
 
 
 def as_matrix(
-    X: Any, name: str = "X", *, min_rows: int = 2, dtype: type = np.float64, check_finite: bool = True
+    X: Any,
+    name: str = "X",
+    *,
+    min_rows: int = 2,
+    dtype: type = np.float64,
+    check_finite: bool = True,
 ) -> np.ndarray:
     """Validate ``X`` as an (n, d) real matrix and return it as ``dtype`` (default float64).
 
@@ -77,7 +82,9 @@ def as_matrix(
     return A
 
 
-def check_same_dim(A: np.ndarray, B: np.ndarray, names: tuple[str, str] = ("image", "text")) -> None:
+def check_same_dim(
+    A: np.ndarray, B: np.ndarray, names: tuple[str, str] = ("image", "text")
+) -> None:
     """Raise ``ValueError`` when two modalities' embeddings have different widths."""
     if A.shape[1] != B.shape[1]:
         raise ValueError(
