@@ -6,6 +6,7 @@ The public entry point and its documentation: :mod:`workbench.viz.explorers`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,30 @@ class EmbeddingsSource(ExplorerSource):
 
     def class_text(self, class_names: list[str], step: int = 0) -> np.ndarray | None:
         return None if self.encoder is None else _class_text(self.encoder, class_names)
+
+
+def validated_update(
+    settings: Any, source: ExplorerSource, changes: dict[str, Any]
+) -> tuple[Any, set[str]]:
+    """Return ``(new_settings, changed_names)`` after checking ``changes`` against ``source``.
+
+    Shared by both explorers' controllers: unknown fields, a step the source does not have, or a
+    dataset change on fixed Embeddings raise ``ValueError`` and nothing changes.
+    """
+    current = dataclasses.asdict(settings)
+    unknown = set(changes) - set(current)
+    if unknown:
+        raise ValueError(f"unknown {type(settings).__name__} fields {sorted(unknown)}")
+    if "step" in changes and changes["step"] not in source.steps():
+        raise ValueError(f"step {changes['step']} not among {source.steps()}")
+    if (
+        source.fixed_dataset
+        and changes.get("dataset", source.fixed_dataset) != source.fixed_dataset
+    ):
+        raise ValueError("this explorer shows fixed Embeddings; its dataset cannot change")
+    new = dataclasses.replace(settings, **changes)
+    changed = {k for k, v in dataclasses.asdict(new).items() if current[k] != v}
+    return new, changed
 
 
 def _encoder_name(encoder: Any) -> str:

@@ -28,6 +28,7 @@ from workbench.viz._explorer import (
     _ExplorerBase,
     _no_progress,
     open_source,
+    validated_update,
 )
 from workbench.viz._widgets import KeyedCache
 
@@ -202,18 +203,7 @@ class SpectrumController:
 
     def set(self, **changes: Any) -> set[str]:
         """Change settings (validated first; on error nothing changes); returns what changed."""
-        unknown = set(changes) - set(asdict(self.settings))
-        if unknown:
-            raise ValueError(f"unknown SpectrumSettings fields {sorted(unknown)}")
-        if "step" in changes and changes["step"] not in self.source.steps():
-            raise ValueError(f"step {changes['step']} not among {self.source.steps()}")
-        if self.source.fixed_dataset and changes.get("dataset", self.source.fixed_dataset) != (
-            self.source.fixed_dataset
-        ):
-            raise ValueError("this explorer shows fixed Embeddings; its dataset cannot change")
-        new = replace(self.settings, **changes)
-        changed = {k for k, v in asdict(new).items() if asdict(self.settings)[k] != v}
-        self.settings = new
+        self.settings, changed = validated_update(self.settings, self.source, changes)
         return changed
 
     # -- computation --------------------------------------------------------------------------
