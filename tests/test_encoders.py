@@ -232,3 +232,32 @@ def test_run_prefix_needs_a_directory() -> None:
 def test_config_object_and_loose_fields_are_exclusive() -> None:
     with pytest.raises(ValueError, match="either config"):
         load_encoder("default", config=DefaultEncoderConfig(), embed_dim=8)
+
+
+# -- the tower contract: blocks and tokens --------------------------------------------------------
+def test_default_tower_tokens_pool_to_the_tower_features(random_init: Encoder) -> None:
+    images = _images(2)
+    texts = ["a cat", "two blue squares on the left of a big red circle"]
+    with torch.no_grad():
+        img = random_init.tower_tokens("image", images)
+        txt = random_init.tower_tokens("text", texts)
+        torch.testing.assert_close(img.tokens.mean(dim=1), random_init.image_features(images))
+        m = txt.mask.unsqueeze(-1).float()
+        pooled = (txt.tokens * m).sum(1) / m.sum(1)
+        torch.testing.assert_close(pooled, random_init.text_features(texts))
+    assert img.grid == (3, 3) and img.tokens.shape == (2, 9, 1280)  # stride 32 at 96 px
+    assert txt.mask.sum(dim=1).tolist()[0] < txt.mask.sum(dim=1).tolist()[1]
+
+
+def test_default_tower_tokens_at_an_earlier_block_give_a_finer_grid(random_init: Encoder) -> None:
+    with torch.no_grad():
+        img = random_init.tower_tokens("image", _images(1), layer=10)
+        txt = random_init.tower_tokens("text", ["a cat"], layer=2)
+    assert img.grid == (6, 6) and img.tokens.shape == (1, 36, 112)  # stage 5, stride 16
+    assert txt.tokens.shape[-1] == 384 and txt.layer == 2
+    assert len(random_init.tower_blocks("image")) == 16
+    assert len(random_init.tower_blocks("text")) == 6
+    with pytest.raises(ValueError, match="layer"):
+        random_init.tower_tokens("text", ["a cat"], layer=6)
+    with pytest.raises(ValueError, match="side"):
+        random_init.tower_tokens("audio", ["a cat"])

@@ -248,3 +248,53 @@ def test_hf_clip_missing_directory_is_explained(tmp_path: Path) -> None:
         load_encoder(f"hf-clip:{tmp_path / 'nothing'}")
     with pytest.raises(ValueError, match="local directory"):
         load_encoder("hf-clip:")
+
+
+# -- the tower contract: blocks and tokens --------------------------------------------------------
+VARIED = ["a cat", "two blue squares on the left of a big red circle", "x"]
+
+
+def test_open_clip_tower_blocks_are_the_transformer_blocks(tiny_open_clip) -> None:
+    _, _, _, root = tiny_open_clip
+    enc = load_encoder(f"open_clip:{TINY_ARCH}:{root / 'tiny.safetensors'}")
+    assert enc.tower_blocks("image") == list(enc.model.visual.transformer.resblocks)
+    assert enc.tower_blocks("text") == list(enc.model.transformer.resblocks)
+    with pytest.raises(ValueError, match="side"):
+        enc.tower_blocks("audio")
+
+
+def test_open_clip_last_tokens_pool_to_the_tower_features(tiny_open_clip) -> None:
+    _, _, _, root = tiny_open_clip
+    enc = load_encoder(f"open_clip:{TINY_ARCH}:{root / 'tiny.safetensors'}")
+    images = _images(2)
+    with torch.no_grad():
+        img = enc.tower_tokens("image", images)
+        txt = enc.tower_tokens("text", VARIED)
+        tower_img, tower_txt = enc.image_features(images), enc.text_features(VARIED)
+    assert img.tokens.shape == (2, 16, 32) and img.grid == (4, 4)  # 32 px / patch 8
+    assert bool(img.mask.all())
+    torch.testing.assert_close(img.cls, tower_img)  # ViT pools the class token after ln_post
+    lengths = txt.mask.sum(dim=1)
+    assert lengths.tolist()[0] < lengths.tolist()[1]  # padding is masked, per caption
+    eot = torch.stack([txt.tokens[i, int(n) - 1] for i, n in enumerate(lengths)])
+    torch.testing.assert_close(eot, tower_txt)  # CLIP pools the end-of-text token
+    with pytest.raises(ValueError, match="layer"):
+        enc.tower_tokens("image", images, layer=5)
+
+
+def test_hf_clip_tower_blocks_and_tokens_match_the_pooled_features(tiny_hf_clip) -> None:
+    _, _, root = tiny_hf_clip
+    enc = load_encoder(f"hf-clip:{root}")
+    assert enc.tower_blocks("image") == list(enc.model.vision_model.encoder.layers)
+    assert len(enc.tower_blocks("text")) == 1
+    images = _images(2)
+    with torch.no_grad():
+        img = enc.tower_tokens("image", images)
+        txt = enc.tower_tokens("text", VARIED)
+        pooled = enc.model.vision_model.post_layernorm(img.cls)
+        torch.testing.assert_close(pooled, enc.image_features(images))
+        tower_txt = enc.text_features(VARIED)
+    assert img.tokens.shape == (2, 16, 24) and img.grid == (4, 4)
+    lengths = txt.mask.sum(dim=1)
+    eos = torch.stack([txt.tokens[i, int(n) - 1] for i, n in enumerate(lengths)])
+    torch.testing.assert_close(eos, tower_txt)  # HF CLIP pools the EOS (last real) token

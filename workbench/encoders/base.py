@@ -19,6 +19,26 @@ from PIL import Image
 from torch import nn
 
 
+@dataclass
+class TowerTokens:
+    """Token-level tower outputs (before pooling and heads), for methods that work on tokens.
+
+    Attributes:
+        tokens: (B, L, C) patch tokens (image; row-major over the grid, class token excluded)
+            or word tokens (text; padding positions included, see ``mask``).
+        mask: (B, L) bool, ``True`` at real tokens (all ``True`` for image patches).
+        grid: (H, W) of the patch grid for image tokens (``L == H * W``), ``None`` for text.
+        cls: (B, C) the class token where the tower has one (ViT), else ``None``.
+        layer: Index into :meth:`Encoder.tower_blocks` of the block whose output these are.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    grid: tuple[int, int] | None = None
+    cls: torch.Tensor | None = None
+    layer: int = -1
+
+
 @dataclass(frozen=True)
 class EncoderIdentity:
     """What makes two encoders produce the same embeddings; used verbatim in cache keys.
@@ -40,10 +60,16 @@ class EncoderIdentity:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def hash_state_dict(module: nn.Module) -> str:
-    """sha256 over names, shapes, dtypes and bytes of ``module.state_dict()``."""
+def hash_state_dict(module: nn.Module, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over names, shapes, dtypes and bytes of ``module.state_dict()``.
+
+    Keys starting with any of ``exclude`` are left out (``heads.tower_fingerprint`` hashes the
+    towers alone this way).
+    """
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
+        if exclude and name.startswith(exclude):
+            continue
         t = t.detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
@@ -88,6 +114,26 @@ class Encoder(nn.Module):
         """Tokenised batch → (B, D_txt) pre-projection text features."""
         raise NotImplementedError
 
+    def tower_blocks(self, side: str) -> list[nn.Module]:
+        """Ordered (input → output) blocks of the ``"image"`` or ``"text"`` tower.
+
+        What "last N blocks" trains (``TrainConfig.trainable="image_blocks:N"``), where LoRA and
+        Earth-Adapter insert themselves, and what ``tower_tokens(layer=i)`` indexes.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not list its tower blocks; implement tower_blocks(side)"
+        )
+
+    def _image_tokens(self, pixels: torch.Tensor, layer: int) -> TowerTokens:
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose image tokens; implement _image_tokens"
+        )
+
+    def _text_tokens(self, tokens: dict[str, torch.Tensor], layer: int) -> TowerTokens:
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose text tokens; implement _text_tokens"
+        )
+
     @property
     def preprocess_config(self) -> dict[str, Any]:
         """Everything about preprocessing that changes outputs (goes into the identity)."""
@@ -126,6 +172,40 @@ class Encoder(nn.Module):
             raise ValueError("encode_texts got an empty list of texts")
         tokens = {k: v.to(self.device) for k, v in self.tokenize(list(texts)).items()}
         return self.text_tower(tokens)
+
+    def tower_tokens(self, side: str, inputs: Any, layer: int = -1) -> TowerTokens:
+        """Token-level features of one tower: patch tokens (image) or word tokens (text).
+
+        Args:
+            side: ``"image"`` or ``"text"``.
+            inputs: PIL images or a (B, 3, H, W) pixel tensor (image); a list of strings or a
+                :meth:`tokenize` dict (text).
+            layer: Output of block ``tower_blocks(side)[layer]`` (``-1``: the last block, after
+                the tower's final norm where it has one).
+
+        Returns:
+            :class:`TowerTokens` with (B, L, C) tokens and their (B, L) mask.
+        """
+        if side == "image":
+            pixels = self._pixels(inputs)
+            return self._image_tokens(pixels, self._block_index(side, layer))
+        if side == "text":
+            if isinstance(inputs, dict):
+                tokens = {k: v.to(self.device) for k, v in inputs.items()}
+            else:
+                if isinstance(inputs, str) or len(inputs) == 0:
+                    raise ValueError("tower_tokens('text', ...) takes a non-empty list of strings")
+                tokens = {k: v.to(self.device) for k, v in self.tokenize(list(inputs)).items()}
+            return self._text_tokens(tokens, self._block_index(side, layer))
+        raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+
+    def _block_index(self, side: str, layer: int) -> int:
+        n = len(self.tower_blocks(side))
+        if not isinstance(layer, int) or not -n <= layer < n:
+            raise ValueError(
+                f"layer must be an int in [-{n}, {n}) for the {side} tower, got {layer!r}"
+            )
+        return layer % n
 
     def encode_images(
         self, images: Sequence[Image.Image] | torch.Tensor, normalize: bool = True

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .base import Encoder
+from .base import Encoder, TowerTokens
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -323,6 +323,34 @@ class DefaultEncoder(Encoder):
         hidden = self.text_net(**tokens).last_hidden_state  # (B, L, 384)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def _image_tokens(self, pixels: torch.Tensor, layer: int) -> TowerTokens:
+        """EfficientNet feature map after block ``layer`` as a grid of patch tokens.
+
+        Block 15 (the last) ends with ``conv_head``/``bn2``: 1280 channels on a stride-32 grid
+        (3×3 at the default 96 px). Earlier blocks give finer grids with fewer channels, e.g.
+        block 10 (stage 5, stride 16): 112 channels on 6×6 at 96 px.
+        """
+        net = self.image_net
+        x = net.bn1(net.conv_stem(pixels.contiguous(memory_format=torch.channels_last)))
+        for block in self.tower_blocks("image")[: layer + 1]:
+            x = block(x) if not isinstance(block, nn.ModuleList) else _run_all(block, x)
+        b, _, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2).contiguous()  # (B, H·W, C), row-major
+        mask = torch.ones(b, h * w, dtype=torch.bool, device=x.device)
+        return TowerTokens(tokens, mask, grid=(h, w), cls=None, layer=layer)
+
+    def _text_tokens(self, tokens: dict[str, torch.Tensor], layer: int) -> TowerTokens:
+        """MiniLM hidden states after layer ``layer`` (B, L, 384) with the attention mask."""
+        out = self.text_net(**tokens, output_hidden_states=layer != 5)
+        hidden = out.last_hidden_state if layer == 5 else out.hidden_states[layer + 1]
+        return TowerTokens(hidden, tokens["attention_mask"].bool(), layer=layer)
+
+
+def _run_all(modules: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for m in modules:
+        x = m(x)
+    return x
 
 
 class _quiet_transformers:

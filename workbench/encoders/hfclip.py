@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
 
-from .base import Encoder
+from .base import Encoder, TowerTokens
 from .default import _quiet_transformers
 
 
@@ -81,6 +82,32 @@ class HFClipEncoder(Encoder):
     def text_tower(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens → (B, text hidden) pooled (EOS token) features."""
         return self.model.text_model(**tokens).pooler_output
+
+    def tower_blocks(self, side: str) -> list[nn.Module]:
+        """The vision or text encoder's transformer layers, input → output."""
+        if side == "image":
+            return list(self.model.vision_model.encoder.layers)
+        if side == "text":
+            return list(self.model.text_model.encoder.layers)
+        raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+
+    def _image_tokens(self, pixels: torch.Tensor, layer: int) -> TowerTokens:
+        """Vision-transformer patch tokens after layer ``layer`` (CLS split off)."""
+        out = self.model.vision_model(pixel_values=pixels, output_hidden_states=True)
+        hidden = out.hidden_states[layer + 1]  # (B, 1 + H·W, C); [0] is the embeddings
+        patch = self.model.config.vision_config.patch_size
+        grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
+        tokens = hidden[:, 1:]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return TowerTokens(tokens, mask, grid=grid, cls=hidden[:, 0], layer=layer)
+
+    def _text_tokens(self, tokens: dict[str, torch.Tensor], layer: int) -> TowerTokens:
+        """Text-transformer token states after layer ``layer`` (the final layer norm after the
+        last), with the attention mask."""
+        out = self.model.text_model(**tokens, output_hidden_states=True)
+        last = layer == len(self.tower_blocks("text")) - 1
+        hidden = out.last_hidden_state if last else out.hidden_states[layer + 1]
+        return TowerTokens(hidden, tokens["attention_mask"].bool(), layer=layer)
 
 
 def _jsonable(value: Any) -> Any:

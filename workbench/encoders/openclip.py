@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .base import Encoder
+from .base import Encoder, TowerTokens
 
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 _HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -53,6 +53,23 @@ _TEXT_PROJECTIONS: tuple[tuple[str, str, bool], ...] = (
     ("text", "text_projection", False),
     ("text", "proj", True),
 )
+
+
+# Where each open_clip family keeps its tower blocks (attribute paths, first match wins), as
+# data: ViT and text transformers, timm trunks, ModifiedResNet stages, HF text encoders.
+_BLOCK_PATHS: dict[str, tuple[str, ...]] = {
+    "image": (
+        "visual.transformer.resblocks",  # VisionTransformer
+        "visual.trunk.blocks",  # TimmModel (ViT-like trunks)
+        "visual.trunk.stages",  # TimmModel (ConvNeXt-like trunks)
+    ),
+    "text": (
+        "transformer.resblocks",  # CLIP's built-in text transformer
+        "text.transformer.resblocks",  # CustomTextCLIP + TextTransformer
+        "text.transformer.encoder.layer",  # CustomTextCLIP + HFTextEncoder (BERT-like)
+    ),
+}
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4", "attnpool")
 
 
 def cached_pretrained_file(arch: str, tag: str, cache_dir: str | Path | None = None) -> Path | None:
@@ -216,6 +233,77 @@ class OpenClipEncoder(Encoder):
     def text_tower(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens → (B, D_txt) pooled text features before the projection."""
         return self.model.encode_text(tokens["input_ids"])
+
+    def tower_blocks(self, side: str) -> list[nn.Module]:
+        """Transformer blocks (ViT / text transformer), timm trunk blocks, or ResNet stages."""
+        if side not in _BLOCK_PATHS:
+            raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+        for path in _BLOCK_PATHS[side]:
+            try:
+                found = self.model.get_submodule(path)
+            except AttributeError:
+                continue
+            if isinstance(found, (nn.ModuleList, nn.Sequential)):
+                return list(found)
+        if side == "image" and all(hasattr(self.model.visual, a) for a in _RESNET_STAGES[:4]):
+            return [
+                getattr(self.model.visual, a)
+                for a in _RESNET_STAGES
+                if hasattr(self.model.visual, a)
+            ]
+        raise ValueError(f"cannot find the {side} tower's blocks of {self.name}")
+
+    def _image_tokens(self, pixels: torch.Tensor, layer: int) -> TowerTokens:
+        """ViT patch tokens after block ``layer`` (``ln_post`` applied after the last block)."""
+        visual = self.model.visual
+        if not hasattr(visual, "forward_intermediates") or not hasattr(visual, "patch_size"):
+            raise NotImplementedError(
+                f"{self.name}: image tokens are implemented for open_clip VisionTransformer towers"
+            )
+        last = layer == len(self.tower_blocks("image")) - 1
+        out = visual.forward_intermediates(
+            pixels,
+            indices=[layer],
+            normalize_intermediates=last,
+            intermediates_only=True,
+            output_fmt="NLC",
+            output_extra_tokens=True,
+        )
+        tokens = out["image_intermediates"][0]  # (B, H·W, C)
+        cls = out["image_intermediates_prefix"][0][:, 0]  # (B, C)
+        grid = (pixels.shape[-2] // visual.patch_size[0], pixels.shape[-1] // visual.patch_size[1])
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return TowerTokens(tokens, mask, grid=grid, cls=cls, layer=layer)
+
+    def _text_tokens(self, tokens: dict[str, torch.Tensor], layer: int) -> TowerTokens:
+        """Text-transformer token states after block ``layer`` (``ln_final`` after the last),
+        masked to the positions up to and including the end-of-text token."""
+        ids = tokens["input_ids"]
+        last = layer == len(self.tower_blocks("text")) - 1
+        text = getattr(self.model, "text", None)
+        if text is not None and hasattr(text, "forward_intermediates"):
+            out = text.forward_intermediates(
+                ids, indices=[layer], normalize_intermediates=last, intermediates_only=True
+            )
+        elif hasattr(self.model, "forward_intermediates") and text is None:
+            out = self.model.forward_intermediates(
+                text=ids,
+                text_indices=[layer],
+                normalize_intermediates=last,
+                intermediates_only=True,
+            )
+        else:
+            raise NotImplementedError(
+                f"{self.name}: text tokens need an open_clip text transformer"
+            )
+        hidden = out["text_intermediates"][0]  # (B, L, C)
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        eos_id = getattr(self.model, "text_eos_id", None)
+        if eos_id is not None and (ids == eos_id).any(dim=1).all():
+            end = (ids == eos_id).int().argmax(dim=1)
+        else:  # CLIP's tokenizer: the end-of-text token has the largest id (what argmax pooling uses)
+            end = ids.argmax(dim=1)
+        return TowerTokens(hidden, pos[None, :] <= end[:, None], layer=layer)
 
 
 def build_open_clip(
