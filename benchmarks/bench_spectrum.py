@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.probes.spectrum import spectrum
+from workbench.probes.spectra import spectrum
 
 
 # -- data ----------------------------------------------------------------------------------------

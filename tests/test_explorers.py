@@ -154,7 +154,7 @@ def test_static_figures_equal_widget_figures(emb) -> None:
 @pytest.mark.parametrize("method", ["iqr-mp", "energy", "fixed"])
 @pytest.mark.parametrize("modality", ["image", "both"])
 def test_bands_match_the_partition_probe(emb, method, modality) -> None:
-    from workbench.probes.partition import partition
+    from workbench.probes.partitions import partition
 
     c = SpectrumController(emb, SpectrumSettings(modality=modality, partition=method))
     figs = c.figures()
@@ -170,7 +170,7 @@ def test_bands_match_the_partition_probe(emb, method, modality) -> None:
 
 
 def test_energy_curve_and_effective_rank_marker(emb) -> None:
-    from workbench.probes.spectrum import effective_rank
+    from workbench.probes.ranks import effective_rank
 
     c = SpectrumController(
         emb, SpectrumSettings(modality="text", erank="erank/participation-ratio")

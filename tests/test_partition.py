@@ -10,13 +10,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.probes.partition import (
+from workbench.probes.partitions import (
     PARTITIONS,
     iqr_mp_partition,
     iqr_noise_scale,
     partition,
 )
-from workbench.probes.spectrum import spectrum
+from workbench.probes.spectra import spectrum
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,14 +8,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import workbench.probes.spectrum as spectrum_module
-from workbench.probes.spectrum import (
-    EFFECTIVE_RANKS,
-    Spectrum,
-    effective_rank,
-    power_law_alpha,
-    spectrum,
-)
+from workbench.probes.ranks import EFFECTIVE_RANKS, effective_rank, power_law_alpha
+from workbench.probes.spectra import Spectrum, spectrum
 
 VARIANTS = ["rankme", "erank-cov", "participation-ratio", "stable-rank", "numerical-rank"]
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -224,9 +218,17 @@ def test_from_singular_values_sorts_and_feeds_every_probe():
         Spectrum.from_singular_values([1.0, -1.0], 2, 2)
 
 
-def test_module_is_callable_like_the_function():
+def test_package_attribute_is_the_function_even_after_its_module_is_imported():
+    # the modules are named after their concept (spectra, partitions), not after a function,
+    # so importing them never rebinds workbench.probes.spectrum / .partition to a module
+    import workbench.probes as probes
+    import workbench.probes.partitions
+    import workbench.probes.spectra  # noqa: F401
+
     X = _data(50, 4, 0)
-    np.testing.assert_array_equal(spectrum_module(X).singular_values, spectrum(X).singular_values)
+    assert callable(probes.spectrum) and callable(probes.partition)
+    np.testing.assert_array_equal(probes.spectrum(X).singular_values, spectrum(X).singular_values)
+    assert probes.partition(X).proportions == probes.partitions.partition(X).proportions
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench.probes.spectrum import spectra_by_group, spectra_by_modality, spectrum
+from workbench.probes.group_spectra import spectra_by_group, spectra_by_modality
+from workbench.probes.spectra import spectrum
 
 
 def _pair(n: int = 120, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

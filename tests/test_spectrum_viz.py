@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 import pytest
 
 from workbench.probes.geometry import cosine_distribution
-from workbench.probes.partition import partition
-from workbench.probes.spectrum import power_law_alpha, spectrum
+from workbench.probes.partitions import partition
+from workbench.probes.ranks import power_law_alpha
+from workbench.probes.spectra import spectrum
 from workbench.probes.subspace import singular_vector_alignment
 from workbench.viz.spectrum import (
     cosine_distribution_figure,

@@ -5,7 +5,7 @@ formula below is **[our reading]** (§1.2) and every constant is a constructor a
 
 1. *Disentanglement* — per batch, the SVD ``F = U diag(s) Vᵀ`` (no grad) and the IQR +
    Marchenko–Pastur partition of ``s`` into strong / weak / noise directions
-   (:func:`workbench.probes.partition.iqr_mp_partition`).
+   (:func:`workbench.probes.partitions.iqr_mp_partition`).
 2. *Curriculum enhancement* — gains ``1 + α(t)`` (strong), ``1 + β·α(t)`` (weak),
    ``max(1 − α(t), g_min)`` (noise); ``F̃ = F V diag(g) Vᵀ + F (I − V Vᵀ)`` with ``V`` constant,
    so gradients flow through ``F`` and the SVD is never differentiated;
@@ -103,7 +103,7 @@ def partition_labels(
 
     Spec §1.2 step 1 [our reading]: noise scale ``ŝ = IQR(F − colmean)/1.349``, noise edge
     ``ŝ(√m + √n)`` (MP upper edge), strong edge ``Q3(s) + tukey_k·IQR(s)`` (Tukey fence), at
-    least one strong direction — all computed by :mod:`workbench.probes.partition`.
+    least one strong direction — all computed by :mod:`workbench.probes.partitions`.
 
     Args:
         features: (m, n) batch matrix (uncentred; centred here for the noise scale only).
@@ -113,7 +113,7 @@ def partition_labels(
     Returns:
         (r,) int64 labels on ``singular_values.device``.
     """
-    from workbench.probes.partition import iqr_mp_partition, iqr_noise_scale
+    from workbench.probes.partitions import iqr_mp_partition, iqr_noise_scale
 
     x = features.detach().to(torch.float64).cpu().numpy()
     m, n = x.shape

@@ -13,8 +13,10 @@ Every name in a submodule's ``__all__`` is available here, e.g. ``workbench.prob
 from workbench._lazy import lazy_exports
 
 _SUBMODULES = (
-    "spectrum",
-    "partition",
+    "spectra",
+    "ranks",
+    "group_spectra",
+    "partitions",
     "geometry",
     "subspace",
     "gap",

@@ -1,7 +1,7 @@
 """How far aligned text is from the image *distribution* (ReAlign, arXiv 2602.07026 v3, §2.3 figures).
 
 * :func:`trace_normalized_spectrum_alpha` — trace-normalised covariance spectrum and its power-law
-  α (Fig. 4a), via :mod:`workbench.probes.spectrum`.
+  α (Fig. 4a), via :mod:`workbench.probes.spectra`.
 * :func:`cosine_js_divergence` — Jensen–Shannon divergence between KDEs of within-set pairwise
   cosine similarities (Fig. 4b).
 * :func:`knn_mixing_rate` — among each aligned text's k nearest neighbours in the joint
@@ -41,12 +41,13 @@ def trace_normalized_spectrum_alpha(X: Any) -> tuple[np.ndarray, float]:
     """Trace-normalised covariance spectrum of (n, d) embeddings and its power-law α.
 
     Returns ``(λ_k / Σλ, α)`` with λ the centred spectrum of
-    :func:`workbench.probes.spectrum.spectrum` and α from
-    :func:`~workbench.probes.spectrum.power_law_alpha` (λ_k ∝ k^−α over ranks above the
+    :func:`workbench.probes.spectra.spectrum` and α from
+    :func:`~workbench.probes.ranks.power_law_alpha` (λ_k ∝ k^−α over ranks above the
     numerical floor). ReAlign Fig. 4a: text 1.33, ReAlign 1.33, C3 1.06, image 1.83 [paper].
     Rows are used as given (normalise first if you mean to).
     """
-    from workbench.probes.spectrum import power_law_alpha, spectrum
+    from workbench.probes.ranks import power_law_alpha
+    from workbench.probes.spectra import spectrum
 
     spec = spectrum(X, center=True)
     if spec.total_energy <= 0:

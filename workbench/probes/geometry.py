@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from workbench._validate import as_matrix, check_finite_rows, check_paired, to_numpy
-from workbench.probes.spectrum import _iter_chunks, spectrum
+from workbench.probes._rows import _iter_chunks
+from workbench.probes.spectra import spectrum
 
 __all__ = [
     "Anisotropy",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from workbench._validate import as_matrix, check_paired, to_numpy
-from workbench.probes.spectrum import spectrum
+from workbench.probes.spectra import spectrum
 
 __all__ = [
     "SingularVectorAlignment",

@@ -65,7 +65,7 @@ reused; ``run_name`` defaults to the method name)::
                    "counts": {...}, "energy": {...}, "thresholds": {...}},
          "text": {...same...}}          at step 1, every snapshot_every steps and at
                                          the end (global batch, L2-normalised post-head
-                                         features; partition = workbench.probes.partition
+                                         features; partition = workbench.probes.partitions
                                          "iqr-mp": proportions, counts, energy shares)
         {"kind": "eval", "step": s, "metrics": {"heldout/infonce": float,
          "heldout/i2t_r1": float, "heldout/t2i_r1": float, ...hook metrics}}

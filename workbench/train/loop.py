@@ -222,11 +222,11 @@ def _floats(d: dict[str, Any]) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=1)
 def _partition_kernels() -> tuple[Callable[..., Any], Callable[..., Any]] | str:
-    """``(iqr_mp_partition, iqr_noise_scale)`` from ``workbench.probes.partition``, or why not."""
+    """``(iqr_mp_partition, iqr_noise_scale)`` from ``workbench.probes.partitions``, or why not."""
     try:
-        from workbench.probes.partition import iqr_mp_partition, iqr_noise_scale
+        from workbench.probes.partitions import iqr_mp_partition, iqr_noise_scale
     except ImportError as err:
-        return f"workbench.probes.partition unavailable: {err}"
+        return f"workbench.probes.partitions unavailable: {err}"
     return iqr_mp_partition, iqr_noise_scale
 
 
@@ -234,7 +234,7 @@ def spectral_snapshot(features: torch.Tensor, max_sv: int) -> dict[str, Any]:
     """Singular values (largest ``max_sv``) and strong/weak/noise partition of (B, D) features.
 
     Features are the global batch's L2-normalised post-head embeddings (uncentred, as SDE
-    decomposes them). The partition is ``workbench.probes.partition``'s ``"iqr-mp"`` rule
+    decomposes them). The partition is ``workbench.probes.partitions``'s ``"iqr-mp"`` rule
     (SDE spec §1.2 [our reading]) on these singular values, with the IQR noise scale of the
     column-centred entries; ``partition`` holds |S|/r, |W|/r, |N|/r.
     """

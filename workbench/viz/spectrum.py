@@ -1,6 +1,6 @@
 """Plotly figures for spectra, partitions and effective ranks (SDE Fig. 3, FANoise Figs. 3–4).
 
-Builders take result objects of :mod:`workbench.probes.spectrum`, :mod:`~.partition` and
+Builders take result objects of :mod:`workbench.probes.spectra`, :mod:`~.partitions` and
 :mod:`~.subspace`, or run logs (lists of dicts with a ``step``), and return ``go.Figure``s with
 labelled axes; nothing is measured here. Save them with :func:`workbench.viz.save.save_figure`.
 """
@@ -33,7 +33,7 @@ _QUANTITIES = {
 
 def _named_spectra(spectra: Any) -> dict[str, Any]:
     """``{name: Spectrum}`` from a Spectrum, a 1-D array of σ, a mapping or a sequence of them."""
-    from workbench.probes.spectrum import Spectrum
+    from workbench.probes.spectra import Spectrum
 
     def one(s: Any) -> Spectrum:
         if isinstance(s, Spectrum):
@@ -243,7 +243,7 @@ def power_law_figure(fits: Any, *, title: str | None = None) -> Any:
     """Trace-normalised eigenvalues and their fitted ``λ_k ∝ k^−α`` lines, log-log (ReAlign 4a).
 
     Args:
-        fits: a :class:`~workbench.probes.spectrum.PowerLawFit` or ``{name: fit}``.
+        fits: a :class:`~workbench.probes.ranks.PowerLawFit` or ``{name: fit}``.
     """
     import plotly.graph_objects as go
     from plotly.colors import DEFAULT_PLOTLY_COLORS

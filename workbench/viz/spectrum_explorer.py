@@ -3,11 +3,11 @@
 Four figures of the chosen embeddings (L2-normalised rows; ``modality="both"`` stacks image
 over text, (2n, d)):
 
-* ``spectrum`` — sorted singular values σ_i (``probes.spectrum``), the strong / weak / noise
-  bands of ``probes.partition`` shaded, the iqr-mp edges τ_strong and τ_noise, and for a run the
+* ``spectrum`` — sorted singular values σ_i (``probes.spectra``), the strong / weak / noise
+  bands of ``probes.partitions`` shaded, the iqr-mp edges τ_strong and τ_noise, and for a run the
   spectrum of the training batch logged at that step (dashed);
 * ``energy`` — cumulative energy Σ_{j≤k} σ_j² / Σσ² (SDE Fig. 3c) with the band edges and the
-  effective rank (``probes.spectrum.effective_rank``, chosen variant) marked;
+  effective rank (``probes.ranks.effective_rank``, chosen variant) marked;
 * ``proportions`` — |S|/r, |W|/r, |N|/r over training steps from a run's logged snapshots
   (SDE Fig. 3a), recomputed with the chosen partition method where the log allows it, and the
   current embeddings' proportions at the current step (markers);
@@ -44,7 +44,7 @@ _PALETTE = (
     "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
 )  # fmt: skip
 
-# Which settings field each partition method reads, with the name it has in probes.partition.
+# Which settings field each partition method reads, with the name it has in probes.partitions.
 PARTITION_PARAMS = {
     "iqr-mp": {"tukey_k": "tukey_k"},
     "energy": {"strong_energy": "strong_energy", "weak_energy": "weak_energy"},
@@ -61,8 +61,8 @@ class SpectrumSettings:
         modality: ``"image"``, ``"text"`` or ``"both"`` (image rows stacked over text rows).
         step: training step of a run source (0 = the base encoder; -1 = the latest).
         center: column-centre before the SVD. Default ``False``: SDE partitions the raw batch
-            matrix (``probes.partition`` default).
-        erank: effective-rank variant (``probes.spectrum.EFFECTIVE_RANKS``). Variants defined
+            matrix (``probes.partitions`` default).
+        erank: effective-rank variant (``probes.ranks.EFFECTIVE_RANKS``). Variants defined
             on one centring (rankme: uncentred, erank/cov: centred) use it whatever ``center``.
         partition: ``"iqr-mp"`` (SDE [our reading]), ``"energy"`` or ``"fixed"``.
         tukey_k: iqr-mp Tukey fence multiplier in Q3(σ) + k·IQR(σ).
@@ -99,8 +99,8 @@ class SpectrumSettings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field and the valid choices."""
-        from workbench.probes.partition import PARTITIONS
-        from workbench.probes.spectrum import EFFECTIVE_RANKS
+        from workbench.probes.partitions import PARTITIONS
+        from workbench.probes.ranks import EFFECTIVE_RANKS
 
         for name, choices in (
             ("modality", MODALITIES),
@@ -136,8 +136,8 @@ class SpectrumSettings:
             raise ValueError(f"max_points must be >= 1, got {self.max_points}")
 
     def partition_params(self) -> dict[str, float]:
-        """Keyword arguments of ``probes.partition`` for the chosen method."""
-        from workbench.probes.partition import PARTITIONS
+        """Keyword arguments of ``probes.partitions`` for the chosen method."""
+        from workbench.probes.partitions import PARTITIONS
 
         method = PARTITIONS.resolve(self.partition)[0]
         return {arg: getattr(self, f) for f, arg in PARTITION_PARAMS.get(method, {}).items()}
@@ -148,8 +148,8 @@ def _unit(A: np.ndarray) -> np.ndarray:
 
 
 def _spectrum_of_values(sv: np.ndarray, n_rows: int, n_cols: int) -> Any:
-    """A :class:`~workbench.probes.spectrum.Spectrum` from logged singular values (uncentred)."""
-    from workbench.probes.spectrum import Spectrum
+    """A :class:`~workbench.probes.spectra.Spectrum` from logged singular values (uncentred)."""
+    from workbench.probes.spectra import Spectrum
 
     sv = np.sort(np.asarray(sv, dtype=np.float64))[::-1].copy()
     energy = sv**2
@@ -228,8 +228,9 @@ class SpectrumController:
 
     def analysis(self) -> dict[str, Any]:
         """Spectrum, partition and effective rank of :meth:`matrix` under the current settings."""
-        from workbench.probes.partition import partition
-        from workbench.probes.spectrum import EFFECTIVE_RANKS, effective_rank, spectrum
+        from workbench.probes.partitions import partition
+        from workbench.probes.ranks import EFFECTIVE_RANKS, effective_rank
+        from workbench.probes.spectra import spectrum
 
         s = self.settings
         params = s.partition_params()
@@ -261,7 +262,7 @@ class SpectrumController:
         def compute() -> np.ndarray:
             M = self.matrix()
             if s.projection == "pca":
-                from workbench.probes.spectrum import spectrum
+                from workbench.probes.spectra import spectrum
 
                 comps = spectrum(M, center=True, return_components=True).components[:2]
                 return (M - M.mean(axis=0)) @ comps.T  # (rows, 2)
@@ -291,7 +292,7 @@ class SpectrumController:
         ``iqr-mp`` needs the logged noise scale (written with the partition since it exists),
         else the logged proportions are used when their method matches, else NaN.
         """
-        from workbench.probes.partition import PARTITIONS, iqr_mp_partition, partition
+        from workbench.probes.partitions import PARTITIONS, iqr_mp_partition, partition
 
         s = self.settings
         params = s.partition_params()
@@ -626,8 +627,8 @@ class SpectrumExplorer(_ExplorerBase):
         self.controller = SpectrumController(src, replace(base, **settings))
 
     def _make_controls(self, W: Any) -> dict[str, Any]:
-        from workbench.probes.partition import PARTITIONS
-        from workbench.probes.spectrum import EFFECTIVE_RANKS
+        from workbench.probes.partitions import PARTITIONS
+        from workbench.probes.ranks import EFFECTIVE_RANKS
 
         c = self.controller
         s, src = c.settings, c.source
@@ -698,7 +699,7 @@ class SpectrumExplorer(_ExplorerBase):
         self._done()
 
     def _after_update(self) -> None:
-        from workbench.probes.partition import PARTITIONS
+        from workbench.probes.partitions import PARTITIONS
 
         method = PARTITIONS.resolve(self.controller.settings.partition)[0]
         used = set(PARTITION_PARAMS.get(method, {}))

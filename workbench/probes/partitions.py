@@ -17,8 +17,6 @@ SDE method runs it inside a training step); :func:`partition` computes everythin
 from __future__ import annotations
 
 import math
-import sys
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +25,8 @@ import numpy as np
 
 from workbench._registry import Registry
 from workbench._validate import as_matrix, to_numpy
-from workbench.probes.spectrum import (
-    Spectrum,
-    _accumulate,
-    _is_chunk_iterable,
-    _is_tensor,
-    _spectrum_from_gram,
-    spectrum,
-)
+from workbench.probes._rows import _is_chunk_iterable, _is_tensor
+from workbench.probes.spectra import Spectrum, _accumulate, _spectrum_from_gram, spectrum
 
 __all__ = [
     "PARTITIONS",
@@ -345,7 +337,7 @@ def partition(
 
     Args:
         X_or_spectrum: (m, n) data (numpy, torch, memmap, or iterable of row chunks) or a
-            :class:`~workbench.probes.spectrum.Spectrum`.
+            :class:`~workbench.probes.spectra.Spectrum`.
         method: ``"iqr-mp"`` (SDE spec §1.2 [our reading]; see module doc), ``"energy"``
             (``strong_energy=0.9``, ``weak_energy=0.99`` cumulative-energy cut-offs) or
             ``"fixed"`` (``strong_fraction=0.1``, ``weak_fraction=0.4`` of the r directions).
@@ -382,12 +374,3 @@ def partition(
         s = spectrum(A, center=center)
         noise_scale = iqr_noise_scale(A)
     return entry.fn(s, noise_scale, **params)
-
-
-# ``workbench.probes.partition`` names both this module and the function (see spectrum.py).
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Partition:
-        return partition(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

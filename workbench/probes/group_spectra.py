@@ -1,0 +1,153 @@
+"""Spectra per group of rows (class, dataset, modality) in one call, on one shared footing.
+
+:func:`spectra_by_group` validates the whole input once and computes one
+:func:`~workbench.probes.spectra.spectrum` per group label (FANoise Fig. 3's per-class spectra,
+the explorers' per-modality panels); :func:`spectra_by_modality` does it for an image and a text
+matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from workbench._validate import as_matrix, check_finite_rows, check_same_dim, l2_normalize, to_numpy
+from workbench.probes._rows import _array_chunks
+from workbench.probes.spectra import Spectrum, spectrum
+
+__all__ = ["spectra_by_group", "spectra_by_modality"]
+
+
+def spectra_by_group(
+    X: Any,
+    groups: Any,
+    *,
+    names: Mapping[Hashable, str] | Sequence[str] | None = None,
+    ignore: Iterable[Hashable] = (-1,),
+    min_count: int = 2,
+    center: bool = True,
+    prefix: str = "",
+    **spectrum_kw: Any,
+) -> dict[str, Spectrum]:
+    """One :class:`Spectrum` per group of rows (e.g. per class label), in one call.
+
+    Args:
+        X: (n, d) embeddings (array, memmap or torch; rows of one group are gathered per group).
+        groups: (n,) group id of each row (class labels, cluster ids, strings...).
+        names: display names — a mapping id → name, or a sequence indexed by integer id (e.g.
+            ``Embeddings.class_names``); default ``str(id)``.
+        ignore: ids to skip (default ``-1``, the "no label" value of :class:`Embeddings`).
+        min_count: groups with fewer rows are skipped (a spectrum needs ≥ 2 rows).
+        center: passed to :func:`spectrum` (per-group centring: within-class spectra).
+        prefix: prepended to each key (``spectra_by_modality`` uses ``"image/"``).
+        **spectrum_kw: other :func:`spectrum` options.
+
+    Returns:
+        ``{key: Spectrum}`` in sorted group order.
+
+    Raises:
+        ValueError: ``groups`` not 1-D or of the wrong length, and every bad-input case of
+            :func:`spectrum` (NaN rows are named by their row in ``X``).
+    """
+    A = to_numpy(X)
+    as_matrix(A, "X", min_rows=2, dtype=A.dtype, check_finite=False)
+    g = np.asarray(to_numpy(groups))
+    if g.ndim != 1 or len(g) != A.shape[0]:
+        raise ValueError(
+            f"groups must be 1-D with one entry per row of X ({A.shape[0]}), got shape {g.shape}"
+        )
+    for offset, chunk in _array_chunks(A, None):  # name bad rows by their row in X
+        check_finite_rows(np.asarray(chunk), "X", row_offset=offset)
+    skip = set(ignore)
+    out: dict[str, Spectrum] = {}
+    for gid in np.unique(g):
+        key = gid.item() if hasattr(gid, "item") else gid
+        if key in skip:
+            continue
+        rows = np.flatnonzero(g == gid)
+        if len(rows) < min_count or len(rows) < 2:
+            continue
+        if names is None:
+            label = str(key)
+        elif isinstance(names, Mapping):
+            label = str(names.get(key, key))
+        else:
+            label = str(names[int(key)])
+        out[f"{prefix}{label}"] = spectrum(A[rows], center=center, **spectrum_kw)
+    return out
+
+
+def spectra_by_modality(
+    modalities: Any,
+    *,
+    labels: Any = None,
+    class_names: Sequence[str] | Mapping[Hashable, str] | None = None,
+    joint: bool = False,
+    normalize: bool = False,
+    center: bool = True,
+    min_count: int = 2,
+    **spectrum_kw: Any,
+) -> dict[str, Spectrum]:
+    """Spectra of each modality — and optionally of their union and of each class — in one call.
+
+    Args:
+        modalities: ``{"image": X, "text": Y, ...}`` of (n_m, d) matrices in one shared space,
+            or an :class:`~workbench.encoders.embeddings.Embeddings` (its raw ``image`` and
+            ``text`` projected embeddings).
+        labels: (n,) class labels shared by every modality (paired rows), or ``None``. With an
+            Embeddings input, pass ``emb.labels`` (and ``class_names=emb.class_names``).
+        class_names: display names of the labels.
+        joint: add ``"joint"``: the spectrum of all modalities' rows stacked (one streaming
+            pass, nothing concatenated).
+        normalize: L2-normalise rows first (CLIP similarity space); default: as given.
+        center: passed to :func:`spectrum`.
+        min_count: per-class groups with fewer rows are skipped.
+        **spectrum_kw: other :func:`spectrum` options.
+
+    Returns:
+        ``{"image": ..., "text": ..., ["joint": ...], ["image/<class>": ...]}``.
+
+    Raises:
+        ValueError: modalities of different widths d, labels of the wrong length, and every
+            bad-input case of :func:`spectrum`.
+    """
+    if hasattr(modalities, "image") and hasattr(modalities, "text"):
+        mods = {"image": modalities.image, "text": modalities.text}
+    elif isinstance(modalities, Mapping) and modalities:
+        mods = dict(modalities)
+    else:
+        raise ValueError(
+            "modalities must be a non-empty {name: (n, d) matrix} mapping or Embeddings"
+        )
+    arrays: dict[str, Any] = {}
+    for name, M in mods.items():
+        A = to_numpy(M)
+        as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
+        arrays[name] = l2_normalize(as_matrix(A, name), name) if normalize else A
+    first = next(iter(arrays))
+    for name, A in arrays.items():
+        check_same_dim(arrays[first], A, (first, name))
+    out = {name: spectrum(A, center=center, name=name, **spectrum_kw) for name, A in arrays.items()}
+    if joint:
+        out["joint"] = spectrum(list(arrays.values()), center=center, name="joint", **spectrum_kw)
+    if labels is not None:
+        for name, A in arrays.items():
+            if len(to_numpy(labels)) != A.shape[0]:
+                raise ValueError(
+                    f"labels has {len(to_numpy(labels))} entries but {name} has {A.shape[0]} "
+                    f"rows; per-class spectra need one label per row of every modality"
+                )
+            out.update(
+                spectra_by_group(
+                    A,
+                    labels,
+                    names=class_names,
+                    min_count=min_count,
+                    center=center,
+                    prefix=f"{name}/",
+                    **spectrum_kw,
+                )
+            )
+    return out

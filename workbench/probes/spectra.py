@@ -1,0 +1,390 @@
+"""Spectra of embedding matrices: singular values, energy and cumulative energy, per group too.
+
+Everything here reduces an (n, d) matrix to its d×d float64 second-moment matrix in **one
+streaming pass** (or, for small in-memory inputs, to an exact float64 SVD) and reads the rest off
+its eigenvalues. Inputs may be numpy arrays, ``np.memmap`` (pages are released behind the pass,
+so resident memory stays O(d² + one chunk)), torch tensors on any device (fp16/bf16 upcast), or an
+iterable of (n_i, d) row chunks.
+
+Conventions: singular values ``σ`` are those of the (optionally column-centred) data matrix
+itself, descending; ``energy = σ²``; covariance eigenvalues are ``σ² / (n − 1)`` (centred) or
+``σ² / n`` (uncentred second moment). Specs: ``methods-geometry.md`` §2.3 (power-law α,
+effective rank) and ``methods-spectral.md`` §1.2 / §2.2.
+
+The footgun: the Gram route squares the condition number, so singular values below about
+``σ₁·sqrt(d·ε)`` (ε of the accumulation dtype) are not resolved; :attr:`Spectrum.resolution`
+records that floor and ``numerical-rank`` never counts below it. Use ``method="svd"`` when the
+tail of a small matrix matters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from workbench._validate import as_matrix, check_finite_rows, to_numpy
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None  # type: ignore[assignment]
+
+from workbench.probes._rows import (
+    _check_header,
+    _compute_dtype,
+    _is_chunk_iterable,
+    _is_tensor,
+    _iter_chunks,
+)
+
+__all__ = [
+    "Spectrum",
+    "cumulative_energy",
+    "spectrum",
+]
+
+# In-memory inputs at most this many entries (16 MB in float64) get an exact float64 SVD.
+_SVD_MAX_ENTRIES = 2**21
+
+
+# -- result ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spectrum:
+    """Singular-value spectrum of an (n, d) matrix (arrays are read-only).
+
+    Attributes:
+        singular_values: (r,) descending singular values of the (centred if ``center``) data,
+            r = min(n, d).
+        energy: (r,) ``σ²``.
+        energy_fraction: (r,) ``σ² / Σσ²`` (all zeros for an all-zero spectrum).
+        cumulative_energy: (r,) running sum of ``energy_fraction``; non-decreasing, ends at 1.
+        center: whether column means were subtracted before the decomposition.
+        n_samples: n.
+        n_features: d.
+        mean: (d,) column mean of the input (always computed, whether or not it was removed).
+        method: ``"gram"`` (streamed d×d second moment + eigh) or ``"svd"`` (float64 SVD).
+        resolution: singular values at or below this are numerically indistinguishable from 0
+            (numpy ``matrix_rank`` default, raised to ``σ₁·sqrt(d·ε)`` on the Gram route).
+        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None.
+    """
+
+    singular_values: np.ndarray
+    energy: np.ndarray
+    energy_fraction: np.ndarray
+    cumulative_energy: np.ndarray
+    center: bool
+    n_samples: int
+    n_features: int
+    mean: np.ndarray
+    method: str
+    resolution: float
+    components: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("singular_values", "energy", "energy_fraction", "cumulative_energy", "mean"):
+            getattr(self, name).flags.writeable = False
+        if self.components is not None:
+            self.components.flags.writeable = False
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """(r,) covariance eigenvalues ``σ²/(n−1)`` (centred) or second-moment ``σ²/n``."""
+        return self.energy / (self.n_samples - 1 if self.center else self.n_samples)
+
+    @property
+    def total_energy(self) -> float:
+        """``Σσ² = ‖X‖_F²`` of the (centred) data."""
+        return float(self.energy.sum())
+
+    @property
+    def rank(self) -> int:
+        """Number of singular values above :attr:`resolution`."""
+        return int(np.count_nonzero(self.singular_values > self.resolution))
+
+    def __len__(self) -> int:
+        return len(self.singular_values)
+
+    @classmethod
+    def from_singular_values(
+        cls, singular_values: Any, n_samples: int, n_features: int, *, center: bool = False
+    ) -> Spectrum:
+        """A Spectrum from already computed singular values (e.g. logged by a training run).
+
+        Values are sorted descending; ``mean`` is unknown (zeros) and ``resolution`` is numpy
+        ``matrix_rank``'s float64 default.
+        """
+        sv = np.sort(np.asarray(to_numpy(singular_values), dtype=np.float64).ravel())[::-1]
+        if not np.isfinite(sv).all() or (sv < 0).any():
+            raise ValueError("singular_values must be finite and ≥ 0")
+        if len(sv) == 0:
+            raise ValueError("singular_values is empty")
+        s1 = sv[0]
+        return _make_spectrum(
+            sv,
+            center=center,
+            n=int(n_samples),
+            d=int(n_features),
+            mean=np.zeros(int(n_features)),
+            method="given",
+            resolution=s1 * max(n_samples, n_features) * np.finfo(np.float64).eps,
+            components=None,
+        )
+
+
+def cumulative_energy(singular_values: Any) -> np.ndarray:
+    """``Σ_{i≤k} σ_i² / Σ σ²`` for k = 1..r (SDE Fig. 3c), ordered by rank.
+
+    Args:
+        singular_values: (r,) singular values in any order (signs ignored).
+
+    Returns:
+        (r,) float64, non-decreasing, last entry exactly 1.
+
+    >>> cumulative_energy([1.0, 3.0]).round(3).tolist()
+    [0.9, 1.0]
+    """
+    s = np.sort(np.abs(np.asarray(singular_values, dtype=np.float64)).ravel())[::-1]
+    if s.size == 0 or not np.all(np.isfinite(s)):
+        raise ValueError("cumulative_energy needs a non-empty, finite vector of singular values")
+    e = np.cumsum(s**2)
+    if e[-1] <= 0:
+        raise ValueError("cumulative_energy of an all-zero spectrum is undefined")
+    cum = np.minimum(e / e[-1], 1.0)
+    cum[-1] = 1.0  # exact by definition; removes last-ulp drift of the running sum
+    return cum
+
+
+def _make_spectrum(
+    sv: np.ndarray,
+    *,
+    center: bool,
+    n: int,
+    d: int,
+    mean: np.ndarray,
+    method: str,
+    resolution: float,
+    components: np.ndarray | None,
+) -> Spectrum:
+    sv = np.ascontiguousarray(sv, dtype=np.float64)
+    energy = sv**2
+    total = energy.sum()
+    frac = energy / total if total > 0 else np.zeros_like(energy)
+    cum = cumulative_energy(sv) if total > 0 else np.zeros_like(energy)
+    return Spectrum(
+        singular_values=sv,
+        energy=energy,
+        energy_fraction=frac,
+        cumulative_energy=cum,
+        center=center,
+        n_samples=n,
+        n_features=d,
+        mean=np.asarray(mean, dtype=np.float64),
+        method=method,
+        resolution=float(resolution),
+        components=components,
+    )
+
+
+class _GramAccumulator:
+    """One pass of float64 ``Σ (x−s)(x−s)ᵀ`` and ``Σ (x−s)`` with ``s`` = first chunk's mean.
+
+    Shifting by an early estimate of the mean before multiplying keeps the products small, so
+    float32 GEMMs on shifted chunks (summed into float64 per chunk) lose nothing that matters
+    and the final centring does not cancel catastrophically (cone-shaped CLIP embeddings have a
+    mean much larger than their spread).
+    """
+
+    def __init__(self, name: str, sample_rows: int = 0, seed: int = 0) -> None:
+        self.name = name
+        self.n = 0
+        self.d: int | None = None
+        self.dtype: np.dtype | None = None
+        self.shift: np.ndarray | None = None
+        self.G: np.ndarray | None = None
+        self.S: np.ndarray | None = None
+        self.sample_rows = sample_rows
+        self._rng = np.random.default_rng(seed)
+        self._sample: np.ndarray | None = None
+        self._keys: np.ndarray | None = None
+
+    def add(self, offset: int, chunk: np.ndarray) -> None:
+        rows = chunk.shape[0]
+        if self.d is None:
+            self.d, self.dtype = chunk.shape[1], chunk.dtype
+            self._cdt = _compute_dtype(chunk.dtype)
+            self.shift = chunk.mean(axis=0, dtype=np.float64)
+            self._shift_c = self.shift.astype(self._cdt)
+            self.G = np.zeros((self.d, self.d))
+            self.S = np.zeros(self.d)
+            self._buf = np.empty((0, self.d + 1), dtype=self._cdt)
+        if len(self._buf) < rows:
+            # [x − s, 1]: one syrk yields the shifted Gram and, in its last row, the column sums
+            self._buf = np.empty((rows, self.d + 1), dtype=self._cdt)
+            self._buf[:, -1] = 1.0
+        Y = self._buf[:rows]  # (rows, d + 1), C-contiguous
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported just below
+            np.subtract(chunk, self._shift_c, out=Y[:, :-1], casting="unsafe")
+            P = Y.T @ Y  # syrk in the compute dtype; summed into float64 below
+        if not np.isfinite(P[-1]).all():
+            check_finite_rows(np.asarray(chunk), self.name, row_offset=offset)
+            raise ValueError(f"{self.name} overflows near row {offset}; rescale the data")
+        self.G += P[:-1, :-1]
+        self.S += P[-1, :-1]
+        self.n += rows
+        if self.sample_rows:
+            self._keep_sample(chunk)
+
+    def _keep_sample(self, chunk: np.ndarray) -> None:
+        """Bottom-k sampling: a uniform random subset of rows, for unknown stream length."""
+        keys = self._rng.random(chunk.shape[0])
+        rows = np.asarray(chunk, dtype=np.float64)
+        if self._sample is not None:
+            keys = np.concatenate([self._keys, keys])
+            rows = np.concatenate([self._sample, rows])
+        if len(keys) > self.sample_rows:
+            keep = np.argpartition(keys, self.sample_rows)[: self.sample_rows]
+            keys, rows = keys[keep], rows[keep]
+        self._keys, self._sample = keys, rows
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.shift + self.S / self.n
+
+    @property
+    def sample(self) -> np.ndarray:
+        """(≤ sample_rows, d) float64 uniformly sampled raw rows."""
+        return self._sample
+
+    def second_moment(self, center: bool) -> np.ndarray:
+        """d×d ``XcᵀXc`` (centred) or ``XᵀX`` (uncentred), float64."""
+        if center:
+            M = self.G - np.outer(self.S, self.S / self.n)
+        else:
+            sS = np.outer(self.shift, self.S)
+            M = self.G + sS + sS.T + self.n * np.outer(self.shift, self.shift)
+        M = 0.5 * (M + M.T)
+        if not np.isfinite(M).all():
+            raise ValueError(f"{self.name} overflows the second moment; rescale the data")
+        return M
+
+
+def _accumulate(
+    X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0
+) -> _GramAccumulator:
+    acc = _GramAccumulator(name, sample_rows=sample_rows)
+    for offset, chunk in _iter_chunks(X, name, chunk_rows):
+        acc.add(offset, chunk)
+    if acc.n == 0:
+        raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
+    if acc.n < 2:
+        raise ValueError(f"{name} has {acc.n} row(s); this probe needs at least 2")
+    return acc
+
+
+def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: bool) -> Spectrum:
+    M = acc.second_moment(center)
+    d = M.shape[0]
+    if return_components:
+        lam, V = np.linalg.eigh(M)
+        V = np.ascontiguousarray(V[:, ::-1].T)
+    else:
+        lam, V = np.linalg.eigvalsh(M), None
+    lam = np.clip(lam[::-1], 0.0, None)
+    r = min(acc.n, d)
+    sv = np.sqrt(lam[:r])
+    s1 = sv[0] if r else 0.0
+    eps = np.finfo(acc._cdt).eps
+    resolution = max(s1 * max(acc.n, d) * eps, s1 * math.sqrt(d * eps))
+    return _make_spectrum(
+        sv,
+        center=center,
+        n=acc.n,
+        d=d,
+        mean=acc.mean,
+        method="gram",
+        resolution=resolution,
+        components=None if V is None else V[:r],
+    )
+
+
+def _spectrum_from_svd(
+    A: np.ndarray, center: bool, return_components: bool, in_eps: float
+) -> Spectrum:
+    n, d = A.shape
+    mean = A.mean(axis=0)
+    B = A - mean if center else A
+    if return_components:
+        _, sv, Vt = np.linalg.svd(B, full_matrices=False)
+    else:
+        sv, Vt = np.linalg.svd(B, compute_uv=False), None
+    s1 = sv[0] if len(sv) else 0.0
+    return _make_spectrum(
+        sv,
+        center=center,
+        n=n,
+        d=d,
+        mean=mean,
+        method="svd",
+        resolution=s1 * max(n, d) * in_eps,
+        components=Vt,
+    )
+
+
+# -- public: spectrum --------------------------------------------------------------------------
+def spectrum(
+    X: Any,
+    center: bool = True,
+    *,
+    method: str = "auto",
+    chunk_rows: int | None = None,
+    return_components: bool = False,
+    name: str = "X",
+) -> Spectrum:
+    """Singular values, energy and cumulative energy of an (n, d) matrix, in float64.
+
+    Args:
+        X: (n, d) embeddings — raw or L2-normalised, as you want them measured — as a numpy
+            array, ``np.memmap``, torch tensor (any device; fp16/bf16 upcast), or an iterable of
+            (n_i, d) row chunks.
+        center: subtract column means first (covariance spectrum). ``False`` gives the
+            spectrum of the raw matrix (RankMe, SDE's batch SVD).
+        method: ``"gram"`` — one streaming pass accumulating the d×d float64 second moment,
+            memory O(d² + one chunk), then ``eigh``; ``"svd"`` — float64 LAPACK SVD of the
+            whole matrix (in memory, exact to ε·σ₁); ``"auto"`` — ``"svd"`` for in-memory
+            inputs with n < d or at most 2²¹ entries, else ``"gram"``.
+        chunk_rows: rows per chunk on the Gram route (default: about 16 MB per chunk).
+        return_components: also return the (r, d) right singular vectors.
+        name: argument name used in error messages.
+
+    Returns:
+        :class:`Spectrum` with r = min(n, d) values, descending.
+
+    Raises:
+        ValueError: NaN/Inf (naming the first offending row), empty, 1-D, fewer than 2 rows,
+            integer/bool dtype, chunks of different widths.
+    """
+    if method not in ("auto", "gram", "svd"):
+        raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
+    chunked = _is_chunk_iterable(X)
+    if method == "svd" and chunked:
+        parts = [c for _, c in _iter_chunks(X, name, None)]  # validates widths and dtypes
+        if not parts:
+            raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
+        X, chunked = np.concatenate(parts), False
+    if not chunked:
+        if not _is_tensor(X):
+            X = to_numpy(X)
+        _check_header(X, name)
+        n, d = X.shape
+        in_memory = not isinstance(X, np.memmap)
+        if method == "svd" or (
+            method == "auto" and in_memory and (n < d or n * d <= _SVD_MAX_ENTRIES)
+        ):
+            A = to_numpy(X)
+            in_eps = float(np.finfo(np.float32 if A.itemsize <= 4 else np.float64).eps)
+            return _spectrum_from_svd(as_matrix(A, name), center, return_components, in_eps)
+    acc = _accumulate(X, name, chunk_rows)
+    return _spectrum_from_gram(acc, center, return_components)
