@@ -9,7 +9,7 @@ import torch
 from dp_fakes import TinyEncoder
 
 from workbench import experiments as E
-from workbench.probes.tasks import TaskSuiteConfig, build_task_suite
+from workbench.evals import TaskSuiteConfig, build_task_suite
 
 
 @pytest.fixture(autouse=True)
@@ -160,10 +160,15 @@ def test_cross_task_table_rows_are_training_tasks():
 
 
 # -- spectra ---------------------------------------------------------------------------------------
-def test_cumulative_energy():
-    np.testing.assert_allclose(E.cumulative_energy([1.0, 2.0]), [0.8, 1.0])
+def test_cumulative_energy_is_one_function_shared_with_the_spectrum():
+    from workbench.probes.spectra import cumulative_energy, spectrum
+
+    np.testing.assert_allclose(cumulative_energy([1.0, 2.0]), [0.8, 1.0])
     with pytest.raises(ValueError, match="all-zero"):
-        E.cumulative_energy([0.0, 0.0])
+        cumulative_energy([0.0, 0.0])
+    X = np.random.default_rng(0).standard_normal((30, 5))
+    s = spectrum(X)
+    np.testing.assert_array_equal(s.cumulative_energy, cumulative_energy(s.singular_values))
 
 
 def test_noise_spectra_alpha_zero_is_clean_and_noise_grows_with_alpha():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nbutil import read_summary, run_notebook
 
-from workbench.probes.suite import RANDOM_INIT, TRAINED_HEADS
+from workbench.experiments.dp_ability import RANDOM_INIT, TRAINED_HEADS
 
 pytestmark = pytest.mark.notebooks
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from nbutil import read_summary, run_notebook
 
-from workbench.probes.gap_report import ModalityGapConfig
+from workbench.experiments.modality_gap import ModalityGapConfig
 
 SMOKE = {
     "n_fit": 60,

@@ -159,7 +159,7 @@ def test_c3_is_seeded_centred_and_noised() -> None:
 def _fake_study(n_fit: int = 3000, n_eval: int = 2000, seed: int = 0):
     """A labelled two-modality study with a planted gap, as load_gap_data would return it."""
     from workbench.encoders.embeddings import Embeddings
-    from workbench.probes.gap_report import GapData
+    from workbench.experiments.modality_gap import GapData
 
     rng = np.random.default_rng(seed)
     d, K = 16, 4
@@ -186,7 +186,11 @@ def _fake_study(n_fit: int = 3000, n_eval: int = 2000, seed: int = 0):
 
 
 def test_ablation_rows_and_stability_curve_on_a_planted_study() -> None:
-    from workbench.probes.gap_report import ablation_rows, alignment_variants, stability_curve
+    from workbench.experiments.modality_gap import (
+        ablation_rows,
+        alignment_variants,
+        stability_curve,
+    )
 
     data = _fake_study()
     ra = ReAlign().fit(data.fit_image, data.fit_text)

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from dp_fakes import TinyEncoder
 
-from workbench.probes.suite import SuiteConfig, d_ability, resolve_encoder, score_encoder
+from workbench.encoders.registry import resolve_encoder
+from workbench.evals.dp_suite import SuiteConfig, d_ability, score_encoder
 from workbench.viz.dp import (
     dp_points,
     dp_scatter,
@@ -148,11 +149,13 @@ def test_embedding_map_umap_is_lazy_and_gets_pca_input(tmp_path, monkeypatch):
 
 
 def test_resolve_encoder_accepts_run_dirs(tmp_path, monkeypatch):
-    import workbench.encoders
+    import workbench.encoders.registry
 
     calls = []
     monkeypatch.setattr(
-        workbench.encoders, "load_encoder", lambda name, **k: calls.append(name) or TinyEncoder()
+        workbench.encoders.registry,
+        "load_encoder",
+        lambda name, **k: calls.append(name) or TinyEncoder(),
     )
     (tmp_path / "config.json").write_text("{}")
     _, label = resolve_encoder(str(tmp_path))

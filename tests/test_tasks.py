@@ -7,13 +7,9 @@ import pytest
 import torch
 from dp_fakes import TinyEncoder
 
-from workbench.probes.tasks import (
-    META_TASKS,
-    TaskSuite,
-    TaskSuiteConfig,
-    build_task_suite,
-    precision_at_1,
-)
+from workbench.encoders.heads import Heads
+from workbench.evals import META_TASKS, TaskSuite, TaskSuiteConfig, build_task_suite
+from workbench.probes.retrieval import precision_at_1
 
 
 def small_loader(name):
@@ -109,8 +105,10 @@ def test_evaluate_uses_heads_only_and_guards_changed_towers(suite):
     with torch.no_grad():
         enc.image_head.weight.mul_(3.0)  # positive rescale: cosines, hence P@1, unchanged
     assert np.allclose(suite.evaluate(enc).value, base.value)
-    heads = (enc.image_head, enc.text_head)
+    heads = Heads(enc.image_head, enc.text_head, logit_scale=0.0)  # towers-free: no check
     assert np.allclose(suite.evaluate(heads).value, base.value)
+    with pytest.raises(TypeError, match="image_head"):
+        suite.evaluate((enc.image_head, enc.text_head))
     with torch.no_grad():
         enc.word.add_(1.0)  # a tower changed: cached features are stale
     with pytest.raises(ValueError, match="towers differ"):

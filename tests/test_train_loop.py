@@ -347,8 +347,8 @@ def test_stages_switch_trainable_parameters_and_lr(tmp_path, toy):
 def test_suite_hook_flattens_the_suite_table(monkeypatch):
     import pandas as pd
 
-    from workbench.probes import suite as suite_mod
-    from workbench.train.hooks import suite_hook
+    from workbench.evals import dp_suite as suite_mod
+    from workbench.evals.hooks import suite_hook
 
     calls = []
 

@@ -9,10 +9,29 @@ passed to the factory as ``spec``.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+class _Lazy:
+    """An entry named by ``"package.module:attribute"``, imported on first use.
+
+    Lets a low floor register an entry implemented on a higher one (``"run:"`` encoders are
+    rebuilt by ``workbench.train.checkpoint``) without importing upwards.
+    """
+
+    def __init__(self, target: str) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"lazy registry target must be 'module:attribute', got {target!r}")
+        self.target = target
+        self._module, self._attr = module, attr
+
+    def load(self) -> Any:
+        return getattr(importlib.import_module(self._module), self._attr)
 
 
 class Registry(Generic[T]):
@@ -49,6 +68,16 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_lazy(self, name: str, target: str, *, takes_spec: bool = False) -> None:
+        """Register ``name`` as ``"package.module:attribute"``, imported when first resolved."""
+        self.register(name, takes_spec=takes_spec)(_Lazy(target))  # type: ignore[arg-type]
+
+    def _load(self, key: str) -> T:
+        entry = self._entries[key]
+        if isinstance(entry, _Lazy):
+            entry = self._entries[key] = entry.load()
+        return entry
+
     def names(self) -> list[str]:
         """Canonical registered names, sorted (aliases not included)."""
         return sorted(self._entries)
@@ -59,11 +88,11 @@ class Registry(Generic[T]):
             raise KeyError(f"{self.kind} name must be a non-empty string, got {name!r}")
         key = self._aliases.get(name, name)
         if key in self._entries:
-            return key, self._entries[key], None
+            return key, self._load(key), None
         head, sep, rest = name.partition(":")
         head = self._aliases.get(head, head)
         if sep and head in self._takes_spec:
-            return head, self._entries[head], rest
+            return head, self._load(head), rest
         known = self.names() + sorted(self._aliases)
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -19,6 +19,7 @@ Heavy imports (timm, transformers, open_clip) happen inside the factories, so im
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .._registry import Registry
@@ -50,18 +51,9 @@ def _hf_clip(spec: str | None = None, **kwargs: Any) -> Encoder:
     return build_hf_clip(spec, **kwargs)
 
 
-@ENCODERS.register("run", takes_spec=True)
-def _run(spec: str | None = None, step: int | None = None, **kwargs: Any) -> Encoder:
-    if not spec:
-        raise ValueError("'run:' needs a run directory, e.g. load_encoder('run:runs/sde-0')")
-    try:
-        from ..train.checkpoint import load_encoder_from_run
-    except ImportError as e:
-        raise ImportError(
-            "loading 'run:<dir>' needs workbench.train.checkpoint.load_encoder_from_run, "
-            f"which is not available in this installation ({e})"
-        ) from e
-    return load_encoder_from_run(spec, step=step, **kwargs)
+# Rebuilt by the training package from a run's config.json: a lazy entry, so this floor never
+# imports train/ (which imports encoders/).
+ENCODERS.register_lazy("run", "workbench.train.checkpoint:load_encoder_from_run", takes_spec=True)
 
 
 def load_encoder(name: str, **kwargs: Any) -> Encoder:
@@ -79,10 +71,32 @@ def load_encoder(name: str, **kwargs: Any) -> Encoder:
     Raises:
         KeyError: Unknown id (with close matches suggested).
     """
-    _, factory, spec = ENCODERS.resolve(name)
+    canonical, factory, spec = ENCODERS.resolve(name)
     if spec is None:
+        if canonical == "run":
+            raise ValueError("'run:' needs a run directory, e.g. load_encoder('run:runs/sde-0')")
         return factory(**kwargs)
+    if canonical == "run":
+        if not spec:
+            raise ValueError("'run:' needs a run directory, e.g. load_encoder('run:runs/sde-0')")
+        return factory(spec, **kwargs)
     return factory(spec=spec, **kwargs)
 
 
-__all__ = ["ENCODERS", "load_encoder"]
+def resolve_encoder(encoder: Any) -> tuple[Any, str]:
+    """``(Encoder, label)`` from an Encoder, a registry name, ``"run:<dir>"`` or a run directory."""
+    if isinstance(encoder, Path):
+        encoder = str(encoder)
+    if isinstance(encoder, str):
+        path = Path(encoder)
+        if not encoder.startswith("run:") and path.is_dir() and (path / "config.json").exists():
+            return load_encoder(f"run:{encoder}"), f"run:{encoder}"
+        return load_encoder(encoder), encoder
+    if hasattr(encoder, "encode_images") and hasattr(encoder, "encode_texts"):
+        return encoder, str(getattr(encoder, "name", type(encoder).__name__))
+    raise TypeError(
+        f"encoder must be an Encoder, a registry name or a run directory, got {type(encoder).__name__}"
+    )
+
+
+__all__ = ["ENCODERS", "load_encoder", "resolve_encoder"]

@@ -4,8 +4,11 @@
 - cosine statistics, alignment/uniformity, subspace angles (``geometry``, ``subspace``)
 - modality gap, ReAlign, fixed-frame decomposition, distribution metrics
   (``gap``, ``realign``, ``fixed_frame``, ``distribution``)
-- D-ability / P-ability, compositional and retrieval scores, task suites
-  (``separability``, ``perception``, ``compositional``, ``retrieval``, ``suite``, ``tasks``)
+- D-ability / P-ability, compositional and retrieval scores
+  (``separability``, ``perception``, ``compositional``, ``retrieval``)
+
+A probe never trains and never decides what data to embed: benchmarks that run an encoder over
+datasets live in :mod:`workbench.evals`, studies in :mod:`workbench.experiments`.
 
 Every name in a submodule's ``__all__`` is available here, e.g. ``workbench.probes.spectrum``.
 """
@@ -27,8 +30,6 @@ _SUBMODULES = (
     "perception",
     "compositional",
     "retrieval",
-    "suite",
-    "tasks",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench._validate import as_matrix, check_same_dim, l2_normalize, to_numpy
 
-__all__ = ["gt_ranks", "recall_at_k", "retrieval_scores", "similarity"]
+__all__ = ["gt_ranks", "precision_at_1", "recall_at_k", "retrieval_scores", "similarity"]
 
 
 def similarity(image: Any, text: Any) -> np.ndarray:
@@ -102,3 +102,32 @@ def retrieval_scores(
         out[f"t2i_R@{k}"] = recall_at_k(t2i, k)
     out["rsum"] = 100.0 * sum(out.values())
     return out
+
+
+def precision_at_1(
+    sim: np.ndarray, target: np.ndarray, candidates: np.ndarray | None = None
+) -> float:
+    """Fraction of queries whose right candidate strictly beats every other candidate.
+
+    Args:
+        sim: (n_q, n_c) query × candidate similarity.
+        target: (n_q,) column of the right candidate.
+        candidates: (n_q, C) columns each query ranks (``-1`` = padding); ``None`` = all columns.
+    """
+    sim = np.asarray(sim)
+    n_q, n_c = sim.shape
+    target = np.asarray(target, dtype=np.int64)
+    if target.shape != (n_q,):
+        raise ValueError(f"target must have one entry per query ({n_q}), got {target.shape}")
+    cand = (
+        np.broadcast_to(np.arange(n_c), (n_q, n_c))
+        if candidates is None
+        else np.asarray(candidates)
+    )
+    valid = cand >= 0
+    is_target = valid & (cand == target[:, None])
+    if not is_target.any(axis=1).all():
+        raise ValueError("every query's target must be among its candidates")
+    scores = np.take_along_axis(sim, np.where(valid, cand, 0), axis=1)
+    best_other = np.where(valid & ~is_target, scores, -np.inf).max(axis=1)
+    return float(np.mean(sim[np.arange(n_q), target] > best_other))

@@ -25,7 +25,7 @@ eval_hooks=(), progress=None) -> Run``
     Raised when a loss is NaN/Inf; names the step and the loss terms. The last good
     checkpoint is kept.
 ``hooks.suite_hook(suite, tower_source=None, metrics=None)``
-    An eval hook scoring the D/P/retrieval suite (:mod:`workbench.probes.suite`) per eval step.
+    An eval hook scoring the D/P/retrieval suite (:mod:`workbench.evals.dp_suite`) per eval step.
 ``gather_features`` (in :mod:`workbench.train.distributed`)
     All-gather (B, D) features across processes *with gradients*; the one distributed op.
 

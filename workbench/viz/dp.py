@@ -2,7 +2,7 @@
 
 - :func:`dp_points` + :func:`dp_scatter` — DCR Fig. 1(d) / DeGLA Fig. 5 analogue: one labelled
   point per encoder / method / checkpoint, measured positions from a tidy score table
-  (:func:`workbench.probes.suite.score_encoder`), error bars = spread over seeds. Axes **[our
+  (:func:`workbench.evals.dp_suite.score_encoder`), error bars = spread over seeds. Axes **[our
   reading]** (``methods-geometry.md`` §1.6): x = k-means ACC averaged over the D datasets, y =
   MMVP-VLM average; both are parameters and the axis titles name the exact metric.
 - :func:`embedding_map` + :func:`embedding_map_figure` — DCR Fig. 5 analogue: 2-D t-SNE or UMAP
@@ -25,7 +25,6 @@ from workbench._validate import as_matrix
 __all__ = [
     "dp_points",
     "dp_scatter",
-    "dp_separation",
     "embedding_map",
     "embedding_map_figure",
     "pability_bars",
@@ -65,7 +64,7 @@ def dp_points(
 
     Args:
         table: DataFrame with columns ``encoder, dataset, metric, value, seed`` (rows from
-            :func:`~workbench.probes.suite.score_encoder`, concatenated over encoders).
+            :func:`~workbench.evals.dp_suite.score_encoder`, concatenated over encoders).
         x_metric, y_metric: metric names for the D and P axes.
         x_datasets, y_datasets: datasets averaged on each axis; ``None`` = every dataset that
             reports the metric.
@@ -281,28 +280,3 @@ def pability_bars(table: Any, *, dataset: str | None = None, label: str = "encod
         template="plotly_white",
     )
     return fig
-
-
-def dp_separation(
-    points: Any, a: str, b: str, *, label: str = "encoder", k: float = 2.0
-) -> dict[str, Any]:
-    """How far point ``a`` sits from point ``b`` on each axis of a :func:`dp_points` table.
-
-    ``dx = x_a − x_b`` (same for y). An axis counts as separated when ``|d|`` exceeds ``k`` times
-    the combined seed spread ``sqrt(std_a² + std_b²)`` (with one seed the spread is 0, so any
-    non-zero difference counts — run ≥ 2 seeds for a meaningful test).
-    """
-    rows = points.set_index(label)
-    missing = [n for n in (a, b) if n not in rows.index]
-    if missing:
-        raise ValueError(f"no point labelled {missing}; have {list(rows.index)}")
-    pa, pb = rows.loc[a], rows.loc[b]
-    out: dict[str, Any] = {"a": a, "b": b, "k": k}
-    for axis in ("x", "y"):
-        d = float(pa[axis] - pb[axis])
-        spread = float(np.hypot(pa[f"{axis}_std"], pb[f"{axis}_std"]))
-        out[f"d{axis}"] = d
-        out[f"{axis}_spread"] = spread
-        out[f"{axis}_separated"] = bool(abs(d) > k * spread and d != 0.0)
-    out["separated_on_both_axes"] = out["x_separated"] and out["y_separated"]
-    return out

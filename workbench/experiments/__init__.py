@@ -1,0 +1,24 @@
+"""Studies: one module per notebook, over shared grid, table and statistics pieces.
+
+========================  ==========================================================================
+module                    holds
+========================  ==========================================================================
+``grid``                  arms, heads-only training on cached tower features, ``run_grid``,
+                          ``SuiteRunConfig`` (the method notebooks' shared parameters)
+``tables``                mean ± std tables with the baseline difference, their figures
+``stats``                 the one seed-spread test every table and scatter uses
+``sde``                   ``sde_ablation.ipynb`` (main job) and ``sde_figures.ipynb``
+``fanoise``               ``fanoise_figures.ipynb``
+``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
+``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+========================  ==========================================================================
+
+Each new method adds its own study module here. Every public name of every module is available
+as ``workbench.experiments.<name>`` (``from workbench import experiments as E``).
+"""
+
+from workbench._lazy import lazy_exports
+
+_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
