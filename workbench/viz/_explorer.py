@@ -203,27 +203,6 @@ def _class_text(encoder: Any, class_names: list[str] | None) -> np.ndarray | Non
     return Z / np.linalg.norm(Z, axis=1, keepdims=True)
 
 
-class _TrainedHeads:
-    """The base encoder's towers with a checkpoint's trained heads (heads-only runs).
-
-    Towers are untouched by such runs, so embeddings at any step are the trained heads applied to
-    the base encoder's (disk-cached) tower features: no tower forward pass per step.
-    """
-
-    def __init__(self, base: Any, image_head: Any, text_head: Any) -> None:
-        self.base, self.image_head, self.text_head = base, image_head, text_head
-
-    def encode_texts(self, texts: list[str], normalize: bool = True) -> Any:
-        import torch
-
-        with torch.no_grad():
-            z = self.text_head(self.base.text_features(texts))
-        return torch.nn.functional.normalize(z, dim=-1) if normalize else z
-
-
-_HEAD_PREFIXES = ("encoder.image_head.", "encoder.text_head.", "encoder.logit_scale")
-
-
 class RunSource(ExplorerSource):
     """A run directory: steps are step 0 (the base encoder), logged snapshots and checkpoints.
 
@@ -283,41 +262,26 @@ class RunSource(ExplorerSource):
             self._base = load_encoder(self.config.encoder, **self.config.encoder_kwargs)
         return self._base
 
-    def _head_tensors(self, step: int) -> dict[str, Any] | None:
-        """The checkpoint's encoder tensors when they are heads/logit scale only, else ``None``."""
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(self.run.checkpoint_path(step) / "model.safetensors"))
-        enc = {k: v for k, v in tensors.items() if k.startswith("encoder.")}
-        if not all(k.startswith(_HEAD_PREFIXES) for k in enc):
-            return None
-        return enc
-
     def _trained(self, step: int) -> Any:
-        """Encoder-like object at checkpoint ``step``: ``_TrainedHeads`` or a full encoder."""
+        """Encoder-like object at checkpoint ``step``: the base towers under the checkpoint's
+        :class:`~workbench.encoders.heads.Heads` (heads-only runs), or a full encoder."""
         if step in self._heads:
             return self._heads[step]
-        tensors = self._head_tensors(step)
-        if tensors is None:
-            from workbench.train.checkpoint import load_encoder_from_run
+        from workbench.encoders.heads import Heads, only_heads
+        from workbench.train.checkpoint import load_encoder_from_run, read_checkpoint
 
-            out = load_encoder_from_run(self.path, step, encoder=copy.deepcopy(self.base))
+        tensors, _, _ = read_checkpoint(self.run.checkpoint_path(step))
+        if only_heads(tensors, prefix="encoder."):
+            out = Heads.from_tensors(self.base, tensors, prefix="encoder.").on(self.base)
         else:
-            heads = {}
-            for side in ("image_head", "text_head"):
-                head = copy.deepcopy(getattr(self.base, side))
-                prefix = f"encoder.{side}."
-                state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-                head.load_state_dict({**head.state_dict(), **state})
-                heads[side] = head.eval()
-            out = _TrainedHeads(self.base, heads["image_head"], heads["text_head"])
+            out = load_encoder_from_run(self.path, step, encoder=copy.deepcopy(self.base))
         self._heads[step] = out
         return out
 
     def embeddings(
         self, dataset: Any, size: int, step: int = 0, progress: ProgressFn = _no_progress
     ) -> Any:
-        import torch
+        from workbench.encoders.heads import HeadsOnTowers, apply_heads
 
         ck = self.checkpoint_for(step)
         if self._base is None:
@@ -329,16 +293,12 @@ class RunSource(ExplorerSource):
             return _embed(base, dataset, size, tower_features=True)
         progress(f"loading checkpoint {ck}…", 0.2)
         trained = self._trained(ck)
-        if isinstance(trained, _TrainedHeads):
+        if isinstance(trained, HeadsOnTowers):
             progress(f"tower features of {size} items of {_dataset_label(dataset)}…", 0.4)
             emb = _embed(base, dataset, size, tower_features=True)
             progress(f"trained heads of checkpoint {ck}…", 0.8)
-            with torch.no_grad():
-                image = trained.image_head(torch.from_numpy(emb.image_tower)).numpy()
-                text = trained.text_head(torch.from_numpy(emb.text_tower)).numpy()
-            out = copy.copy(emb)
-            out.image, out.text = image.astype(np.float32), text.astype(np.float32)
-            out.provenance = {**emb.provenance, "run": str(self.path), "checkpoint_step": ck}
+            out = apply_heads(trained.heads, emb, label=f"{self.label} checkpoint {ck}")
+            out.provenance.update(run=str(self.path), checkpoint_step=ck)
             return out
         progress(f"embedding {size} items with checkpoint {ck}…", 0.4)
         return _embed(trained, dataset, size)
