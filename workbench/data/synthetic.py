@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from workbench.data.base import MMVP_CATEGORIES, Dataset, Item, MMVPPair
-from workbench.data.negatives import hard_negatives
 
 GLYPHS = "ABCDEFGHJKLMNPRSTUVWXYZ2345789"  # no I/1, O/0, Q, 6: too easy to confuse at 15 px
 
@@ -499,7 +498,6 @@ __all__ = [
     "caption",
     "caption_parts",
     "check_attributes",
-    "hard_negatives",
     "mmvp_pairs",
     "render_scene",
     "sample_attributes",
