@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.experiments.grid import OVERALL, Arm, SuiteRunConfig, check_arms
+from workbench.experiments.grid import Arm, SuiteRunConfig, check_arms
+from workbench.experiments.tables import OVERALL
 
 __all__ = [
     "FANoiseFiguresConfig",

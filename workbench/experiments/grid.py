@@ -21,7 +21,6 @@ import numpy as np
 from workbench.encoders.heads import Heads
 
 __all__ = [
-    "OVERALL",
     "Arm",
     "GridResult",
     "HeadsTraining",
@@ -29,15 +28,12 @@ __all__ = [
     "TrainedArm",
     "check_arms",
     "config_dict",
-    "cross_task_matrix",
     "load_suite",
     "pair_features",
     "run_grid",
     "train_heads",
     "trainable_meta_tasks",
 ]
-
-OVERALL = "overall"
 
 
 @dataclass(frozen=True)
@@ -291,31 +287,6 @@ def trainable_meta_tasks(suite: Any) -> list[str]:
         for m in suite.meta_tasks
         if sum(len(t.train) for t in suite.tasks if t.meta_task == m) >= 2
     ]
-
-
-def cross_task_matrix(
-    encoder: Any,
-    suite: Any,
-    arms: Sequence[Arm],
-    seeds: Sequence[int],
-    training: HeadsTraining | None = None,
-    *,
-    on_run: Callable[[Arm, int, str], None] | None = None,
-) -> tuple[dict[str, Any], GridResult]:
-    """Train on each meta-task alone, evaluate on all (SDE Fig. 2).
-
-    Meta-tasks without training pairs (:func:`trainable_meta_tasks`) get no row.
-
-    Returns:
-        ``(matrices, grid)``: ``matrices[arm]`` is a DataFrame (rows: training meta-task,
-        columns: evaluated meta-task, values: mean held-out P@1 over seeds).
-    """
-    grid = run_grid(
-        encoder, suite, arms, seeds, training, train_on=trainable_meta_tasks(suite), on_run=on_run
-    )
-    from workbench.experiments.tables import cross_task_table
-
-    return cross_task_table(grid.scores), grid
 
 
 def pair_features(heads: Any, pairs: Any) -> tuple[np.ndarray, np.ndarray]:

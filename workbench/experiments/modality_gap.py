@@ -9,6 +9,9 @@ The notebook is a thin driver; every computation it shows lives here (and is tes
 * :func:`ablation_rows` — ReAlign Tab. 5 analogue: centroid gap, text→image R@1, zero-shot with
   aligned prompts, and a classifier trained on aligned *text* but tested on *images*.
 * :func:`stability_curve` — ReAlign Fig. 6: fitted statistics vs number of unpaired samples.
+* :func:`centroid_gaps`, :func:`variant_spectra`, :func:`variant_cosine_kdes`,
+  :func:`variant_knn_mixing`, :func:`fixed_frame_summary` — ReAlign Figs. 3, 4a, 4b, 5 and the
+  §3 decomposition, each over the same variants.
 """
 
 from __future__ import annotations
@@ -22,14 +25,23 @@ import numpy as np
 from workbench.probes.realign import C3, REALIGN_STEPS, ReAlign
 
 __all__ = [
+    "FIG_VARIANTS",
     "AlignedSet",
     "GapData",
     "ModalityGapConfig",
     "ablation_rows",
     "alignment_variants",
+    "centroid_gaps",
+    "fixed_frame_summary",
     "load_gap_data",
     "stability_curve",
+    "variant_cosine_kdes",
+    "variant_knn_mixing",
+    "variant_spectra",
 ]
+
+#: The three variants ReAlign's Figs. 3–5 compare.
+FIG_VARIANTS: tuple[str, ...] = ("original", "C3", "ReAlign")
 
 
 @dataclass
@@ -318,3 +330,88 @@ def stability_curve(
     if eval_text is None:
         del out["heldout_gap"]
     return {"sizes": sizes, **out}
+
+
+def centroid_gaps(variants: dict[str, AlignedSet], realign: ReAlign, n_eval: int) -> dict[str, Any]:
+    """ReAlign Fig. 3: ``‖µ_x − mean(aligned held-out text)‖`` for original / C3 / ReAlign.
+
+    ``µ_x`` is each variant's image target (the fit's image centroid; the origin for C3). Also
+    returns the shrink factor original/ReAlign and the held-out sampling-noise floor
+    ``sqrt(T_x / n_eval)`` below which no aligner can push the gap of ``n_eval`` samples.
+    """
+    gaps = {
+        name: float(np.linalg.norm(variants[name].image_target - variants[name].text.mean(axis=0)))
+        for name in FIG_VARIANTS
+    }
+    return {
+        **gaps,
+        "shrink_factor": gaps["original"] / gaps["ReAlign"],
+        "sampling_noise_floor": float(np.sqrt(realign.trace_x_ / n_eval)),
+        "n_heldout_text": int(n_eval),
+    }
+
+
+def variant_spectra(variants: dict[str, AlignedSet]) -> tuple[dict[str, Any], dict[str, float]]:
+    """ReAlign Fig. 4a: trace-normalised spectra and power-law α of images, text, C3, ReAlign."""
+    from workbench.probes.distribution import trace_normalized_spectrum_alpha
+
+    sets = {
+        "image": variants["original"].image,
+        "text": variants["original"].text,
+        "C3": variants["C3"].text,
+        "ReAlign": variants["ReAlign"].text,
+    }
+    spectra, alphas = {}, {}
+    for name, emb in sets.items():
+        spectra[name], alphas[name] = trace_normalized_spectrum_alpha(emb)
+    return spectra, alphas
+
+
+def variant_cosine_kdes(variants: dict[str, AlignedSet], seed: int = 0) -> dict[str, Any]:
+    """ReAlign Fig. 4b: each variant's within-text cosine KDE against its frame's images (JS, bits)."""
+    from workbench.probes.distribution import cosine_js_divergence
+
+    return {
+        name: cosine_js_divergence(variants[name].text, variants[name].image, seed=seed)
+        for name in FIG_VARIANTS
+    }
+
+
+def variant_knn_mixing(
+    variants: dict[str, AlignedSet], k: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """ReAlign Fig. 5: k-NN mixing rate per variant, and how much of each text's 10-NN
+    neighbourhood survives the transform (``knn_overlap`` against the original text)."""
+    from workbench.probes.distribution import knn_mixing_rate, knn_overlap
+
+    mixing = {
+        name: knn_mixing_rate(variants[name].image, variants[name].text, k=k)
+        for name in FIG_VARIANTS
+    }
+    n = len(variants["original"].text)
+    overlap = {
+        name: knn_overlap(variants["original"].text, variants[name].text, k=min(10, n - 1))
+        for name in ("C3", "ReAlign")
+    }
+    return mixing, overlap
+
+
+def fixed_frame_summary(image: np.ndarray, text: np.ndarray, energy: float = 0.9) -> dict[str, Any]:
+    """ReAlign §3: freeze U ⊕ V on the first half of paired rows, decompose the other half's gaps.
+
+    Returns the rank of U, β/γ/δ/ζ norms (``decompose(...).summary()``), the reconstruction
+    error of Eq. 1 and the ridge coupling ζ ≈ δW (App. C; ``None`` when V is empty).
+    """
+    from workbench.probes.fixed_frame import FixedFrame, uv_coupling
+
+    half = len(image) // 2
+    frame = FixedFrame(energy=energy).fit(image[:half], text[:half])
+    dec = frame.decompose(image[half:], text[half:])
+    coupling = uv_coupling(frame, dec) if frame.V_.shape[1] else None
+    return {
+        "rank_U": frame.rank_,
+        **dec.summary(),
+        "reconstruction_error": dec.reconstruction_error(),
+        "coupling_spectral_norm": coupling.spectral_norm if coupling else None,
+        "coupling_r2": coupling.r2 if coupling else None,
+    }

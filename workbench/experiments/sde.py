@@ -7,13 +7,22 @@ Fig. 3 (band proportions, spectra before/after enhancement, cumulative energy) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from workbench.experiments.grid import Arm, SuiteRunConfig, check_arms
+from workbench.experiments.grid import (
+    Arm,
+    GridResult,
+    HeadsTraining,
+    SuiteRunConfig,
+    check_arms,
+    run_grid,
+    trainable_meta_tasks,
+)
+from workbench.experiments.tables import cross_task_table
 
 __all__ = [
     "ABLATION_ROWS",
@@ -22,6 +31,7 @@ __all__ = [
     "band_records",
     "band_trace",
     "cross_task_figure",
+    "cross_task_matrix",
     "schedule_figure",
     "schedule_trace",
     "sde_ablation_arms",
@@ -218,3 +228,26 @@ def cross_task_figure(matrices: dict[str, Any], baseline: str, method: str) -> A
 
 def _bar(x: float) -> dict[str, Any]:
     return {"x": x, "thickness": 12, "len": 0.9}
+
+
+def cross_task_matrix(
+    encoder: Any,
+    suite: Any,
+    arms: Sequence[Arm],
+    seeds: Sequence[int],
+    training: HeadsTraining | None = None,
+    *,
+    on_run: Callable[[Arm, int, str], None] | None = None,
+) -> tuple[dict[str, Any], GridResult]:
+    """Train on each meta-task alone, evaluate on all (SDE Fig. 2).
+
+    Meta-tasks without training pairs (:func:`trainable_meta_tasks`) get no row.
+
+    Returns:
+        ``(matrices, grid)``: ``matrices[arm]`` is a DataFrame (rows: training meta-task,
+        columns: evaluated meta-task, values: mean held-out P@1 over seeds).
+    """
+    grid = run_grid(
+        encoder, suite, arms, seeds, training, train_on=trainable_meta_tasks(suite), on_run=on_run
+    )
+    return cross_task_table(grid.scores), grid

@@ -10,16 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from workbench.experiments.grid import OVERALL
 from workbench.experiments.stats import spread_test
 
 __all__ = [
+    "OVERALL",
     "ablation_table",
     "cross_task_table",
     "format_table",
     "summary_records",
     "table_figure",
 ]
+
+#: Column label of the mean over meta-tasks.
+OVERALL = "overall"
 
 
 def ablation_table(scores: Any, baseline: str | None = None) -> Any:
