@@ -109,7 +109,9 @@ def test_no_import_circles() -> None:
     graph = {n: {t for t in _imports(n, p) if t in MODULES and t != n} for n, p in MODULES.items()}
     # a package's __init__ re-exporting its own modules is not a circle through the package
     for n in graph:
-        graph[n] = {t for t in graph[n] if not (MODULES[t].name == "__init__.py" and n.startswith(t))}
+        graph[n] = {
+            t for t in graph[n] if not (MODULES[t].name == "__init__.py" and n.startswith(t))
+        }
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 

@@ -247,29 +247,3 @@ def test_cross_task_matrix_trains_on_each_meta_task(suite):
 def test_notebook_configs_reject_bad_parameters(cls, bad, match):
     with pytest.raises(ValueError, match=match):
         cls(**bad)
-
-
-@pytest.mark.parametrize(
-    "notebook, cls",
-    [
-        ("sde_ablation", E.SDEAblationConfig),
-        ("sde_figures", E.SDEFiguresConfig),
-        ("fanoise_figures", E.FANoiseFiguresConfig),
-    ],
-)
-def test_parameters_cell_repeats_the_config_defaults(notebook, cls):
-    import ast
-    import json
-    from dataclasses import fields
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{notebook}.ipynb"
-    cells = json.loads(path.read_text())["cells"]
-    src = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
-    params = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(src).body}
-    defaults = E.config_dict(cls())
-    assert set(params) == {f.name for f in fields(cls)}
-    for name, value in params.items():
-        want = defaults[name]
-        got = list(value) if isinstance(value, tuple) else value
-        assert got == want, name

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import json
-from dataclasses import fields
 
 import pytest
-from nbutil import NOTEBOOKS, read_summary, run_notebook
+from nbutil import read_summary, run_notebook
 
-from workbench.viz.explorers import ExploreConfig, GapController, SpectrumController
+from workbench.viz.explorers import GapController, SpectrumController
 
 SMOKE = {
     "sample_size": 40,
@@ -49,18 +47,6 @@ def test_explore_notebook_renders_static_figures_under_papermill(tmp_path) -> No
     for part in (s["default"]["spectrum"]["partition"], run["spectrum"]["partition"]):
         assert part["n_strong"] + part["n_weak"] + part["n_noise"] == part["rank"]
     assert (tmp_path / run["run_dir"]).is_dir() or (tmp_path / "runs").is_dir()
-
-
-def test_parameters_cell_repeats_the_config_defaults() -> None:
-    """The notebook's parameters are ExploreConfig's fields with its default values."""
-    nb = json.loads((NOTEBOOKS / "explore_spectra.ipynb").read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    values = {}
-    for node in ast.parse("".join(cell["source"])).body:
-        assert isinstance(node, ast.Assign)
-        values[node.targets[0].id] = ast.literal_eval(node.value)
-    defaults = {f.name: f.default for f in fields(ExploreConfig)}
-    assert values == defaults
 
 
 @pytest.mark.notebooks

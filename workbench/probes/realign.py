@@ -124,9 +124,17 @@ class ReAlign:
         mu_y_prime_: (d,) µ'_y = mean of e'_y over the *fit* text, used for held-out text too.
         n_image_, n_text_, n_features_in_: fit sizes and width.
 
-    Example:
-        >>> ra = ReAlign().fit(image_chunks, text_chunks)      # unpaired, any sizes
-        >>> aligned = ra.transform(held_out_text)              # (m, d), unit-norm
+    Example (unpaired fit sets of any sizes; held-out text comes out unit-norm, on the images'
+    centroid):
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> images = rng.normal(size=(500, 8)) + 3.0          # (n_x, d) raw embeddings
+        >>> texts = rng.normal(size=(300, 8)) - 3.0           # (n_y, d), other items
+        >>> ra = ReAlign().fit(images, texts)
+        >>> aligned = ra.transform(rng.normal(size=(50, 8)) - 3.0)
+        >>> aligned.shape, bool(np.allclose(np.linalg.norm(aligned, axis=1), 1.0))
+        ((50, 8), True)
     """
 
     def __init__(self, steps: Steps = "full", eps: float = 1e-10, chunk_size: int = 10_000) -> None:
