@@ -101,11 +101,11 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 class RunDir:
-    """Read-only view of a run directory::
+    """Read-only view of a run directory.
 
-    run = RunDir("runs/infonce-20260101-120000-0")
-    [r["loss"] for r in run.log()]                     # step records
-    run.snapshots()[-1]["image"]["partition"]          # {"strong": .., "weak": .., "noise": ..}
+    ``RunDir("runs/infonce-20260101-120000-0").log()`` gives the step records (``r["loss"]``),
+    ``.snapshots()[-1]["image"]["partition"]`` the last band shares
+    (``{"strong": .., "weak": .., "noise": ..}``), ``.evals()`` the evaluation records.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
