@@ -8,8 +8,16 @@ Entry points::
     emb = wb.embed(enc, data)                    # cached on disk, keyed by encoder identity + data
     wb.probes.spectrum(emb.image_normed)
 
-Subpackages: ``data``, ``encoders``, ``probes``, ``methods``, ``train``, ``viz``. Nothing heavy
-is imported until used.
+Layout — data flows one way, and a module imports only from its own floor or lower ones
+(``tests/test_architecture.py`` checks it)::
+
+    data → encoders → probes → evals | methods → train → viz → experiments → cli
+
+``data`` (datasets), ``encoders`` (towers, heads, ``embed``, caches), ``probes`` (pure
+measurements), ``evals`` (benchmarks that run an encoder over data), ``methods`` (losses and
+their hooks), ``train`` (the one loop), ``viz`` (figures, explorers), ``experiments`` (one study
+module per notebook), ``cli``. Shared plumbing (``_registry``, ``_validate``, ``distributed``)
+sits below them all. Nothing heavy is imported until used.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ _FUNCTIONS = {
     "embed": "workbench.encoders.embed",
     "Embeddings": "workbench.encoders.embeddings",
 }
-_SUBPACKAGES = ("data", "encoders", "probes", "methods", "train", "viz")
+_SUBPACKAGES = ("data", "encoders", "probes", "evals", "methods", "train", "viz", "experiments")
 
 __all__ = ["__version__", *_FUNCTIONS, *_SUBPACKAGES]
 
