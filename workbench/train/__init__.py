@@ -26,7 +26,7 @@ eval_hooks=(), progress=None) -> Run``
     checkpoint is kept.
 ``hooks.suite_hook(suite, tower_source=None, metrics=None)``
     An eval hook scoring the D/P/retrieval suite (:mod:`workbench.probes.suite`) per eval step.
-``gather_features`` (in :mod:`workbench.train.distributed`)
+``gather_features`` (in :mod:`workbench.distributed`)
     All-gather (B, D) features across processes *with gradients*; the one distributed op.
 
 Which parameters train (``TrainConfig.trainable``, parts joined by ``+``)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench import distributed as D
 from workbench.methods.base import BatchOutputs, LossOutput, Method, Stage, StepState
-from workbench.train import distributed as D
 from workbench.train.checkpoint import (
     load_model_tensors,
     load_optimizer,
