@@ -14,7 +14,7 @@ from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 from torch import nn
 
 from workbench.methods import METHODS, LossOutput, Method, Stage
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 from workbench.train import NonFiniteLossError, RunDir, TrainConfig, train
 from workbench.train.config import parse_lora
 from workbench.train.schedules import lr_factor

@@ -582,7 +582,7 @@ class _Trainer:
                 zs_t.append(enc.text_head(tt).float())
         zi = F.normalize(torch.cat(zs_i), dim=-1)
         zt = F.normalize(torch.cat(zs_t), dim=-1)
-        from workbench.methods.infonce import info_nce
+        from workbench.methods.feature_loss import info_nce
 
         scale = enc.logit_scale.exp().float()
         sim = zi @ zt.T
