@@ -16,7 +16,7 @@ from torch import nn
 from workbench.methods import METHODS, LossOutput, Method, Stage
 from workbench.methods.feature_loss import info_nce
 from workbench.train import NonFiniteLossError, RunDir, TrainConfig, train
-from workbench.train.config import parse_lora
+from workbench.train.parts import parse_lora
 from workbench.train.schedules import lr_factor
 
 
