@@ -1,5 +1,12 @@
 """One short fine-tuning loop shared by every method (InfoNCE, SDE, FANoise, DCR, ProCLIP, ...).
 
+Modules, one concern each: ``loop`` (the driver: ``train``) · ``config`` (``TrainConfig``) ·
+``parts`` (the trainable-parts registry) · ``params`` (spec → parameters, optimiser groups) ·
+``source`` (cached or item rows, hold-out split, row order) · ``batch`` (micro-batch →
+``BatchOutputs``) · ``heldout`` (built-in evaluation) · ``snapshot`` (spectral snapshots) ·
+``grad_probe`` · ``schedules`` (LR, stages) · ``rng`` (seeding, RNG capture) · ``checkpoint`` ·
+``rundir`` (the run directory) · ``hooks`` (evaluation hooks).
+
 Public API
 ----------
 ``train(config=None, *, resume=None, embeddings=None, encoder=None, dataset=None,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from workbench.methods.base import Method
+from workbench.methods.base import Method, Stage
 from workbench.train import parts
 from workbench.train.config import TrainConfig
 
@@ -46,6 +46,36 @@ def select(
                 seen.add(id(p))
                 chosen.append(p)
     return chosen
+
+
+def stage_parameters(
+    stages: Sequence[Stage],
+    run_parts: Sequence[str],
+    encoder: nn.Module,
+    method_params: Sequence[nn.Parameter],
+) -> tuple[list[list[nn.Parameter]], list[nn.Parameter]]:
+    """``(parameters of each stage, their union)``: a stage's own ``trainable`` spec, else the
+    run's parts. The optimiser holds the union; each stage sets ``requires_grad`` on its own."""
+    per_stage = [
+        select(s.trainable.split("+") if s.trainable else run_parts, encoder, method_params)
+        for s in stages
+    ]
+    union: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for params in per_stage:
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                union.append(p)
+    return per_stage, union
+
+
+def param_groups(params: Sequence[nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on ≥2-D weights only (open_clip excludes biases, norms, the scale)."""
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 def tower_free(params: Sequence[nn.Parameter], encoder: nn.Module) -> bool:
