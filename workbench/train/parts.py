@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 ADAPTER_FLAG = "_workbench_adapter"
 
 
+#: ``(encoder, method_params, value) -> parameters`` of one part.
+Selector = Callable[[Any, Sequence[Any], Any], Iterable[Any]]
+
+
 @dataclass(frozen=True)
 class Part:
     """One kind of trainable part.
@@ -46,7 +50,7 @@ class Part:
 
     syntax: str
     doc: str
-    select: Callable[[Any, Sequence[Any], Any], Iterable[Any]]
+    select: Selector
     parse: Callable[[str], Any] | None = None
     prepare: Callable[[Any, Any], None] | None = None
 
@@ -55,10 +59,17 @@ PARTS: Registry[Part] = Registry("trainable part")
 _DOC_ORDER: list[str] = []  # registration order, which the docs table follows
 
 
-def part(name: str, syntax: str, doc: str, *, parse=None, prepare=None):
-    """Decorator registering a selector function as the part ``name``."""
+def part(
+    name: str,
+    syntax: str,
+    doc: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    prepare: Callable[[Any, Any], None] | None = None,
+) -> Callable[[Selector], Selector]:
+    """Decorator registering a selector function as the part ``name`` (see :class:`Part`)."""
 
-    def deco(select):
+    def deco(select: Selector) -> Selector:
         PARTS.register(name, takes_spec=parse is not None)(
             Part(syntax, doc, select, parse, prepare)
         )
@@ -90,7 +101,9 @@ def resolve(spec_part: str) -> tuple[str, Part, Any]:
         raise ValueError(f"trainable part {spec_part!r}: {err}") from None
 
 
-def parameters(spec_part: str, encoder: nn.Module, method_params: Sequence[nn.Parameter]):
+def parameters(
+    spec_part: str, encoder: nn.Module, method_params: Sequence[nn.Parameter]
+) -> Iterable[nn.Parameter]:
     """The parameters one spec item selects (may repeat across items; :func:`select` dedups)."""
     _, entry, value = resolve(spec_part)
     return entry.select(encoder, method_params, value)
@@ -195,7 +208,7 @@ def _blocks_by_path(encoder: Any, side: str) -> list[Any] | None:
     return None
 
 
-def _last_blocks(sides: tuple[str, ...]):
+def _last_blocks(sides: tuple[str, ...]) -> Selector:
     def select(encoder, method_params, n: int):
         for side in sides:
             blocks = tower_blocks(encoder, side)

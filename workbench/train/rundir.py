@@ -109,11 +109,11 @@ def _lines(path: Path) -> Iterator[str]:
 
 
 class RunDir:
-    """Read-only view of a run directory.
+    """Read-only view of a run directory. On a finished run (not a doctest: it needs one)::
 
-    >>> run = RunDir("runs/infonce-20260101-120000-0")  # doctest: +SKIP
-    >>> [r["loss"] for r in run.log()]                     # step records
-    >>> run.snapshots()[-1]["image"]["partition"]          # {"strong": .., "weak": .., "noise": ..}
+    run = RunDir("runs/infonce-20260101-120000-0")
+    [r["loss"] for r in run.log()]                  # step records
+    run.snapshots()[-1]["image"]["partition"]       # {"strong": .., "weak": .., "noise": ..}
     """
 
     def __init__(self, path: str | os.PathLike) -> None:

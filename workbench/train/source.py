@@ -10,11 +10,14 @@ micro-batch index, which is what makes a resumed run visit the same rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from workbench.train.config import TrainConfig
 
 
 class Source:
@@ -46,7 +49,7 @@ class CachedSource(Source):
 
     cached = True
 
-    def __init__(self, emb, device: torch.device) -> None:
+    def __init__(self, emb: Any, device: torch.device) -> None:
         if emb.image_tower is None or emb.text_tower is None:
             raise ValueError(
                 "cached (heads-only) training needs Embeddings with image_tower and text_tower; "
@@ -84,7 +87,7 @@ class ItemSource(Source):
 
     cached = False
 
-    def __init__(self, dataset) -> None:
+    def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.n = len(dataset)
 
@@ -106,7 +109,12 @@ class ItemSource(Source):
 
 
 def make_source(
-    cached: bool, embeddings, dataset, config, encoder: nn.Module, device: torch.device
+    cached: bool,
+    embeddings: Any,
+    dataset: Any,
+    config: TrainConfig,
+    encoder: nn.Module,
+    device: torch.device,
 ) -> Source:
     """The run's source: ``embeddings`` when cached and given; else the dataset (``dataset`` or
     ``load_dataset(config.dataset)``) as items, or embedded once with tower features."""
