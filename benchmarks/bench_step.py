@@ -12,9 +12,11 @@ Modes:
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
 
-Methods are timed round-robin (one step each, order rotated every round) so machine-load drift hits them alike;
-the table reports the median ms/step and its ratio to InfoNCE. Methods not registered yet are
-skipped with a message.
+Every registered method is timed (``--methods`` picks some). Each method gets its own copy of
+the model built from the same seed, and its ``attach`` runs on it (extra modules, adapters,
+teachers), with its own trainable parameters added to the optimiser. Methods are timed
+round-robin (one step each, order rotated every round) so machine-load drift hits them alike;
+the table reports the median ms/step and its ratio to InfoNCE.
 
     python benchmarks/bench_step.py                       # everything (CPU: heads + towers)
     python benchmarks/bench_step.py --modes heads --batches 256 --dims 256
@@ -33,8 +35,6 @@ from workbench import methods
 from workbench.methods import BatchOutputs, StepState
 from workbench.train.params import select
 
-METHODS = ("infonce", "sde", "fanoise")
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -47,14 +47,19 @@ def _available(names) -> list[str]:
         if name in methods.names():
             have.append(name)
         else:
-            print(f"[skip] method {name!r} is not registered yet")
+            print(f"[skip] method {name!r} is not registered")
     return have
 
 
 class _Case:
-    """Model pieces + inputs for one (mode, batch, dim); ``step(method)`` runs one step."""
+    """Model pieces + inputs for one (mode, batch, dim) and one method; ``step()`` runs one step.
 
-    def __init__(self, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+    The method's ``attach`` runs on this case's encoder before the optimiser is built, so its
+    own trainable modules train and its adapters or teachers are in place.
+    """
+
+    def __init__(self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+        torch.manual_seed(0)  # every method's copy of the model starts from the same weights
         g = torch.Generator().manual_seed(0)
         self.device, self.amp = device, None
         if mode == "heads":
@@ -62,6 +67,7 @@ class _Case:
             self.encoder.image_head = torch.nn.Linear(1280, dim, bias=False)
             self.encoder.text_head = torch.nn.Linear(384, dim, bias=False)
             self.encoder.logit_scale = torch.nn.Parameter(torch.tensor(2.6592))
+            self.encoder.embed_dim = dim
             self.params = list(self.encoder.parameters())
             self.image_in = torch.randn(batch, 1280, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
@@ -81,7 +87,10 @@ class _Case:
             self.text_in = {"input_ids": torch.randint(1, 49000, (batch, 77), generator=g)}
             self.amp = torch.bfloat16
         self.mode = mode
+        method.attach(self.encoder)
+        self.method = method.to(device)
         self.encoder.requires_grad_(False)
+        self.params += [p for p in method.parameters() if p.requires_grad]
         for p in self.params:
             p.requires_grad_(True)
         self.encoder.to(device)
@@ -93,18 +102,17 @@ class _Case:
         )
         self.opt = torch.optim.AdamW(self.params, lr=1e-4)
 
-    def _features(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _towers(self) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
         if self.mode == "heads":
-            return enc.image_head(self.image_in), enc.text_head(self.text_in)
-        image = enc.image_head(enc.image_tower(self.image_in))
+            return self.image_in, self.text_in
+        image = enc.image_tower(self.image_in)
         if self.mode == "towers":
-            return image, enc.text_head(self.text_in)
+            return image, self.text_in
         with torch.no_grad():
-            text_tower = enc.text_tower(self.text_in)
-        return image, enc.text_head(text_tower)
+            return image, enc.text_tower(self.text_in)
 
-    def step(self, method, state: StepState) -> float:
+    def step(self, state: StepState) -> float:
         _sync(self.device)
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
@@ -114,36 +122,50 @@ class _Case:
             else torch.autocast("cpu", enabled=False)
         )
         with ctx:
-            zi, zt = self._features()
+            it, tt = self._towers()
+            zi, zt = self.encoder.image_head(it), self.encoder.text_head(tt)
             out = BatchOutputs(
                 F.normalize(zi, dim=-1),
                 F.normalize(zt, dim=-1),
                 self.encoder.logit_scale.exp(),
                 zi,
                 zt,
+                image_tower=it,
+                text_tower=tt,
+                pixels=None if self.mode == "heads" else self.image_in,
+                tokens=self.text_in if isinstance(self.text_in, dict) else None,
+                encoder=self.encoder,
             )
-            loss = method(out, state).loss
+            loss = self.method(out, state).loss
         loss.backward()
         self.opt.step()
         _sync(self.device)
         return time.perf_counter() - t0
 
 
-def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str, float]:
-    case = _Case(mode, batch, dim, blocks, device)
-    ms = {n: methods.get(n).to(device) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
+def make_cases(mode, batch, dim, names, blocks, device) -> dict[str, _Case]:
+    """One :class:`_Case` (its own model copy, method attached) per method name."""
+    return {n: _Case(methods.get(n), mode, batch, dim, blocks, device) for n in names}
+
+
+def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, float]:
+    """Median ms per step of each case, timed round-robin after ``warmup`` rounds."""
+    times: dict[str, list[float]] = {n: [] for n in cases}
     total = warmup + repeats
-    order = list(ms)
+    order = list(cases)
     for i in range(total):
         order = order[1:] + order[:1]  # rotate so no method always runs first in a round
         for n in order:
-            m = ms[n]
             # mid-run state: SDE's α(t), λ(t) are active (not the identity at the end)
-            t = case.step(m, StepState(step=total // 3, total_steps=total))
+            t = cases[n].step(StepState(step=total // 3, total_steps=total))
             if i >= warmup:
                 times[n].append(t)
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
+
+
+def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str, float]:
+    """Median ms per step of each method in ``names`` (one model copy each), round-robin."""
+    return time_cases(make_cases(mode, batch, dim, names, blocks, device), repeats, warmup)
 
 
 def main() -> None:
@@ -151,7 +173,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32")
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     ap.add_argument("--dims", nargs="+", type=int, default=[256, 768])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=None, help="default: every registered one")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--blocks", type=int, default=2, help="trainable last image-tower blocks")
@@ -162,7 +184,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     modes = args.modes or (["heads", "towers", "vitb32"] if cuda else ["heads", "towers"])
-    names = _available(args.methods)
+    names = _available(args.methods or methods.names())
     if "infonce" not in names:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(

@@ -11,9 +11,9 @@ import torch
 from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 
 from workbench.methods import METHODS, LossOutput, Method
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 from workbench.train import RunDir, TrainConfig, load_encoder_from_run, train
-from workbench.train.checkpoint import rng_state, set_rng_state
+from workbench.train.rng import rng_state, set_rng_state
 
 
 class _Noisy(Method):

@@ -16,10 +16,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 
+from workbench.distributed import DistInfo, gather_features
 from workbench.methods import METHODS, LossOutput, Method
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 from workbench.train import RunDir, TrainConfig, train
-from workbench.train.distributed import DistInfo, gather_features
 
 pytestmark = pytest.mark.slow
 

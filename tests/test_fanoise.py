@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from workbench import methods
 from workbench.methods.base import BatchOutputs, StepState
 from workbench.methods.fanoise import fanoise, noise_scaling
-from workbench.methods.infonce import info_nce
-from workbench.methods.sde import batch_svd
+from workbench.methods.feature_loss import info_nce
+from workbench.methods.spectral import batch_svd
 
 STATE = StepState(step=3, total_steps=10)
 

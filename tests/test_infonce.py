@@ -13,7 +13,7 @@ from open_clip.loss import ClipLoss
 
 from workbench import methods
 from workbench.methods import BatchOutputs, StepState
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 
 
 def _pair(b: int, d: int, seed: int = 0, dtype=torch.float32):

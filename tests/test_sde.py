@@ -13,17 +13,17 @@ from hypothesis import strategies as st
 
 from workbench import methods
 from workbench.methods.base import BatchOutputs, StepState
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 from workbench.methods.sde import (
     NOISE,
     STRONG,
     WEAK,
-    batch_svd,
     cosine_decay,
     curriculum_gains,
     enhance,
     linear_ramp,
 )
+from workbench.methods.spectral import batch_svd
 
 MID = StepState(step=50, total_steps=100)  # α and λ both non-zero
 

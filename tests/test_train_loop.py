@@ -14,9 +14,9 @@ from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 from torch import nn
 
 from workbench.methods import METHODS, LossOutput, Method, Stage
-from workbench.methods.infonce import info_nce
+from workbench.methods.feature_loss import info_nce
 from workbench.train import NonFiniteLossError, RunDir, TrainConfig, train
-from workbench.train.config import parse_lora
+from workbench.train.parts import parse_lora
 from workbench.train.schedules import lr_factor
 
 
@@ -376,7 +376,7 @@ def test_suite_hook_flattens_the_suite_table(monkeypatch):
 
 def test_snapshot_partition_is_the_probe_partition_of_the_batch():
     from workbench.probes import partition
-    from workbench.train.loop import spectral_snapshot
+    from workbench.train.snapshot import spectral_snapshot
 
     g = torch.Generator().manual_seed(0)
     x = F.normalize(torch.randn(64, 32, generator=g) * torch.linspace(3, 0.1, 32), dim=-1)

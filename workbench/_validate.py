@@ -1,8 +1,9 @@
-"""Input checks shared by every probe: one place that turns arrays into float64 and names what is wrong.
+"""Input checks shared by every probe and method: one place that names what is wrong.
 
 Every public probe accepts numpy arrays, torch tensors on any device (fp16/bf16 are upcast),
 memory-mapped arrays, and array-likes. Errors are ``ValueError`` whose message says *which*
 argument is bad, *what* is wrong and, where it helps, *where* (first offending row).
+Methods check their hyper-parameters with :func:`require` in ``__init__``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ try:  # torch is a hard dependency of the package, but keep probes importable wi
     import torch
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
+
+
+def require(ok: bool, owner: str, name: str, value: Any, want: str) -> None:
+    """Raise ``ValueError("<owner>: <name> must be <want>, got <value!r>")`` unless ``ok``.
+
+    >>> require(0.1 > 0, "sde", "alpha0", 0.1, ">= 0")
+    >>> require(-1 >= 0, "sde", "alpha0", -1, ">= 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: sde: alpha0 must be >= 0, got -1
+    """
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be {want}, got {value!r}")
 
 
 def to_numpy(X: Any) -> np.ndarray:

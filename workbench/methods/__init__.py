@@ -8,6 +8,13 @@ True
 
 The contract (``Method``, ``BatchOutputs``, ``StepState``, ``LossOutput``, ``Stage``) lives in
 :mod:`workbench.methods.base`; each method is one module registering itself in ``METHODS``.
+Shared pieces a method builds on, one module each:
+
+* :mod:`~workbench.methods.feature_loss` — ``info_nce`` and the ``FeatureLoss`` base (temperature,
+  one-/two-way, query side, scale, logits); InfoNCE, SDE and FANoise override its ``loss``;
+* :mod:`~workbench.methods.spectral` — ``batch_svd``, the no-grad SVD of a batch;
+* :mod:`~workbench.methods.teachers` — ``EMATeacher``, an EMA or frozen copy of a module;
+* :mod:`workbench.distributed` — ``gather_features`` (all-gather with gradients).
 """
 
 from __future__ import annotations

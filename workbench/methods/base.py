@@ -11,7 +11,7 @@ hook                          used by
 own ``nn.Parameter`` s        trainable extra modules (DCR projector h_ω, ProCLIP adapter)
 ``attach(encoder)``           adapters inside a tower (Earth-Adapter), EMA/frozen teachers
                               (ProCLIP, DeGLA), auxiliary frozen models (DCR denoiser)
-``on_step_end(encoder, s)``   EMA teacher updates after each optimiser step
+``on_step_end(encoder, s)``   EMA teacher updates after each optimiser step (``EMATeacher``)
 ``stages(total_steps)``       multi-stage schedules (ProCLIP distill→tune, DCR stage 1→2)
 ``hard_negative_texts(...)``  per-sample hard negatives (DeGLA): the loop embeds them
 ``schedule_values(state)``    logged schedules (SDE α(t), λ(t))

@@ -18,18 +18,20 @@ row independent of the dimension: ``E‖noise_row‖² = α²/n · Σ_k S_k²``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from workbench.methods.base import METHODS, BatchOutputs, LossOutput, Method, StepState
-from workbench.methods.infonce import info_nce
-from workbench.methods.sde import SvdRoute, batch_svd
+from workbench._validate import require
+from workbench.methods.base import METHODS, BatchOutputs, LossOutput, StepState
+from workbench.methods.feature_loss import FeatureLoss, Side
+from workbench.methods.spectral import SVD_ROUTES, SvdRoute, batch_svd
 
 Scaling = Literal["uniform", "linear", "sublinear"]
 SCALINGS: tuple[str, ...] = ("uniform", "linear", "sublinear")
 NoiseSide = Literal["both", "query", "target"]
+NOISE_SIDES: tuple[str, ...] = ("both", "query", "target")
 
 
 def noise_scaling(singular_values: torch.Tensor, scaling: Scaling) -> torch.Tensor:
@@ -68,7 +70,7 @@ def fanoise(
         scaling: ``"uniform"``, ``"linear"`` or ``"sublinear"``.
         generator: Torch generator for the draw (default: the global RNG, which the training
             loop seeds and checkpoints).
-        svd_route: See :func:`workbench.methods.sde.batch_svd`.
+        svd_route: See :func:`workbench.methods.spectral.batch_svd`.
 
     Returns:
         (B, n) noise, float32 (float64 for float64 input), without gradient. Add it to ``X``.
@@ -85,7 +87,7 @@ def fanoise(
     return (alpha / math.sqrt(n)) * (draw * scale.to(dtype)) @ v.T.to(dtype)
 
 
-class FANoise(Method):
+class FANoise(FeatureLoss):
     """InfoNCE on features perturbed by singular-value-adaptive noise (spec §2.3).
 
     Args:
@@ -96,7 +98,7 @@ class FANoise(Method):
         temperature: τ of the InfoNCE (VLM2Vec: 0.02); ``None`` → the encoder's ``logit_scale``.
         symmetric: Two-way CLIP loss (``True``) or one-way VLM2Vec from the query (``False``).
         query: Query side, ``"image"`` or ``"text"``.
-        svd_route: See :func:`workbench.methods.sde.batch_svd`.
+        svd_route: See :func:`workbench.methods.spectral.batch_svd`.
 
     Noise is drawn only while the module is in training mode (``method.eval()`` turns it off).
     Terms: ``infonce``. Logs: ``noise_rms`` (root-mean-square noise entry, both sides).
@@ -112,19 +114,16 @@ class FANoise(Method):
         renormalize: bool = False,
         temperature: float | None = 0.02,
         symmetric: bool = False,
-        query: Literal["image", "text"] = "image",
+        query: Side = "image",
         svd_route: SvdRoute = "auto",
     ) -> None:
-        super().__init__()
-        _check(alpha >= 0, "alpha", alpha, ">= 0")
-        _check(scaling in SCALINGS, "scaling", scaling, f"one of {SCALINGS}")
-        _check(side in ("both", "query", "target"), "side", side, "'both', 'query' or 'target'")
-        _check(temperature is None or temperature > 0, "temperature", temperature, "> 0 or None")
-        _check(query in ("image", "text"), "query", query, "'image' or 'text'")
-        _check(svd_route in ("auto", "gram", "svd"), "svd_route", svd_route, "auto/gram/svd")
+        super().__init__(temperature, symmetric, query)
+        require(alpha >= 0, self.name, "alpha", alpha, ">= 0")
+        require(scaling in SCALINGS, self.name, "scaling", scaling, f"one of {SCALINGS}")
+        require(side in NOISE_SIDES, self.name, "side", side, "'both', 'query' or 'target'")
+        require(svd_route in SVD_ROUTES, self.name, "svd_route", svd_route, "auto/gram/svd")
         self.alpha, self.scaling, self.side = alpha, scaling, side
-        self.renormalize, self.temperature, self.symmetric = renormalize, temperature, symmetric
-        self.query, self.svd_route = query, svd_route
+        self.renormalize, self.svd_route = renormalize, svd_route
 
     def perturb(self, features: torch.Tensor) -> tuple[torch.Tensor, float]:
         """``(X̃, rms noise)`` for one side's (B, n) features; ``X̃`` stays attached to ``X``."""
@@ -134,27 +133,21 @@ class FANoise(Method):
             out = F.normalize(out, dim=-1)
         return out, float(noise.square().mean().sqrt())
 
-    def compute(self, out: BatchOutputs, state: StepState) -> LossOutput:
-        q, t = out.image_features, out.text_features
-        if self.query == "text":
-            q, t = t, q
+    def loss(
+        self, query: torch.Tensor, target: torch.Tensor, out: BatchOutputs, state: StepState
+    ) -> LossOutput:
+        """InfoNCE on the noised query/target rows (noise only in training mode)."""
         rms: list[float] = []
         if self.training and self.alpha > 0:
             if self.side in ("both", "query"):
-                q, r = self.perturb(q)
+                query, r = self.perturb(query)
                 rms.append(r)
             if self.side in ("both", "target"):
-                t, r = self.perturb(t)
+                target, r = self.perturb(target)
                 rms.append(r)
-        scale = out.logit_scale if self.temperature is None else 1.0 / self.temperature
-        loss = info_nce(q.float(), t.float(), scale, symmetric=self.symmetric)
+        loss = self.contrastive(query.float(), target.float(), out)
         noise_rms = math.sqrt(sum(r * r for r in rms) / len(rms)) if rms else 0.0
         return LossOutput(loss, {"infonce": loss}, {"noise_rms": noise_rms})
-
-
-def _check(ok: bool, name: str, value: Any, want: str) -> None:
-    if not ok:
-        raise ValueError(f"fanoise: {name} must be {want}, got {value!r}")
 
 
 METHODS.register("fanoise")(FANoise)

@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from workbench.methods.base import METHODS, BatchOutputs, LossOutput, Method, StepState
-from workbench.methods.infonce import info_nce
-
-SvdRoute = Literal["auto", "gram", "svd"]
-Side = Literal["image", "text"]
+from workbench._validate import require
+from workbench.methods.base import METHODS, BatchOutputs, LossOutput, StepState
+from workbench.methods.feature_loss import FeatureLoss, Side, info_nce
+from workbench.methods.spectral import SVD_ROUTES, SvdRoute, batch_svd
 
 STRONG, WEAK, NOISE = 0, 1, 2
 BANDS = ("strong", "weak", "noise")
@@ -53,48 +52,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-# -- spectral primitives ------------------------------------------------------------------------
-@torch.no_grad()
-def batch_svd(
-    features: torch.Tensor, route: SvdRoute = "auto", rtol: float = 1e-6
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values and right singular vectors of a batch, without gradient.
-
-    Args:
-        features: (m, n) batch matrix, any float dtype (bf16/fp16 are up-cast), not centred.
-        route: ``"gram"`` = ``eigh`` of the smaller Gram matrix (``FᵀF`` when m ≥ n, else
-            ``FFᵀ`` with ``V = FᵀU/s``) in float64; ``"svd"`` = ``torch.linalg.svd`` in float64;
-            ``"auto"`` = ``"gram"``: on a 2-core CPU (one thread) a 128×256 batch takes 1.5 ms
-            this way vs 9 ms (float32) / 12 ms (float64) through ``linalg.svd``, and 1024×768
-            ~0.58 s vs 0.59 s / 1.2 s. Both are exact up to float32 input precision.
-        rtol: Directions with ``s ≤ rtol·s_max`` are not spanned by the batch numerically;
-            their columns of ``V`` are returned as zeros, so every operation built on ``V``
-            leaves them untouched (identity gain, no noise) — this keeps gradients finite and
-            route-independent for repeated or zero singular values.
-
-    Returns:
-        ``(s, V)``: ``s`` (r,) float64 descending, ``r = min(m, n)``; ``V`` (n, r) float64.
-    """
-    if features.ndim != 2:
-        raise ValueError(f"expected a (m, n) batch matrix, got shape {tuple(features.shape)}")
-    if route not in ("auto", "gram", "svd"):
-        raise ValueError(f"svd route must be 'auto', 'gram' or 'svd', got {route!r}")
-    x = features.detach().to(torch.float64)
-    m, n = x.shape
-    if route == "svd":
-        _, s, vh = torch.linalg.svd(x, full_matrices=False)
-        v = vh.T
-    elif m >= n:
-        evals, v = torch.linalg.eigh(x.T @ x)  # ascending
-        s, v = evals.flip(0).clamp_min(0).sqrt(), v.flip(1)
-    else:
-        evals, u = torch.linalg.eigh(x @ x.T)
-        s, u = evals.flip(0).clamp_min(0).sqrt(), u.flip(1)
-        v = (x.T @ u) / s.clamp_min(torch.finfo(torch.float64).tiny)
-    spanned = s > rtol * s[0].clamp_min(torch.finfo(torch.float64).tiny)
-    return s, v * spanned
-
-
+# -- the pieces of §1.2 -------------------------------------------------------------------------
 @torch.no_grad()
 def partition_labels(
     features: torch.Tensor, singular_values: torch.Tensor, tukey_k: float = 1.5
@@ -199,7 +157,7 @@ class Enhancement:
 
 
 # -- the method -----------------------------------------------------------------------------------
-class SDE(Method):
+class SDE(FeatureLoss):
     """Spectral Disentanglement and Enhancement [our reading of spec §1.2 throughout].
 
     Features are the loop's L2-normalised (B, D) post-head embeddings; the image side is the
@@ -225,7 +183,7 @@ class SDE(Method):
         kl: ``False`` → ``L_spec`` without the KL term (ablation).
         renormalize: Re-normalise enhanced rows to unit length before ``L_feat`` (off).
         query: Query side, ``"image"`` or ``"text"``.
-        svd_route: See :func:`batch_svd`.
+        svd_route: See :func:`workbench.methods.spectral.batch_svd`.
 
     Loss terms: ``feat``, ``spec_nce``, ``spec_kl`` (the latter two only when λ(t) > 0).
     Logs: ``alpha``, ``lambda``, ``{image,text}/{strong,weak,noise}`` band proportions.
@@ -253,29 +211,28 @@ class SDE(Method):
         query: Side = "image",
         svd_route: SvdRoute = "auto",
     ) -> None:
-        super().__init__()
-        _check(alpha0 >= 0, "alpha0", alpha0, ">= 0")
-        _check(0 <= beta <= 1, "beta", beta, "in [0, 1]")
-        _check(0 < g_min <= 1, "g_min", g_min, "in (0, 1]")
-        _check(tukey_k >= 0, "tukey_k", tukey_k, ">= 0")
-        _check(lambda_max >= 0, "lambda_max", lambda_max, ">= 0 (0 disables L_spec)")
-        _check(0 <= lambda_warmup <= 1, "lambda_warmup", lambda_warmup, "a fraction in [0, 1]")
-        _check(temperature is None or temperature > 0, "temperature", temperature, "> 0 or None")
-        _check(spec_temperature > 0, "spec_temperature", spec_temperature, "> 0")
-        _check(kl_weight >= 0, "kl_weight", kl_weight, ">= 0")
-        _check(query in ("image", "text"), "query", query, "'image' or 'text'")
-        _check(svd_route in ("auto", "gram", "svd"), "svd_route", svd_route, "auto/gram/svd")
+        super().__init__(temperature, symmetric, query)
+        require(alpha0 >= 0, self.name, "alpha0", alpha0, ">= 0")
+        require(0 <= beta <= 1, self.name, "beta", beta, "in [0, 1]")
+        require(0 < g_min <= 1, self.name, "g_min", g_min, "in (0, 1]")
+        require(tukey_k >= 0, self.name, "tukey_k", tukey_k, ">= 0")
+        require(lambda_max >= 0, self.name, "lambda_max", lambda_max, ">= 0 (0 disables L_spec)")
+        require(
+            0 <= lambda_warmup <= 1,
+            self.name,
+            "lambda_warmup",
+            lambda_warmup,
+            "a fraction in [0, 1]",
+        )
+        require(spec_temperature > 0, self.name, "spec_temperature", spec_temperature, "> 0")
+        require(kl_weight >= 0, self.name, "kl_weight", kl_weight, ">= 0")
+        require(svd_route in SVD_ROUTES, self.name, "svd_route", svd_route, "auto/gram/svd")
         self.alpha0, self.beta, self.g_min, self.tukey_k = alpha0, beta, g_min, tukey_k
         self.lambda_max, self.lambda_warmup = lambda_max, lambda_warmup
-        self.temperature, self.symmetric = temperature, symmetric
         self.spec_temperature, self.kl_weight = spec_temperature, kl_weight
-        self.disentangle, self.weak_band, self.curriculum, self.kl = (
-            disentangle,
-            weak_band,
-            curriculum,
-            kl,
-        )
-        self.renormalize, self.query, self.svd_route = renormalize, query, svd_route
+        self.disentangle, self.weak_band = disentangle, weak_band
+        self.curriculum, self.kl = curriculum, kl
+        self.renormalize, self.svd_route = renormalize, svd_route
 
     # -- schedules (Fig. 4) -------------------------------------------------------------------
     def alpha(self, progress: float) -> float:
@@ -337,15 +294,14 @@ class SDE(Method):
         kl = (pq * ((pq + eps).log() - (pt + eps).log())).sum()
         return nce, kl
 
-    # -- Method API -------------------------------------------------------------------------------
-    def compute(self, out: BatchOutputs, state: StepState) -> LossOutput:
-        q, t = out.image_features, out.text_features
-        if self.query == "text":
-            q, t = t, q
+    # -- FeatureLoss piece -------------------------------------------------------------------------
+    def loss(
+        self, query: torch.Tensor, target: torch.Tensor, out: BatchOutputs, state: StepState
+    ) -> LossOutput:
+        """``L_feat`` on the enhanced query/target rows, plus ``λ(t)·L_spec`` when λ(t) > 0."""
         alpha, lam = self.alpha(state.progress), self.lam(state.progress)
-        eq, et = self.enhance(q, alpha), self.enhance(t, alpha)
-        scale = out.logit_scale if self.temperature is None else 1.0 / self.temperature
-        feat = info_nce(eq.features, et.features, scale, symmetric=self.symmetric)
+        eq, et = self.enhance(query, alpha), self.enhance(target, alpha)
+        feat = self.contrastive(eq.features, et.features, out)
         terms = {"feat": feat}
         loss = feat
         if lam > 0:
@@ -353,16 +309,10 @@ class SDE(Method):
             terms["spec_nce"], terms["spec_kl"] = nce, kl
             spec = nce + self.kl_weight * kl if self.kl else nce
             loss = feat + lam * spec
-        q_name, t_name = ("image", "text") if self.query == "image" else ("text", "image")
         logs = {"alpha": alpha, "lambda": lam}
-        for name, e in ((q_name, eq), (t_name, et)):
+        for name, e in ((self.query, eq), (self.target, et)):
             logs.update({f"{name}/{b}": v for b, v in e.proportions().items()})
         return LossOutput(loss, terms, logs)
-
-
-def _check(ok: bool, name: str, value: Any, want: str) -> None:
-    if not ok:
-        raise ValueError(f"sde: {name} must be {want}, got {value!r}")
 
 
 METHODS.register("sde")(SDE)

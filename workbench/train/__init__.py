@@ -1,5 +1,12 @@
 """One short fine-tuning loop shared by every method (InfoNCE, SDE, FANoise, DCR, ProCLIP, ...).
 
+Modules, one concern each: ``loop`` (the driver: ``train``) · ``config`` (``TrainConfig``) ·
+``parts`` (the trainable-parts registry) · ``params`` (spec → parameters, optimiser groups) ·
+``source`` (cached or item rows, hold-out split, row order) · ``batch`` (micro-batch →
+``BatchOutputs``) · ``heldout`` (built-in evaluation) · ``snapshot`` (spectral snapshots) ·
+``grad_probe`` · ``schedules`` (LR, stages) · ``rng`` (seeding, RNG capture) · ``checkpoint`` ·
+``rundir`` (the run directory) · ``hooks`` (evaluation hooks).
+
 Public API
 ----------
 ``train(config=None, *, resume=None, embeddings=None, encoder=None, dataset=None,
@@ -24,17 +31,24 @@ eval_hooks=(), progress=None) -> Run``
 ``NonFiniteLossError``
     Raised when a loss is NaN/Inf; names the step and the loss terms. The last good
     checkpoint is kept.
-``hooks.suite_hook(suite, tower_source=None, metrics=None)``
+``workbench.evals.hooks.suite_hook(suite, tower_source=None, metrics=None)``
     An eval hook scoring the D/P/retrieval suite (:mod:`workbench.evals.dp_suite`) per eval step.
-``gather_features`` (in :mod:`workbench.train.distributed`)
+``gather_features`` (in :mod:`workbench.distributed`)
     All-gather (B, D) features across processes *with gradients*; the one distributed op.
 
-Which parameters train (``TrainConfig.trainable``, parts joined by ``+``)
-    ``heads`` (= ``image_head+text_head``), ``image_head``, ``text_head``, ``logit_scale``,
-    ``method`` (the method's own trainable modules, e.g. a projector), ``image_blocks:N`` /
-    ``text_blocks:N`` / ``last_n_blocks:N`` (last N transformer/conv blocks of a tower or both),
-    ``lora:r=8,alpha=16,dropout=0.0,targets=query|value`` (peft LoRA injected into the towers;
-    ``targets`` are module-name suffixes), ``all``. Default ``heads+logit_scale+method``.
+Which parameters train (``TrainConfig.trainable``, parts joined by ``+``; :mod:`.parts`)
+    ``heads``            both projection heads (= image_head+text_head)
+    ``image_head``       the image projection head
+    ``text_head``        the text projection head
+    ``logit_scale``      the learnable temperature (log of the logit multiplier)
+    ``method``           the method's own trainable modules (e.g. a projector)
+    ``image_blocks:N``   the last N blocks of the image tower
+    ``text_blocks:N``    the last N blocks of the text tower
+    ``last_n_blocks:N``  the last N blocks of both towers
+    ``lora:OPTIONS``     peft LoRA, e.g. lora:r=8,alpha=16,targets=query|value
+    ``adapters``         modules the method attached to the encoder (mark_adapter)
+    ``all``              every encoder parameter and the method's own
+    Default ``heads+logit_scale+method``.
 
 Distributed
     The same ``train`` runs under ``torchrun`` (``gloo`` on CPU, ``nccl`` on GPU). The global

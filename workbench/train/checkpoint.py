@@ -2,64 +2,28 @@
 
 A checkpoint holds what an exact resume needs: the trainable encoder tensors, the method's full
 state (EMA teachers included), the optimiser state, and the python/numpy/torch RNG states of
-every rank. Layout: see :mod:`workbench.train`.
+every rank (:mod:`workbench.train.rng`). Layout: see :mod:`workbench.train`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workbench.distributed import DistInfo, barrier
+from workbench.train.rng import rng_state, set_rng_state
 from workbench.train.rundir import CHECKPOINTS, LATEST, RunDir, checkpoint_name
 
 MODEL = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
-
-
-# -- RNG ---------------------------------------------------------------------------------------
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's python, numpy, torch CPU and CUDA RNG states, JSON-serialisable."""
-    version, internal, gauss = random.getstate()
-    # The legacy global numpy RNG is what user code and libraries draw from, so it is saved.
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": _b64(torch.get_rng_state()),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    torch.set_rng_state(_unb64(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
 
 
 # -- tensors -----------------------------------------------------------------------------------
@@ -172,6 +136,74 @@ def load_model_tensors(
     method_sd = {k[len("method.") :]: v for k, v in tensors.items() if k.startswith("method.")}
     if method_sd or method.state_dict():
         method.load_state_dict(method_sd)
+
+
+# -- a training process's whole state -------------------------------------------------------------
+def save_training_state(
+    run_dir: Path,
+    step: int,
+    stage: str,
+    encoder: nn.Module,
+    method: nn.Module,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    info: DistInfo,
+    keep: int | None = None,
+) -> None:
+    """Checkpoint everything an exact resume needs after ``step`` optimiser steps: trainable
+    encoder tensors, the method's state, the optimiser, the grad scaler and every rank's RNG
+    states (gathered; rank 0 writes). All ranks must call it."""
+    rngs = [rng_state()]
+    if info.enabled:
+        gathered: list[Any] = [None] * info.world_size
+        torch.distributed.all_gather_object(gathered, rngs[0])
+        rngs = gathered
+    if info.is_main:
+        state = {
+            "step": step,
+            "stage": stage,
+            "rng": rngs,
+            "scaler": scaler.state_dict() if scaler else None,
+        }
+        save_checkpoint(
+            run_dir,
+            step,
+            model_tensors(encoder, method, params),
+            optimizer_payload(optimizer),
+            state,
+            keep=keep,
+        )
+    barrier(info)
+
+
+def restore_training_state(
+    run_dir: Path,
+    encoder: nn.Module,
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    info: DistInfo,
+    device: torch.device,
+) -> int:
+    """Inverse of :func:`save_training_state` from the latest checkpoint (this rank's RNG
+    states included); returns the step it was written after."""
+    model, opt_tensors, state = read_checkpoint(RunDir(run_dir).checkpoint_path(None))
+    load_model_tensors(encoder, method, model)
+    opt_tensors = {
+        k: v.to(device) if not k.endswith(".step") else v for k, v in opt_tensors.items()
+    }
+    load_optimizer(optimizer, opt_tensors, state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rngs = state["rng"]
+    if len(rngs) != info.world_size:
+        raise ValueError(
+            f"checkpoint was written by {len(rngs)} processes; resume with the same number "
+            f"(got {info.world_size}) for an exact continuation"
+        )
+    set_rng_state(rngs[info.rank])
+    return int(state["step"])
 
 
 def load_encoder_from_run(

@@ -7,11 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-_PART = re.compile(
-    r"^(heads|image_head|text_head|logit_scale|method|all"
-    r"|(image_blocks|text_blocks|last_n_blocks):\d+"
-    r"|lora:.*)$"
-)
+from workbench.train import parts as _parts
+
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DATA_MODES = ("auto", "cached", "items")
@@ -50,10 +47,21 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast (with a grad scaler for fp16);
             applies on CUDA only, CPU runs are always fp32 (recorded in ``meta.amp``).
-        trainable: Which parameters train, parts joined by ``+`` (see :mod:`workbench.train`):
-            ``heads``, ``image_head``, ``text_head``, ``logit_scale``, ``method``,
-            ``image_blocks:N``, ``text_blocks:N``, ``last_n_blocks:N``,
-            ``lora:r=8,alpha=16,dropout=0.0,targets=query|value``, ``all``.
+        trainable: Which parameters train: parts joined by ``+``, each an entry of
+            :data:`workbench.train.parts.PARTS` (e.g. ``heads+lora:r=8,targets=query|value``)::
+
+                ``heads``            both projection heads (= image_head+text_head)
+                ``image_head``       the image projection head
+                ``text_head``        the text projection head
+                ``logit_scale``      the learnable temperature (log of the logit multiplier)
+                ``method``           the method's own trainable modules (e.g. a projector)
+                ``image_blocks:N``   the last N blocks of the image tower
+                ``text_blocks:N``    the last N blocks of the text tower
+                ``last_n_blocks:N``  the last N blocks of both towers
+                ``lora:OPTIONS``     peft LoRA, e.g. lora:r=8,alpha=16,targets=query|value
+                ``adapters``         modules the method attached to the encoder (mark_adapter)
+                ``all``              every encoder parameter and the method's own
+
         data: ``"cached"`` trains on cached tower features (``Embeddings.image_tower`` /
             ``text_tower``; no tower forward), ``"items"`` runs the towers on dataset items,
             ``"auto"`` picks ``cached`` when no tower parameter trains and the method does not
@@ -172,12 +180,10 @@ class TrainConfig:
         parts = self.trainable_parts()
         need(bool(parts), "trainable must name at least one part, e.g. 'heads'")
         for part in parts:
-            need(
-                _PART.match(part) is not None,
-                f"unknown trainable part {part!r}; use heads, image_head, text_head, "
-                "logit_scale, method, image_blocks:N, text_blocks:N, last_n_blocks:N, "
-                "lora:r=8,alpha=16,targets=a|b, all (joined by '+')",
-            )
+            try:
+                _parts.resolve(part)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig: {err}") from None
         if self.run_name is not None:
             need(
                 re.fullmatch(r"[A-Za-z0-9_.=,-]+", self.run_name) is not None,
@@ -206,28 +212,3 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
-
-
-def parse_lora(part: str) -> dict[str, Any]:
-    """``"lora:r=8,alpha=16,dropout=0.1,targets=query|value"`` → LoRA keyword arguments.
-
-    ``targets`` are module-name suffixes separated by ``|`` (peft ``target_modules``);
-    default ``r=8, alpha=16, dropout=0.0``, targets are required.
-    """
-    spec = part.partition(":")[2]
-    out: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key not in out:
-            raise ValueError(
-                f"bad LoRA option {item!r} in {part!r}; use r=, alpha=, dropout=, targets=a|b"
-            )
-        out[key] = value.split("|") if key == "targets" else float(value)
-    if not out["targets"]:
-        raise ValueError(
-            f"LoRA needs targets=<module suffixes>, e.g. 'lora:r=8,targets=query|value', got {part!r}"
-        )
-    out["r"] = int(out["r"])
-    if out["r"] < 1:
-        raise ValueError(f"LoRA rank r must be ≥ 1, got {out['r']}")
-    return out

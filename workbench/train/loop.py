@@ -12,35 +12,27 @@ resumed run repeats the uninterrupted one exactly on CPU.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from workbench.methods.base import BatchOutputs, LossOutput, Method, Stage, StepState
-from workbench.train import distributed as D
-from workbench.train.checkpoint import (
-    load_model_tensors,
-    load_optimizer,
-    model_tensors,
-    optimizer_payload,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from workbench import __version__
+from workbench import distributed as D
+from workbench.methods.base import BatchOutputs, Method, Stage, StepState
+from workbench.train.batch import batch_outputs
+from workbench.train.checkpoint import restore_training_state, save_training_state
 from workbench.train.config import TrainConfig
-from workbench.train.params import prepare_model, select, tower_free
+from workbench.train.grad_probe import gradient_cosine
+from workbench.train.heldout import heldout_metrics
+from workbench.train.params import param_groups, prepare_model, stage_parameters, tower_free
+from workbench.train.rng import isolated_rng, seed_all
 from workbench.train.rundir import (
     CONFIG,
     LOG,
@@ -48,10 +40,13 @@ from workbench.train.rundir import (
     LogWriter,
     RunDir,
     create_run_dir,
+    identity_record,
     truncate_log,
     write_json_atomic,
 )
 from workbench.train.schedules import check_stages, lr_factor, stage_at
+from workbench.train.snapshot import spectral_snapshot
+from workbench.train.source import global_rows, make_source, split_rows
 
 EvalHook = Callable[[nn.Module, int], dict[str, float]]
 
@@ -98,91 +93,6 @@ class Run:
     config: TrainConfig = field(repr=False)
 
 
-# -- data --------------------------------------------------------------------------------------
-class _Source:
-    """Rows of the training data, addressed by index; the split into train/hold-out rows."""
-
-    n: int
-    cached: bool
-
-    def batch(self, rows: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class _CachedSource(_Source):
-    cached = True
-
-    def __init__(self, emb, device: torch.device) -> None:
-        if emb.image_tower is None or emb.text_tower is None:
-            raise ValueError(
-                "cached (heads-only) training needs Embeddings with image_tower and text_tower; "
-                "embed with tower_features=True, or set TrainConfig.data='items'"
-            )
-        self.n = len(emb)
-        self.image_tower = torch.as_tensor(np.asarray(emb.image_tower), dtype=torch.float32).to(
-            device
-        )
-        self.text_tower = torch.as_tensor(np.asarray(emb.text_tower), dtype=torch.float32).to(
-            device
-        )
-        self.captions = list(emb.captions)
-        self.attributes = list(emb.attributes) if emb.attributes else [{}] * self.n
-        self.labels = torch.as_tensor(np.asarray(emb.labels), dtype=torch.long)
-
-    def batch(self, rows: np.ndarray) -> dict[str, Any]:
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        dev = idx.to(self.image_tower.device)
-        return {
-            "image_tower": self.image_tower[dev],
-            "text_tower": self.text_tower[dev],
-            "captions": [self.captions[i] for i in rows],
-            "attributes": [self.attributes[i] for i in rows],
-            "labels": self.labels[idx],
-            "indices": idx,
-        }
-
-
-class _ItemSource(_Source):
-    cached = False
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-        self.n = len(dataset)
-
-    def batch(self, rows: np.ndarray) -> dict[str, Any]:
-        items = [self.dataset[int(i)] for i in rows]
-        return {
-            "images": [it.image for it in items],
-            "captions": [it.captions[0] for it in items],
-            "attributes": [it.attributes for it in items],
-            "labels": torch.tensor([-1 if it.label is None else it.label for it in items]),
-            "indices": torch.as_tensor(rows, dtype=torch.long),
-        }
-
-
-def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train rows, hold-out rows)``."""
-    h = round(holdout * n) if holdout < 1 else int(holdout)
-    if n - h < 2:
-        raise ValueError(f"holdout={holdout} leaves {n - h} training pairs out of {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[h:]), np.sort(perm[:h])
-
-
-def _global_rows(train_rows: np.ndarray, micro: int, k: int, seed: int) -> np.ndarray:
-    """Rows of the ``k``-th global micro-batch: epochs of seeded permutations, last partial batch
-    of each epoch dropped (a repeated pair would be its own negative)."""
-    per_epoch = len(train_rows) // micro
-    if per_epoch == 0:
-        raise ValueError(
-            f"the global micro-batch ({micro}) is larger than the training set "
-            f"({len(train_rows)} pairs); lower batch_size or holdout"
-        )
-    epoch, pos = divmod(k, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
-    return train_rows[perm[pos * micro : (pos + 1) * micro]]
-
-
 # -- helpers -----------------------------------------------------------------------------------
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -195,65 +105,12 @@ def _resolve_device(name: str) -> torch.device:
     return dev
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the global RNG user code draws from
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _isolated_rng(device: torch.device) -> Iterator[None]:
-    """Evaluation must not consume training randomness (or resume would diverge)."""
-    py, npy = random.getstate(), np.random.get_state()  # noqa: NPY002
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-    random.setstate(py)
-    np.random.set_state(npy)  # noqa: NPY002
-
-
 def _interactive() -> bool:
     return hasattr(sys, "ps1") or "ipykernel" in sys.modules or sys.stderr.isatty()
 
 
 def _floats(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in d.items()}
-
-
-@functools.lru_cache(maxsize=1)
-def _partition_kernels() -> tuple[Callable[..., Any], Callable[..., Any]] | str:
-    """``(iqr_mp_partition, iqr_noise_scale)`` from ``workbench.probes.partitions``, or why not."""
-    try:
-        from workbench.probes.partitions import iqr_mp_partition, iqr_noise_scale
-    except ImportError as err:
-        return f"workbench.probes.partitions unavailable: {err}"
-    return iqr_mp_partition, iqr_noise_scale
-
-
-def spectral_snapshot(features: torch.Tensor, max_sv: int) -> dict[str, Any]:
-    """Singular values (largest ``max_sv``) and strong/weak/noise partition of (B, D) features.
-
-    Features are the global batch's L2-normalised post-head embeddings (uncentred, as SDE
-    decomposes them). The partition is ``workbench.probes.partitions``'s ``"iqr-mp"`` rule
-    (SDE spec §1.2 [our reading]) on these singular values, with the IQR noise scale of the
-    column-centred entries; ``partition`` holds |S|/r, |W|/r, |N|/r.
-    """
-    x = features.detach().float()
-    sv = torch.linalg.svdvals(x).cpu().numpy().astype(np.float64)  # (r,), descending
-    out: dict[str, Any] = {"singular_values": sv[:max_sv].tolist()}
-    kernels = _partition_kernels()
-    if isinstance(kernels, str):
-        return {**out, "partition": None, "partition_error": kernels}
-    iqr_mp_partition, iqr_noise_scale = kernels
-    x64 = x.cpu().numpy().astype(np.float64)
-    res = iqr_mp_partition(sv, iqr_noise_scale(x64), x64.shape[0], x64.shape[1])
-    out.update(
-        partition=res.proportions,
-        counts=res.counts,
-        energy=res.energy_proportions,
-        thresholds={k: float(v) for k, v in res.thresholds.items()},
-    )
-    return out
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -281,7 +138,7 @@ class _Trainer:
         self.eval_hooks = list(eval_hooks)
         self.progress = (progress if progress is not None else _interactive()) and self.info.is_main
 
-        _seed_all(c.seed)
+        seed_all(c.seed)
         if encoder is None:
             if c.encoder is None:
                 raise ValueError("TrainConfig.encoder is None: pass train(..., encoder=<Encoder>)")
@@ -298,21 +155,17 @@ class _Trainer:
         encoder.requires_grad_(False)
         for p in method_params:
             p.requires_grad_(True)
-        run_parts = c.trainable_parts()
-        self.stage_params = [
-            select(s.trainable.split("+") if s.trainable else run_parts, encoder, method_params)
-            for s in self.stages
-        ]
-        union: list[nn.Parameter] = []
-        for ps in self.stage_params:
-            union.extend(p for p in ps if not any(p is q for q in union))
+        self.stage_params, union = stage_parameters(
+            self.stages, c.trainable_parts(), encoder, method_params
+        )
         if not union:
             raise ValueError(f"trainable={c.trainable!r} selects no parameters")
         self.params = union
         for p in method_params:
             p.requires_grad_(False)
 
-        cached_ok = tower_free(union, encoder) and not self.method.needs_towers
+        self.tower_trains = not tower_free(union, encoder)
+        cached_ok = not self.tower_trains and not self.method.needs_towers
         if c.data == "cached" and not cached_ok:
             raise ValueError(
                 "data='cached' trains on cached tower features, but tower parameters train "
@@ -332,8 +185,8 @@ class _Trainer:
         D.broadcast_parameters(encoder, self.info)
         D.broadcast_parameters(self.method, self.info)
 
-        self.source = self._make_source(embeddings, dataset)
-        self.train_rows, self.holdout_rows = _split(self.source.n, c.holdout, c.seed)
+        self.source = make_source(self.cached, embeddings, dataset, c, encoder, self.device)
+        self.train_rows, self.holdout_rows = split_rows(self.source.n, c.holdout, c.seed)
         if c.batch_size % (c.grad_accum * self.info.world_size):
             raise ValueError(
                 f"batch_size {c.batch_size} must divide into grad_accum ({c.grad_accum}) × "
@@ -341,16 +194,8 @@ class _Trainer:
             )
         self.micro = c.batch_size // c.grad_accum
 
-        decay = [p for p in union if p.ndim >= 2]
-        no_decay = [p for p in union if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": c.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=c.lr,
-            betas=c.betas,
-            eps=c.eps,
+            param_groups(union, c.weight_decay), lr=c.lr, betas=c.betas, eps=c.eps
         )
 
         self.start_step = 0
@@ -365,35 +210,18 @@ class _Trainer:
         self.t0 = time.perf_counter()
 
     # -- setup pieces ------------------------------------------------------------------------
-    def _make_source(self, embeddings, dataset) -> _Source:
-        c = self.config
-        if self.cached and embeddings is not None:
-            return _CachedSource(embeddings, self.device)
-        if dataset is None:
-            from workbench.data import load_dataset
-
-            dataset = load_dataset(c.dataset, **c.dataset_kwargs)
-        if not self.cached:
-            return _ItemSource(dataset)
-        from workbench.encoders.embed import embed
-
-        emb = embed(
-            self.encoder, dataset, tower_features=True, progress=False, device=str(self.device)
-        )
-        return _CachedSource(emb, self.device)
-
     def _new_run_dir(self, embeddings) -> Path:
         c = self.config
         path = create_run_dir(c.run_root, c.run_name or self.method.name.replace("/", "-"))
         meta = {
-            "workbench_version": _version(),
+            "workbench_version": __version__,
             "torch_version": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "world_size": self.info.world_size,
             "device": str(self.device),
             "amp": None if self.amp_dtype is None else str(self.amp_dtype),
             "method": {"name": self.method.registry_name, "config": self.method.config},
-            "encoder_identity": _identity(self.encoder),
+            "encoder_identity": identity_record(self.encoder),
             "data": {
                 "mode": "cached" if self.cached else "items",
                 "n": self.source.n,
@@ -408,24 +236,10 @@ class _Trainer:
         return path
 
     def _load_resume(self) -> None:
-        run = RunDir(self.run_dir)
-        ckpt = run.checkpoint_path(None)
-        model, opt_tensors, state = read_checkpoint(ckpt)
-        load_model_tensors(self.encoder, self.method, model)
-        opt_tensors = {
-            k: v.to(self.device) if not k.endswith(".step") else v for k, v in opt_tensors.items()
-        }
-        load_optimizer(self.optimizer, opt_tensors, state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) != self.info.world_size:
-            raise ValueError(
-                f"checkpoint was written by {len(rngs)} processes; resume with the same number "
-                f"(got {self.info.world_size}) for an exact continuation"
-            )
-        set_rng_state(rngs[self.info.rank])
-        self.start_step = int(state["step"])
+        self.start_step = restore_training_state(
+            self.run_dir, self.encoder, self.method, self.optimizer, self.scaler, self.info,
+            self.device,
+        )  # fmt: skip
         if self.info.is_main:
             truncate_log(self.run_dir / LOG, self.start_step)
         D.barrier(self.info)
@@ -436,80 +250,14 @@ class _Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
-    def _towers(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        enc = self.encoder
-        if self.source.cached:
-            return batch["image_tower"], batch["text_tower"], {}
-        pixels = enc.preprocess(batch["images"]).to(self.device)
-        tokens = {k: v.to(self.device) for k, v in enc.tokenize(batch["captions"]).items()}
-        return enc.image_tower(pixels), enc.text_tower(tokens), {"pixels": pixels, "tokens": tokens}
-
-    def _hard_negatives(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        negs = self.method.hard_negative_texts(batch["captions"], batch["attributes"])
-        if negs is None:
-            return None
-        k = len(negs[0]) if negs else 0
-        if k == 0 or any(len(n) != k for n in negs) or len(negs) != len(batch["captions"]):
-            raise ValueError("hard_negative_texts must return K ≥ 1 captions for every sample")
-        enc = self.encoder
-        flat = [t for n in negs for t in n]
-        tokens = {key: v.to(self.device) for key, v in enc.tokenize(flat).items()}
-        tower_trains = not tower_free(self.params, enc)
-        with contextlib.nullcontext() if tower_trains else torch.no_grad():
-            tt = enc.text_tower(tokens)
-        z = F.normalize(enc.text_head(tt), dim=-1)  # (B_local·K, D)
-        return z.view(len(negs), k, -1)
-
     def _outputs(self, step: int, micro_idx: int) -> BatchOutputs:
         c, info = self.config, self.info
-        rows = _global_rows(self.train_rows, self.micro, step * c.grad_accum + micro_idx, c.seed)
+        rows = global_rows(self.train_rows, self.micro, step * c.grad_accum + micro_idx, c.seed)
         local = self.micro // info.world_size
         batch = self.source.batch(rows[info.rank * local : (info.rank + 1) * local])
-        enc = self.encoder
-        it, tt, extra = self._towers(batch)
-        zi, zt = enc.image_head(it), enc.text_head(tt)  # (B_local, D) raw
-        zi, zt = D.gather_features(zi, info), D.gather_features(zt, info)  # (B, D)
-        negs = self._hard_negatives(batch)
-        if negs is not None:
-            negs = D.gather_features(negs, info)  # (B, K, D)
-        return BatchOutputs(
-            image_features=F.normalize(zi, dim=-1),
-            text_features=F.normalize(zt, dim=-1),
-            logit_scale=enc.logit_scale.exp(),
-            image_raw=zi,
-            text_raw=zt,
-            hard_negatives=negs,
-            image_tower=it,
-            text_tower=tt,
-            pixels=extra.get("pixels"),
-            tokens=extra.get("tokens"),
-            captions=batch["captions"],
-            attributes=batch["attributes"],
-            labels=batch["labels"],
-            indices=batch["indices"],
-            encoder=enc,
+        return batch_outputs(
+            self.encoder, self.method, self.source, batch, info, self.device, self.tower_trains
         )
-
-    def _grad_cosine(self, lo: LossOutput, step: int) -> dict[str, float]:
-        a, b = self.method.grad_probe  # type: ignore[misc]
-        missing = [t for t in (a, b) if t not in lo.terms]
-        if missing:
-            raise ValueError(f"grad_probe names terms {missing} the method did not return")
-        params = [p for p in self.params if p.requires_grad]
-        flat = []
-        for name in (a, b):
-            grads = torch.autograd.grad(
-                lo.terms[name], params, retain_graph=True, allow_unused=True
-            )
-            vec = torch.cat(
-                [
-                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
-                    for g, p in zip(grads, params)
-                ]
-            )
-            flat.append(D.all_reduce_mean(vec, self.info))
-        cos = F.cosine_similarity(flat[0], flat[1], dim=0, eps=1e-12)
-        return {f"{a}~{b}": float(cos)}
 
     def _set_stage(self, si: int) -> None:
         ids = {id(p) for p in self.stage_params[si]}
@@ -531,7 +279,8 @@ class _Trainer:
             if not math.isfinite(loss_val) or not all(math.isfinite(v) for v in t.values()):
                 raise NonFiniteLossError(step + 1, "loss", {"loss": loss_val, **t}, self.run_dir)
             if probe and m == 0 and self.method.grad_probe is not None:
-                grad_cos = self._grad_cosine(lo, step)
+                params = [p for p in self.params if p.requires_grad]
+                grad_cos = gradient_cosine(lo.terms, self.method.grad_probe, params, self.info)
             loss = lo.loss / c.grad_accum
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += loss_val / c.grad_accum
@@ -568,37 +317,16 @@ class _Trainer:
         }
 
     # -- evaluation / snapshots / checkpoints ------------------------------------------------
-    @torch.no_grad()
-    def _heldout(self) -> dict[str, float]:
-        rows = self.holdout_rows
-        if len(rows) < 2:
-            return {}
-        enc, zs_i, zs_t = self.encoder, [], []
-        for start in range(0, len(rows), 256):
-            batch = self.source.batch(rows[start : start + 256])
-            with self._autocast():
-                it, tt, _ = self._towers(batch)
-                zs_i.append(enc.image_head(it).float())
-                zs_t.append(enc.text_head(tt).float())
-        zi = F.normalize(torch.cat(zs_i), dim=-1)
-        zt = F.normalize(torch.cat(zs_t), dim=-1)
-        from workbench.methods.infonce import info_nce
-
-        scale = enc.logit_scale.exp().float()
-        sim = zi @ zt.T
-        target = torch.arange(len(rows), device=sim.device)
-        return {
-            "heldout/infonce": float(info_nce(zi, zt, scale)),
-            "heldout/i2t_r1": float((sim.argmax(1) == target).float().mean()),
-            "heldout/t2i_r1": float((sim.argmax(0) == target).float().mean()),
-        }
-
     def _evaluate(self, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.info.is_main:
-            with _isolated_rng(self.device):
+            with isolated_rng(self.device):
                 self.encoder.eval()
-                metrics.update(self._heldout())
+                metrics.update(
+                    heldout_metrics(
+                        self.encoder, self.source, self.holdout_rows, self.device, self._autocast
+                    )
+                )
                 for hook in self.eval_hooks:
                     metrics.update(_floats(hook(self.encoder, step)))
                 self.encoder.train()
@@ -609,7 +337,7 @@ class _Trainer:
     def _snapshot(self, step: int, out: BatchOutputs, state: StepState, schedule: dict) -> None:
         if not self.info.is_main:
             return
-        with _isolated_rng(self.device):
+        with isolated_rng(self.device):
             rec = {
                 "kind": "snapshot",
                 "step": step,
@@ -622,27 +350,10 @@ class _Trainer:
         self.log.write(rec)
 
     def _checkpoint(self, step: int, stage: str) -> None:
-        rngs = [rng_state()]
-        if self.info.enabled:
-            gathered: list[Any] = [None] * self.info.world_size
-            torch.distributed.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        if self.info.is_main:
-            state = {
-                "step": step,
-                "stage": stage,
-                "rng": rngs,
-                "scaler": self.scaler.state_dict() if self.scaler else None,
-            }
-            save_checkpoint(
-                self.run_dir,
-                step,
-                model_tensors(self.encoder, self.method, self.params),
-                optimizer_payload(self.optimizer),
-                state,
-                keep=self.config.keep_checkpoints,
-            )
-        D.barrier(self.info)
+        save_training_state(
+            self.run_dir, step, stage, self.encoder, self.method, self.params, self.optimizer,
+            self.scaler, self.info, keep=self.config.keep_checkpoints,
+        )  # fmt: skip
 
     # -- driver ------------------------------------------------------------------------------
     def run(self) -> Run:
@@ -731,19 +442,6 @@ class _Trainer:
                 self.run_dir / SUMMARY,
                 {"status": status, "step": step, "metrics": metrics, **extra},
             )
-
-
-def _version() -> str:
-    from workbench import __version__
-
-    return __version__
-
-
-def _identity(encoder: nn.Module) -> dict[str, Any] | None:
-    ident = getattr(encoder, "identity", None)
-    if ident is None:
-        return None
-    return {"name": ident.name, "weights_hash": ident.weights_hash, "key": ident.key()}
 
 
 def train(

@@ -46,6 +46,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def identity_record(encoder: Any) -> dict[str, Any] | None:
+    """``meta.encoder_identity`` of ``config.json``: the encoder's identity before training."""
+    ident = getattr(encoder, "identity", None)
+    if ident is None:
+        return None
+    return {"name": ident.name, "weights_hash": ident.weights_hash, "key": ident.key()}
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()

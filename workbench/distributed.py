@@ -1,5 +1,8 @@
 """Everything distributed lives here: process-group setup, the feature gather, gradient averaging.
 
+A floor below :mod:`workbench.methods` and :mod:`workbench.train`: a method may call
+:func:`gather_features` (e.g. to gather extra per-sample tensors) without importing the loop.
+
 Semantics follow open_clip with ``local_loss=False, gather_with_grad=True``: every rank
 gathers the global batch *with gradients*, computes the same global loss, and back-propagates;
 ``all_gather``'s backward sums the per-rank gradients into each rank's local features, and

@@ -1,0 +1,214 @@
+"""Golden outputs of every method on one fixed batch, as open_clip's ``tests/test_inference.py``.
+
+For each case in :data:`CASES` — every name in ``methods.names()``, every SDE ablation row of
+``workbench.methods.sde.ABLATIONS``, FANoise's scalings and sides, learnable vs fixed
+temperature, either query side — the stored tensors are the :class:`LossOutput`'s loss, every
+term, every log value, and the gradient of the loss with respect to the image features, text
+features and logit scale, on the seeded (16, 32) L2-normalised batch :func:`golden_batch`.
+A second file holds the per-step loss and terms of a short heads-only ``train()`` run per method
+on the toy encoder (:data:`TRACES`).
+
+Tolerance: ``rtol = atol = 4 · torch.finfo(torch.float32).resolution`` (4e-6) for losses, terms
+and logs; gradients use the same ``rtol`` with ``atol`` scaled by the tensor's largest entry
+(up to 12 here: float32 rounding of a gradient is relative to its scale, not to each entry). A
+refactor that keeps the arithmetic reproduces the goldens bit for bit on the machine that wrote
+them; the margin is for float32 reductions re-ordered by another BLAS blocking or thread count.
+Measured: evaluating the same formulas in float64 moves the values by at most 17 % and the
+gradients by at most 75 % of these tolerances, while changing a constant (SDE's β by 0.001),
+a side or a mean moves them by orders of magnitude more. The training traces compound six AdamW
+steps of such differences, so they use ``rtol = atol = 1e-5``.
+
+Regenerate, only when a change of numbers is intended (say why in the commit message)::
+
+    WORKBENCH_REGEN_GOLDENS=1 pytest tests/test_method_goldens.py
+
+which rewrites ``tests/data/goldens/methods.safetensors`` and ``method_traces.safetensors``
+from the current code and then checks against them. A new method or variant must add a case
+here (``test_every_registered_method_has_a_golden`` fails until it does).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
+
+from workbench import methods
+from workbench.methods import BatchOutputs, StepState
+from workbench.methods.sde import ABLATIONS
+from workbench.train import RunDir, TrainConfig, train
+
+GOLDENS = Path(__file__).parent / "data" / "goldens"
+LOSS_FILE = GOLDENS / "methods.safetensors"
+TRACE_FILE = GOLDENS / "method_traces.safetensors"
+REGEN = os.environ.get("WORKBENCH_REGEN_GOLDENS") == "1"
+
+TOL = 4 * torch.finfo(torch.float32).resolution
+TRACE_TOL = 1e-5
+
+#: Mid-run clock: SDE's α(t) ≠ α₀ and λ(t) is still on its warm-up ramp (0 < λ < λ_max).
+STATE = StepState(step=3, total_steps=40)
+#: Global torch seed set right before each method call (FANoise draws its noise from it).
+NOISE_SEED = 1234
+
+#: case name → (registry name, constructor overrides, training mode).
+CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "infonce": ("infonce", {}, True),
+    "infonce/vlm2vec": ("infonce/vlm2vec", {}, True),
+    "infonce/fixed_tau": ("infonce", {"temperature": 0.05}, True),
+    "infonce/one_way_text_query": ("infonce", {"symmetric": False, "query": "text"}, True),
+    **{f"sde/{row}": ("sde", dict(kw), True) for row, kw in ABLATIONS.items()},
+    "sde/learnable_symmetric": ("sde", {"temperature": None, "symmetric": True}, True),
+    "sde/text_query": ("sde", {"query": "text"}, True),
+    "sde/renormalize_svd": ("sde", {"renormalize": True, "svd_route": "svd"}, True),
+    "sde/lambda_full": ("sde", {"lambda_warmup": 0.0}, True),
+    "fanoise": ("fanoise", {}, True),
+    "fanoise/eval": ("fanoise", {}, False),
+    "fanoise/uniform": ("fanoise", {"scaling": "uniform", "alpha": 0.5}, True),
+    "fanoise/linear": ("fanoise", {"scaling": "linear"}, True),
+    "fanoise/query_side": ("fanoise", {"side": "query"}, True),
+    "fanoise/target_side": ("fanoise", {"side": "target", "renormalize": True}, True),
+    "fanoise/learnable_symmetric": ("fanoise", {"temperature": None, "symmetric": True}, True),
+    "fanoise/text_query": ("fanoise", {"query": "text"}, True),
+}
+
+#: Methods whose short training run is stored as a loss trace.
+TRACES = ("infonce", "sde", "fanoise")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def golden_batch() -> BatchOutputs:
+    """Seeded (16, 32) pairs sharing a rank-4 signal, anisotropic spectrum (decade over D), so
+    SDE's partition has non-empty strong, weak and noise bands; logit scale 1/0.07 (CLIP's init),
+    a leaf with gradient."""
+    g = torch.Generator().manual_seed(0)
+    b, d, k = 16, 32, 4
+    base = torch.randn(b, k, generator=g) @ torch.randn(k, d, generator=g)  # (B, D)
+    spectrum = torch.logspace(0, -1, d)  # (D,)
+    image_raw = (base + torch.randn(b, d, generator=g)) * spectrum
+    text_raw = (base + torch.randn(b, d, generator=g)) * spectrum
+    image = F.normalize(image_raw, dim=-1).requires_grad_(True)
+    text = F.normalize(text_raw, dim=-1).requires_grad_(True)
+    scale = torch.tensor(1 / 0.07).requires_grad_(True)
+    return BatchOutputs(image, text, scale, image_raw, text_raw)
+
+
+def case_outputs(name: str) -> dict[str, torch.Tensor]:
+    """``{"<name>|loss", "<name>|terms.<t>", "<name>|logs.<l>", "<name>|grad.<x>"}`` of one case."""
+    registry_name, config, training = CASES[name]
+    method = methods.get(registry_name, **config).train(training)
+    out = golden_batch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(NOISE_SEED)
+        lo = method(out, STATE)
+    inputs = {"image": out.image_features, "text": out.text_features, "scale": out.logit_scale}
+    grads = torch.autograd.grad(lo.loss, list(inputs.values()), allow_unused=True)
+    result = {f"{name}|loss": lo.loss.detach()}
+    result.update({f"{name}|terms.{k}": v.detach() for k, v in lo.terms.items()})
+    result.update(
+        {
+            f"{name}|logs.{k}": torch.tensor(float(v), dtype=torch.float64)
+            for k, v in lo.logs.items()
+        }
+    )
+    for (key, x), g in zip(inputs.items(), grads):
+        result[f"{name}|grad.{key}"] = torch.zeros_like(x) if g is None else g
+    return result
+
+
+def trace_outputs(method: str, root: Path) -> dict[str, torch.Tensor]:
+    """Per-step ``loss`` and terms of a 6-step heads-only toy run (cached features, fp32)."""
+    enc, data = ToyEncoder(), ToyDataset(80)
+    config = TrainConfig(
+        method=method, encoder=None, dataset=None, steps=6, batch_size=16, holdout=16,
+        warmup=2, lr=1e-2, snapshot_every=0, run_root=str(root),
+    )  # fmt: skip
+    run = train(
+        config, embeddings=toy_embeddings(enc, data), encoder=copy.deepcopy(enc), progress=False
+    )
+    log = RunDir(run.run_dir).log()
+    result = {f"{method}|loss": torch.tensor([r["loss"] for r in log], dtype=torch.float64)}
+    for term in log[0]["terms"]:
+        result[f"{method}|terms.{term}"] = torch.tensor(
+            [r["terms"][term] for r in log], dtype=torch.float64
+        )
+    return result
+
+
+def _stored(path: Path, compute) -> dict[str, torch.Tensor]:
+    if REGEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().clone() for k, v in compute().items()}, str(path))
+    if not path.exists():
+        pytest.fail(
+            f"{path} is missing; create it with WORKBENCH_REGEN_GOLDENS=1 pytest {__file__}"
+        )
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def loss_goldens() -> dict[str, torch.Tensor]:
+    return _stored(LOSS_FILE, lambda: {k: v for c in CASES for k, v in case_outputs(c).items()})
+
+
+@pytest.fixture(scope="module")
+def trace_goldens(tmp_path_factory) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("golden-runs")
+    return _stored(
+        TRACE_FILE, lambda: {k: v for m in TRACES for k, v in trace_outputs(m, root).items()}
+    )
+
+
+def _assert_matches(actual: dict, stored: dict, prefix: str, tol: float) -> None:
+    mine = {k for k in stored if k.startswith(prefix)}
+    assert set(actual) == mine, f"terms/logs changed: now {sorted(actual)}, stored {sorted(mine)}"
+    for key, value in actual.items():
+        expected = stored[key]
+        # a gradient's float32 rounding is relative to its largest entry, not to each entry
+        atol = tol * max(1.0, float(expected.abs().max())) if "|grad." in key else tol
+        torch.testing.assert_close(
+            value, expected, rtol=tol, atol=atol, msg=lambda m, key=key: f"{key}: {m}"
+        )
+
+
+def library_methods() -> list[str]:
+    """Registered names whose factory lives in ``workbench.methods`` (other test modules
+    register toy methods in the same session)."""
+    names = []
+    for name in methods.names():
+        factory = methods.METHODS.get(name)
+        module = getattr(factory, "func", factory).__module__
+        if module.startswith("workbench.methods."):
+            names.append(name)
+    return names
+
+
+def test_every_registered_method_has_a_golden():
+    covered = {registry_name for registry_name, _, _ in CASES.values()}
+    assert {"infonce", "infonce/vlm2vec", "sde", "fanoise"} <= set(library_methods())
+    assert set(library_methods()) <= covered, sorted(set(library_methods()) - covered)
+    assert {f"sde/{row}" for row in ABLATIONS} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_loss_output_matches_golden(case, loss_goldens):
+    _assert_matches(case_outputs(case), loss_goldens, f"{case}|", TOL)
+
+
+@pytest.mark.parametrize("method", TRACES)
+def test_training_trace_matches_golden(method, trace_goldens, tmp_path):
+    _assert_matches(trace_outputs(method, tmp_path), trace_goldens, f"{method}|", TRACE_TOL)

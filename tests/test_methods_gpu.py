@@ -1,0 +1,60 @@
+"""Methods on CUDA (``gpu`` marker; skipped without a GPU): the goldens hold there too, and
+bf16 autocast — what ``benchmarks/gpu_check.py`` times — stays close to float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_method_goldens import CASES, LOSS_FILE, NOISE_SEED, STATE, case_outputs, golden_batch
+
+from workbench import methods
+from workbench.methods import BatchOutputs
+
+pytestmark = pytest.mark.gpu
+
+#: FANoise draws its noise from the CUDA generator there, so only its eval-mode case compares.
+DETERMINISTIC = [c for c in CASES if not (c.startswith("fanoise") and c != "fanoise/eval")]
+
+
+def _on_cuda(out: BatchOutputs) -> BatchOutputs:
+    leaf = lambda t: t.detach().cuda().requires_grad_(True)  # noqa: E731
+    return BatchOutputs(
+        leaf(out.image_features), leaf(out.text_features), leaf(out.logit_scale),
+        out.image_raw.cuda(), out.text_raw.cuda(),
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.parametrize("case", DETERMINISTIC)
+def test_goldens_hold_on_cuda(case, monkeypatch):
+    import test_method_goldens as goldens
+
+    monkeypatch.setattr(goldens, "golden_batch", lambda: _on_cuda(golden_batch()))
+    stored = load_file(str(LOSS_FILE))
+    for key, value in case_outputs(case).items():
+        expected = stored[key]
+        scale = max(1.0, float(expected.abs().max()))
+        # cuBLAS reduces in another order than the CPU BLAS that wrote the goldens
+        torch.testing.assert_close(value.cpu(), expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("name", methods.names())
+def test_bf16_autocast_loss_is_close_to_fp32(name):
+    out = _on_cuda(golden_batch())
+    method = methods.get(name).cuda().eval()
+    with torch.random.fork_rng(devices=[0]):
+        torch.manual_seed(NOISE_SEED)
+        fp32 = method(out, STATE).loss
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = method(out, STATE).loss
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16)
+    # bf16 keeps 8 bits of mantissa: logits of size up to 1/τ = 50 are off by ~0.2 at worst
+    torch.testing.assert_close(bf16, fp32, rtol=5e-2, atol=5e-2)
