@@ -43,6 +43,8 @@ def test_every_registered_method_is_callable_both_ways():
     y = torch.nn.functional.normalize(torch.randn(8, 6, generator=g), dim=-1)
     scale = torch.tensor(10.0)
     for name in methods.names():
+        if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
+            continue
         m = methods.get(name)
         direct = m(x, y, scale)
         assert direct.ndim == 0 and torch.isfinite(direct), name

@@ -11,7 +11,7 @@ from test_train_toy import ToyDataset, ToyEncoder, _Block
 from torch import nn
 
 import workbench.train
-from workbench.methods import METHODS, LossOutput, Method
+from workbench.methods import METHODS, LossOutput, Method, mark_adapter
 from workbench.methods.feature_loss import info_nce
 from workbench.train import RunDir, TrainConfig, load_encoder_from_run, parts, train
 from workbench.train.params import prepare_model, select
@@ -27,7 +27,7 @@ class _Adapted(Method):
         adapter = _Block(encoder.image_blocks[0].fc.in_features)
         nn.init.zeros_(adapter.fc.weight)
         nn.init.zeros_(adapter.fc.bias)
-        encoder.image_blocks.append(parts.mark_adapter(adapter))
+        encoder.image_blocks.append(mark_adapter(adapter))
         self.projector = nn.Linear(encoder.embed_dim, encoder.embed_dim)
 
     def compute(self, out, state):

@@ -31,6 +31,7 @@ from workbench.methods.base import (
     Method,
     Stage,
     StepState,
+    mark_adapter,
 )
 
 # One module per method; a module not written yet is simply not registered.
@@ -83,5 +84,6 @@ __all__ = [
     "Stage",
     "StepState",
     "get",
+    "mark_adapter",
     "names",
 ]

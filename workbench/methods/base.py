@@ -267,6 +267,20 @@ class Method(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
 
+#: Attribute :func:`mark_adapter` sets on a module that the ``adapters`` trainable part trains.
+ADAPTER_FLAG = "_workbench_adapter"
+
+
+def mark_adapter(module: nn.Module) -> nn.Module:
+    """Mark ``module`` — which a method's :meth:`Method.attach` inserts into the encoder — as an
+    adapter, so ``TrainConfig(trainable="...+adapters")`` trains its parameters. Returns ``module``.
+
+    Lives with the method contract (not in ``train``) because methods may not import the loop.
+    """
+    setattr(module, ADAPTER_FLAG, True)
+    return module
+
+
 #: Name → method factory (a ``Method`` subclass or a ``functools.partial`` of one for a preset
 #: variant such as ``"infonce/vlm2vec"``). Use :func:`workbench.methods.get`.
 METHODS: Registry[Callable[..., Method]] = Registry("method")

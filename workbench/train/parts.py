@@ -8,7 +8,7 @@ parameters it selects and, optionally, a step that prepares the encoder (LoRA in
 is one :func:`part` entry here.
 
 Adapters: a method that inserts modules into the encoder in ``attach`` (Earth-Adapter) marks
-them with :func:`mark_adapter`; the ``adapters`` part then trains their parameters.
+them with :func:`workbench.methods.base.mark_adapter`; the ``adapters`` part then trains their parameters.
 
 This module imports no torch: ``TrainConfig`` validates specs without it.
 """
@@ -24,9 +24,6 @@ from workbench._registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
-
-#: Attribute :func:`mark_adapter` sets on a module the ``adapters`` part trains.
-ADAPTER_FLAG = "_workbench_adapter"
 
 
 #: ``(encoder, method_params, value) -> parameters`` of one part.
@@ -204,13 +201,6 @@ def _inject_lora(encoder: nn.Module, opts: dict[str, Any]) -> None:
         ) from None
 
 
-def mark_adapter(module: nn.Module) -> nn.Module:
-    """Mark ``module`` (which a method's ``attach`` inserts into the encoder) as an adapter, so
-    the ``adapters`` part trains its parameters. Returns ``module``."""
-    setattr(module, ADAPTER_FLAG, True)
-    return module
-
-
 # -- the parts, in the order the docs list them -------------------------------------------------
 @part("heads", "heads", "both projection heads (= image_head+text_head)")
 def _heads(encoder, method_params, _):
@@ -261,8 +251,10 @@ def _lora(encoder, method_params, _):
 
 @part("adapters", "adapters", "modules the method attached to the encoder (mark_adapter)")
 def _adapters(encoder, method_params, _):
+    from workbench.methods.base import ADAPTER_FLAG
+
     for module in encoder.modules():
-        if getattr(module, ADAPTER_FLAG, False):
+        if getattr(module, ADAPTER_FLAG, False):  # set by methods.base.mark_adapter
             yield from module.parameters()
 
 
