@@ -21,6 +21,7 @@ from workbench._registry import Registry
 from workbench.data.base import MMVP_CATEGORIES, Dataset, Item, MMVPPair, subset_indices
 from workbench.data.builtin import Digits, SkimagePhotos
 from workbench.data.captions import CocoCaptions, Flickr30k
+from workbench.data.emoji import Emoji
 from workbench.data.fashion_mnist import FashionMNIST
 from workbench.data.imagefolder import ImageFolder
 from workbench.data.mmvp import MMVPVLM
@@ -35,6 +36,7 @@ for _name, _cls, _aliases in (
     ("skimage-photos", SkimagePhotos, ("skimage",)),
     ("fashion-mnist", FashionMNIST, ("fashion_mnist",)),
     ("openclipart", OpenClipart, ()),
+    ("emoji", Emoji, ("noto-emoji",)),
     ("coco-captions", CocoCaptions, ("coco",)),
     ("flickr30k", Flickr30k, ()),
     ("mmvp-vlm", MMVPVLM, ("mmvp",)),
