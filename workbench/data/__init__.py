@@ -28,6 +28,7 @@ from workbench.data.mmvp import MMVPVLM
 from workbench.data.negatives import hard_negatives
 from workbench.data.openclipart import OpenClipart
 from workbench.data.synthetic import SyntheticWorld, mmvp_pairs
+from workbench.data.tuxpaint import TuxPaintStamps
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 for _name, _cls, _aliases in (
@@ -37,6 +38,7 @@ for _name, _cls, _aliases in (
     ("fashion-mnist", FashionMNIST, ("fashion_mnist",)),
     ("openclipart", OpenClipart, ()),
     ("emoji", Emoji, ("noto-emoji",)),
+    ("tuxpaint-stamps", TuxPaintStamps, ("tuxpaint",)),
     ("coco-captions", CocoCaptions, ("coco",)),
     ("flickr30k", Flickr30k, ()),
     ("mmvp-vlm", MMVPVLM, ("mmvp",)),
