@@ -8,6 +8,7 @@ import pytest
 from workbench.data import emoji as em
 from workbench.data import load_dataset
 
+
 def _item(ds, item_id):
     """The item with this id, rendering only that one."""
     return ds[[r["id"] for r in ds._records].index(item_id)]

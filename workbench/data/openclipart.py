@@ -232,7 +232,10 @@ def svg_rasteriser() -> str | None:
 
 
 def rasterise_svg(path: str | os.PathLike[str], width: int, height: int) -> Image.Image:
-    """Render an SVG at ``width`` × ``height`` px as RGBA (external files and entities refused).
+    """Render an SVG at ``width`` × ``height`` px as RGBA.
+
+    CairoSVG runs in its default safe mode (no external entities or files); ``rsvg-convert``
+    only reads files beside the SVG.
 
     Raises:
         RuntimeError: neither CairoSVG nor ``rsvg-convert`` is installed.
