@@ -52,6 +52,9 @@ def test_stamps_with_descriptions_become_captioned_items(stamps):
     assert knight.captions == ["Knight", "Knight. The only piece that can jump."]
     assert knight.attributes["colorable"] and not frog.attributes["colorable"]
     assert items["food/cartoon/apple.png"].attributes["cartoon"]
+    assert frog.attributes["photo_like"] and not knight.attributes["photo_like"]
+    photos = load_dataset("tuxpaint-stamps", root=stamps, photos_only=True)
+    assert [it.id for it in photos] == [frog.id] and photos.class_names == ds.class_names
     assert ds.class_names[frog.label] == "animals"
     assert tuple(np.asarray(frog.image)[0, 0]) == (255, 255, 255)  # transparency on white
     assert tuple(np.asarray(frog.image)[5, 10]) == (200, 30, 30)
@@ -80,3 +83,6 @@ def test_the_debian_stamps():
     frog = next(it for it in ds if it.attributes["path"] == "animals/amphibians/frog.png")
     assert frog.captions[0] == "A frog" and frog.image.mode == "RGB"
     assert max(frog.image.size) <= 512
+    photos = load_dataset("tuxpaint-stamps", photos_only=True)
+    assert 300 < len(photos) < 450  # 370 in 2022.06.04
+    assert all(r["category"] != "symbols" and not r["cartoon"] for r in photos._records)

@@ -11,7 +11,10 @@ Checked on tuxpaint-stamps-default 2022.06.04: 952 described stamps, 785 of them
 other 167 are SVG-only, mostly cartoons, and are not part of the dataset); 16 top-level
 categories (animals, food, vehicles, ...). Directories named ``cartoon`` hold drawings; most other
 stamps in animals, food, plants, household, vehicles are photographs with a transparent
-background, which is composited on white here.
+background, which is composited on white here. ``photo_like`` marks the stamps that are not
+symbols, cartoons, road signs or colour-in/tintable silhouettes: 370 stamps, by eye about three in
+four of them photographs (the rest are drawings such as a sombrero or a traffic light), the
+held-out real-photo set of the pretraining recipe (``photos_only=True``).
 """
 
 from __future__ import annotations
@@ -66,15 +69,20 @@ def build_index(root: str) -> tuple[dict[str, Any], ...]:
             if stem + ".dat" in names:
                 flags = (folder / (stem + ".dat")).read_text(encoding="utf-8", errors="replace")
             rel = (folder / name).relative_to(base)
-            records.append(
-                {
-                    "path": rel.as_posix(),
-                    "category": rel.parts[0],
-                    "description": description,
-                    "cartoon": "cartoon" in rel.parts[:-1],
-                    **{flag: flag in flags.split() for flag in _FLAGS},
-                }
+            record = {
+                "path": rel.as_posix(),
+                "category": rel.parts[0],
+                "description": description,
+                "cartoon": "cartoon" in rel.parts[:-1],
+                **{flag: flag in flags.split() for flag in _FLAGS},
+            }
+            record["photo_like"] = not (
+                record["category"] == "symbols"
+                or record["cartoon"]
+                or "roadsigns" in rel.parts
+                or any(record[flag] for flag in _FLAGS)
             )
+            records.append(record)
     records.sort(key=lambda r: r["path"])
     return tuple(records)
 
@@ -91,11 +99,12 @@ class TuxPaintStamps(Dataset):
         size: Keep a seeded random subset of this many stamps (``None``: all).
         seed: Seed of that subset.
         max_side: Downscale so the longer side is at most this (default 512; ``None``: as is).
+        photos_only: Keep only the ``photo_like`` stamps (module docstring).
 
     Items: RGB image (transparency composited on white), captions from
     :func:`description_captions`, ``label`` = index of the top-level category in
     ``class_names``, attributes ``{"path", "category", "description", "cartoon", "colorable",
-    "tintable"}``.
+    "tintable", "photo_like"}``.
     """
 
     name = "tuxpaint-stamps"
@@ -108,6 +117,7 @@ class TuxPaintStamps(Dataset):
         size: int | None = None,
         seed: int = 0,
         max_side: int | None = 512,
+        photos_only: bool = False,
     ) -> None:
         check_split("tuxpaint-stamps", split, test_fraction)
         self.root = Path(root or os.environ.get("WORKBENCH_TUXPAINT_STAMPS", DEBIAN_ROOT))
@@ -120,10 +130,14 @@ class TuxPaintStamps(Dataset):
                 "pass root= (or set WORKBENCH_TUXPAINT_STAMPS) to a stamps folder.",
             )
         self.class_names = sorted({r["category"] for r in records})
-        records = tuple(r for r in records if in_split(_item_id(r), split, test_fraction))
+        records = tuple(
+            r
+            for r in records
+            if in_split(_item_id(r), split, test_fraction) and (r["photo_like"] or not photos_only)
+        )
         self._records = [records[i] for i in subset_indices(len(records), size, seed)]
         self.split, self.test_fraction = split, test_fraction
-        self.size, self.seed, self.max_side = size, seed, max_side
+        self.size, self.seed, self.max_side, self.photos_only = size, seed, max_side, photos_only
 
     @property
     def config(self) -> dict[str, Any]:
@@ -135,6 +149,7 @@ class TuxPaintStamps(Dataset):
             "root": str(self.root),
             "test_fraction": self.test_fraction,
             "max_side": self.max_side,
+            "photos_only": self.photos_only,
         }
 
     def __len__(self) -> int:
@@ -151,7 +166,10 @@ class TuxPaintStamps(Dataset):
             image=image,
             captions=description_captions(rec["description"]),
             label=self.class_names.index(rec["category"]),
-            attributes={k: rec[k] for k in ("path", "category", "description", *_FLAGS, "cartoon")},
+            attributes={
+                k: rec[k]
+                for k in ("path", "category", "description", *_FLAGS, "cartoon", "photo_like")
+            },
         )
 
 
