@@ -32,7 +32,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,9 @@ class TowerRows:
         image_tower: (n, D_img) float32 pre-projection image features.
         text_tower: (n, D_txt) float32 pre-projection text features.
         labels: (n,) int64, ``-1`` where an item has no label.
-        ids, captions, attributes: per row.
+        ids, captions, attributes: per row (``captions`` = each item's canonical ``captions[0]``).
+        more_captions: per row, the item's other captions (``captions[1:]``), whose text
+            features :func:`~workbench.encoders.embed.embed` reads from the text cache.
     """
 
     image_tower: np.ndarray
@@ -127,6 +129,7 @@ class TowerRows:
     ids: list[str]
     captions: list[str]
     attributes: list[dict[str, Any]]
+    more_captions: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -141,6 +144,7 @@ class TowerRows:
             [i for p in parts for i in p.ids],
             [c for p in parts for c in p.captions],
             [a for p in parts for a in p.attributes],
+            [m for p in parts for m in (p.more_captions or [[] for _ in range(len(p))])],
         )
 
 
@@ -263,6 +267,7 @@ class EmbeddingCache:
                     "ids": rows.ids,
                     "captions": rows.captions,
                     "attributes": jsonable(rows.attributes),
+                    "more_captions": rows.more_captions,
                 }
             ),
         }
@@ -325,6 +330,7 @@ def _read_chunk(path: Path) -> TowerRows:
         list(rows["ids"]),
         list(rows["captions"]),
         list(rows["attributes"]),
+        [list(m) for m in rows.get("more_captions", [[] for _ in rows["ids"]])],
     )
 
 

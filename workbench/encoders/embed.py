@@ -103,6 +103,7 @@ def _extract_chunk(
         ids=[str(it.id) for it in rows],
         captions=[it.captions[0] for it in rows],
         attributes=jsonable([dict(it.attributes) for it in rows]),
+        more_captions=[[str(c) for c in it.captions[1:]] for it in rows],
     )
 
 
@@ -175,6 +176,7 @@ def embed(
     progress: bool | None = None,
     device: str = "auto",
     chunk_rows: int = CHUNK_ROWS,
+    captions: str = "first",
 ) -> Embeddings:
     """Embed every image and canonical caption of ``dataset`` with ``encoder`` (towers cached on disk).
 
@@ -193,6 +195,11 @@ def embed(
         progress: Show a tqdm bar; ``None`` = only when interactive (Jupyter or a terminal).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
         chunk_rows: Rows per cache chunk (what an interrupted extraction can lose at most).
+        captions: ``"first"`` — one row per item, its canonical ``captions[0]``; ``"all"`` — one
+            row per (item, caption): the item's image row repeated for each of its captions, ids
+            ``"<item id>#<k>"``, ``attributes["item_id"]``/``["caption_index"]`` set (so
+            ``TrainConfig(holdout_by="id")`` keeps an image's captions together). The extra
+            captions' text features come from :class:`~workbench.encoders.text_cache.TextFeatureCache`.
 
     Returns:
         :class:`Embeddings` with ``image``/``text`` (n, D) float32 *raw* projected embeddings
@@ -214,14 +221,14 @@ def embed(
         raise ValueError(f"chunk_rows must be an int ≥ 1, got {chunk_rows!r}")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ValueError(f"size must be an int ≥ 1 or None (all items), got {size!r}")
+    if captions not in ("first", "all"):
+        raise ValueError(f"captions must be 'first' or 'all', got {captions!r}")
     if isinstance(encoder, str):
         from .registry import load_encoder
 
         encoder = load_encoder(encoder)
     if isinstance(dataset, str):
-        from ..data import load_dataset
-
-        dataset = load_dataset(dataset)
+        dataset = _load_sized(dataset, size, seed)
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name!r} is empty; nothing to embed")
     if size is not None and size > len(dataset):
@@ -244,6 +251,8 @@ def embed(
             encoder, dataset, indices, key, store, stored, batch_size, chunk_rows, progress, device
         )
         class_names = None if dataset.class_names is None else list(dataset.class_names)
+    if captions == "all":
+        rows = _all_captions(encoder, rows, cache_dir if cache else None, cache, batch_size)
     image = apply_head(encoder.image_head, rows.image_tower)  # (n, E)
     text = apply_head(encoder.text_head, rows.text_tower)  # (n, E)
     out_prov = dict(stored)
@@ -253,6 +262,7 @@ def embed(
         "embed_dim": int(image.shape[1]),
     }
     out_prov["tower_features"] = tower_features
+    out_prov["captions"] = captions
     return Embeddings(
         image=image,
         text=text,
@@ -264,6 +274,55 @@ def embed(
         image_tower=rows.image_tower if tower_features else None,
         text_tower=rows.text_tower if tower_features else None,
         provenance=out_prov,
+    )
+
+
+def _load_sized(name: str, size: int | None, seed: int) -> Dataset:
+    """``load_dataset(name)``, passing ``size``/``seed`` to a data set that generates its items
+    (synthetic-world), so ``embed(enc, "synthetic-world", size=5000)`` embeds 5,000 items."""
+    import inspect
+
+    from ..data import DATASETS, load_dataset
+
+    _, cls, _ = DATASETS.resolve(name)
+    if size is not None and getattr(cls, "generated", False):
+        accepted = inspect.signature(cls).parameters
+        return load_dataset(
+            name, **{k: v for k, v in (("size", size), ("seed", seed)) if k in accepted}
+        )
+    return load_dataset(name)
+
+
+def _all_captions(
+    encoder: Encoder, rows: TowerRows, cache_dir: Any, persist: bool, batch_size: int
+) -> TowerRows:
+    """One row per (item, caption): image rows repeated, extra captions' text features cached
+    by string (:class:`~workbench.encoders.text_cache.TextFeatureCache`)."""
+    from .text_cache import TextFeatureCache
+
+    more = rows.more_captions or [[] for _ in range(len(rows))]
+    extra = [c for m in more for c in m]
+    bank = TextFeatureCache(encoder, cache_dir, persist=persist) if extra else None
+    extra_feats = bank.features(extra, batch_size) if bank is not None else None
+    item = np.repeat(np.arange(len(rows)), [1 + len(m) for m in more])  # (n_rows,)
+    text, pos = [], 0
+    ids, caps, attrs = [], [], []
+    for i, m in enumerate(more):
+        text.append(rows.text_tower[i : i + 1])
+        if m:
+            text.append(extra_feats[pos : pos + len(m)])
+            pos += len(m)
+        for k, c in enumerate([rows.captions[i], *m]):
+            ids.append(f"{rows.ids[i]}#{k}")
+            caps.append(c)
+            attrs.append({**rows.attributes[i], "item_id": rows.ids[i], "caption_index": k})
+    return TowerRows(
+        image_tower=rows.image_tower[item],
+        text_tower=np.concatenate(text).astype(np.float32),
+        labels=rows.labels[item],
+        ids=ids,
+        captions=caps,
+        attributes=attrs,
     )
 
 

@@ -104,7 +104,9 @@ def retrieval_scores(
     else:
         keys = list(text_keys)
         if len(keys) != n_txt:
-            raise ValueError(f"text_keys must have one entry per caption ({n_txt}), got {len(keys)}")
+            raise ValueError(
+                f"text_keys must have one entry per caption ({n_txt}), got {len(keys)}"
+            )
         index: dict[str, int] = {}
         kid = np.array([index.setdefault(str(k), len(index)) for k in keys], dtype=np.int64)
         own = np.zeros((n_img, len(index)), dtype=bool)  # (n_img, n_keys): keys of its captions
