@@ -122,7 +122,9 @@ def test_open_embeddings_reads_an_entry_from_its_folder(tmp_path: Path) -> None:
     made = embed(enc, TinyDataset(20), chunk_rows=6, cache_dir=tmp_path, progress=False)
     folder = _entry_dir(tmp_path, made)
     calls = enc.calls
-    opened = open_embeddings(folder, enc, tower_features=True)
+    import workbench as wb
+
+    opened = wb.open_embeddings(folder, enc, tower_features=True)  # the README's recipe
     assert enc.calls == calls
     np.testing.assert_array_equal(np.asarray(opened.image), made.image)
     assert opened.ids == made.ids and opened.class_names == made.class_names

@@ -10,9 +10,9 @@ the library's source, and the stamp still matches. ``--force`` reruns anyway.
 
 ``workbench embed imagefolder --root DIR`` builds the dataset, embeds it into the tower cache
 (sharded over the ranks when started by ``torchrun``: gloo on CPU, NCCL on CUDA; resumable),
-and prints the cache entry's folder, which ``workbench.encoders.embed.open_embeddings`` opens in
-a notebook. ``--probe`` adds the spectra, the modality gap and the ReAlign fit of the result,
-each all-reduced over the ranks, and ``--summary FILE`` writes them as JSON (rank 0).
+and prints the cache entry's folder, which ``workbench.open_embeddings`` opens in a notebook.
+``--probe`` adds the spectra, the modality gap and the ReAlign fit of the result, each
+all-reduced over the ranks, and ``--summary FILE`` writes them as JSON (rank 0).
 
 A thin driver (STYLE.md §1): argument parsing and printing live here, nothing else does.
 """
@@ -263,8 +263,7 @@ def run_embed(args: argparse.Namespace, echo: Callable[[str], None] = print) -> 
             if "probe" in summary:
                 echo(f"  gap ‖Δ‖ {summary['probe']['gap']['gap_norm']:.3f}")
             echo(
-                "open it in a notebook: "
-                f"wb.encoders.embed.open_embeddings({summary['entry']!r}, {args.encoder!r})"
+                f"open it in a notebook: wb.open_embeddings({summary['entry']!r}, {args.encoder!r})"
             )
             if args.summary is not None:
                 Path(args.summary).write_text(json.dumps(summary, indent=1, default=float))
