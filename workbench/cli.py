@@ -169,8 +169,9 @@ def _dataset_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def probe_summary(emb: Any, info: Any) -> dict[str, Any]:
-    """Spectra (RankMe, erank-cov, top-10 energy), gap and ReAlign statistics of ``emb``, each
-    summed over the ranks of the default process group (call on every rank)."""
+    """Spectra (RankMe, erank-cov, top-10 energy), centroid gap, cone widths and ReAlign
+    statistics of ``emb``, each summed over the ranks of the default process group (call on
+    every rank; local when there is none)."""
     from workbench.probes import ReAlign, effective_rank, modality_gap, spectrum
 
     local = emb.shard(info.rank, info.world_size)
@@ -184,9 +185,12 @@ def probe_summary(emb: Any, info: Any) -> dict[str, Any]:
             "erank_cov": effective_rank(centred, "erank-cov"),
             "top10_energy": float(centred.cumulative_energy[min(9, len(centred) - 1)]),
         }
-    gap = modality_gap(np.asarray(local.image), np.asarray(local.text), group="auto")
+    gap = modality_gap(
+        np.asarray(local.image), np.asarray(local.text), with_spectra=False, group="auto"
+    )  # the spectra are above; their power-law α needs more rows than a smoke run has
     out["gap"] = {
-        k: gap.summary()[k] for k in ("gap_norm", "centroid_cosine", "image_alpha", "text_alpha")
+        k: gap.summary()[k]
+        for k in ("gap_norm", "centroid_cosine", "cone_width_image", "cone_width_text")
     }
     out["realign"] = ReAlign().fit(local.image, local.text, group="auto").statistics()
     return out
