@@ -14,8 +14,9 @@ adjective, (5) replace a noun — and trains with K = 4 per caption, "two subtyp
   (``text_rules="words"``).
 
 Per caption (seeded by :attr:`NegativeConfig.seed` and the caption's text alone, so the choice
-does not depend on batch order): the kinds that produced at least one candidate are shuffled,
-the first ``kinds_per_caption`` are merged with ``K / kinds_per_caption`` negatives each, any
+does not depend on batch order): the kinds that produced candidates are shuffled (those with at
+least ``K / kinds_per_caption`` first), the first ``kinds_per_caption`` are merged with
+``K / kinds_per_caption`` negatives each, any
 shortfall is filled from the remaining kinds, and a caption with fewer than K distinct negatives
 repeats them (counted in :attr:`NegativeBank.n_repeated`). A negative equal (case and spacing
 folded) to the caption or to another positive of the same image is never emitted.
@@ -65,7 +66,7 @@ DEGLA_KINDS: tuple[str, ...] = (
 )
 VOCABULARIES: tuple[str, ...] = ("all", "train", "eval")
 TEXT_RULES: tuple[str, ...] = ("pos", "words")
-_FORMAT = 1  # bump when the bank's rules or file layout change; part of every cache key
+_FORMAT = 2  # bump when the bank's rules or file layout change; part of every cache key
 
 
 def vocabulary_half(word: str) -> str:
@@ -257,9 +258,10 @@ class NegativeBank:
                     pool.append(c)
             if pool:
                 pools[kind] = [pool[int(i)] for i in rng.permutation(len(pool))]
-        order = [list(pools)[int(i)] for i in rng.permutation(len(pools))]
-        merged, primary = order[: cfg.kinds_per_caption], order[cfg.kinds_per_caption :]
         per = cfg.k // cfg.kinds_per_caption
+        order = [list(pools)[int(i)] for i in rng.permutation(len(pools))]
+        order.sort(key=lambda kind: len(pools[kind]) < per)  # kinds that can give `per` first
+        merged, primary = order[: cfg.kinds_per_caption], order[cfg.kinds_per_caption :]
         taken: list[tuple[str, str]] = []
         for kind in merged:  # K / kinds_per_caption from each merged kind
             taken += [(kind, c) for c in pools[kind][:per]]

@@ -155,30 +155,33 @@ def degla_loss_terms(
 
     v, t, n = image.float(), text.float(), negatives.float()
     b, k, d = n.shape
-    labels = torch.arange(b, device=v.device)
+    sv = logit_scale * v  # (B, D): scaling the B rows is cheaper than the B·(B + B·K) logits
     out: dict[str, torch.Tensor] = {}
+    if "base" in terms or "igc" in terms:
+        pos_block = sv @ t.T  # (B, B): logits_per_image over captions = logits_per_text.T
+        neg_block = sv @ n.reshape(b * k, d).T  # (B, B·K): the code's negative columns, in order
+        positive = pos_block.diagonal()  # (B,)
     if "base" in terms:
-        columns = torch.cat([t, n.reshape(b * k, d)])  # (B + B·K, D): the code's text rows
-        logits_i2t = logit_scale * v @ columns.T  # (B, B + B·K)
-        logits_t2i = logit_scale * t @ v.T  # (B, B): positives only
-        out["base"] = (
-            F.cross_entropy(logits_i2t, labels) + F.cross_entropy(logits_t2i, labels)
-        ) / 2
-    first = torch.zeros(b, dtype=torch.long, device=v.device)  # the positive sits in column 0
+        # image→text: one softmax over [B captions; B·K negatives] (the columns are never
+        # concatenated: log Σ over both blocks = logaddexp of the two logsumexps)
+        i2t = torch.logaddexp(pos_block.logsumexp(1), neg_block.logsumexp(1)) - positive
+        t2i = pos_block.logsumexp(0) - positive  # text→image over the B images only
+        out["base"] = (i2t.mean() + t2i.mean()) / 2
     if "igc" in terms:
-        pos = (v * t).sum(-1, keepdim=True)  # (B, 1)
-        own = torch.einsum("bd,bkd->bk", v, n)  # (B, K)
-        out["igc"] = F.cross_entropy(logit_scale * torch.cat([pos, own], 1), first)
+        own = neg_block.view(b, b, k)[torch.arange(b), torch.arange(b)]  # (B, K): v_i · t̄_{i,k}
+        igc_logits = torch.cat([positive[:, None], own], 1)  # (B, 1 + K)
+        out["igc"] = (igc_logits.logsumexp(1) - positive).mean()
     if "tgc" in terms:
         tn = n if tgc_negatives == "own" else n.reshape(k, b, d).transpose(0, 1)  # (B, K, D)
         pos = (t * teacher_text.float()).sum(-1, keepdim=True)  # (B, 1)
         own = torch.einsum("bd,bkd->bk", t, tn)  # (B, K)
-        out["tgc"] = F.cross_entropy(tgc_scale * torch.cat([pos, own], 1), first)
+        tgc_logits = tgc_scale * torch.cat([pos, own], 1)  # (B, 1 + K)
+        out["tgc"] = (tgc_logits.logsumexp(1) - tgc_logits[:, 0]).mean()
     if "distill" in terms:
         out["distill"] = (
-            (v - teacher_image.float()).pow(2).sum()
-            + (t - teacher_text.float()).pow(2).sum()
-            + (n - teacher_negatives.float()).pow(2).sum()
+            F.mse_loss(v, teacher_image.float(), reduction="sum")
+            + F.mse_loss(t, teacher_text.float(), reduction="sum")
+            + F.mse_loss(n, teacher_negatives.float(), reduction="sum")
         )
     return out
 
@@ -327,24 +330,28 @@ class DeGLA(Method):
     @torch.no_grad()
     def _teacher_features(
         self, out: BatchOutputs, state: StepState
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """(B, D), (B, D), (B, K, D) L2-normalised teacher embeddings of the step's images,
-        captions and negatives (gathered like the student's)."""
+        captions and negatives, gathered like the student's; images and negatives only when
+        the distillation is on (TGC needs the captions alone)."""
         if self.teacher is None:  # outside the loop: the teacher is the student at step 0
             v, t, n = out.image_features, out.text_features, out.hard_negatives
             return v.detach(), t.detach(), n.detach()
+        full = self.switches["distill"]
         if self.teacher_kind == "heads":
-            tv, tt, tn = self._heads_teacher(out)
+            tv, tt, tn = self._heads_teacher(out, full)
         else:
-            tv, tt, tn = self._encoder_teacher(out)
+            tv, tt, tn = self._encoder_teacher(out, full)
         info = DistInfo(state.rank, state.world_size)
+        tt = F.normalize(gather_features(tt, info), dim=-1)  # (B, D)
+        if not full:
+            return None, tt, None
         b, k = tn.shape[:2]
         tn = gather_features(tn.reshape(b, k * tn.shape[-1]), info)  # (B, K·D)
-        tv, tt = gather_features(tv, info), gather_features(tt, info)  # (B, D)
         tn = tn.view(tn.shape[0], k, -1)  # (B, K, D)
-        return F.normalize(tv, dim=-1), F.normalize(tt, dim=-1), F.normalize(tn, dim=-1)
+        return F.normalize(gather_features(tv, info), dim=-1), tt, F.normalize(tn, dim=-1)
 
-    def _heads_teacher(self, out: BatchOutputs) -> tuple[torch.Tensor, ...]:
+    def _heads_teacher(self, out: BatchOutputs, full: bool) -> tuple[Any, ...]:
         for name in ("image_tower", "text_tower", "hard_negative_tower"):
             x = getattr(out, name)
             if x is None:
@@ -358,25 +365,29 @@ class DeGLA(Method):
                     "carries a gradient (tower parameters train); use teacher='encoder'"
                 )
         heads = self.teacher.module
-        tv = heads["image_head"](out.image_tower)  # (B_local, D)
         tt = heads["text_head"](out.text_tower)  # (B_local, D)
+        if not full:
+            return None, tt, None
+        tv = heads["image_head"](out.image_tower)  # (B_local, D)
         tn = heads["text_head"](out.hard_negative_tower)  # (B_local, K, D)
         return tv, tt, tn
 
-    def _encoder_teacher(self, out: BatchOutputs) -> tuple[torch.Tensor, ...]:
+    def _encoder_teacher(self, out: BatchOutputs, full: bool) -> tuple[Any, ...]:
         enc = self.teacher.module
-        if out.pixels is not None:
-            tv = enc.image_head(enc.image_tower(out.pixels))
-        elif out.image_tower is not None:  # cached path: the image tower is frozen
-            tv = enc.image_head(out.image_tower)
-        else:
-            raise ValueError("degla teacher='encoder' needs BatchOutputs.pixels or image_tower")
         if out.tokens is not None:
             tt = enc.text_head(enc.text_tower(out.tokens))
         elif out.text_tower is not None:
             tt = enc.text_head(out.text_tower)
         else:
             raise ValueError("degla teacher='encoder' needs BatchOutputs.tokens or text_tower")
+        if not full:
+            return None, tt, None
+        if out.pixels is not None:
+            tv = enc.image_head(enc.image_tower(out.pixels))
+        elif out.image_tower is not None:  # cached path: the image tower is frozen
+            tv = enc.image_head(out.image_tower)
+        else:
+            raise ValueError("degla teacher='encoder' needs BatchOutputs.pixels or image_tower")
         if not out.negative_texts:
             raise ValueError("degla teacher='encoder' needs BatchOutputs.negative_texts")
         flat = [s for negs in out.negative_texts for s in negs]
