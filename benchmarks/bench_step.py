@@ -168,9 +168,19 @@ class _Case:
         return time.perf_counter() - t0
 
 
+def method_for(name: str, mode: str):
+    """The method as a mode needs it: where tower blocks train (``towers``, ``vitb32``) DeGLA's
+    EMA teacher copies the whole encoder (its default copies the heads, exact only while the
+    towers are frozen), so the teacher forward includes the training tower."""
+    method = methods.get(name)
+    if mode != "heads" and method.needs_hard_negatives:
+        method = methods.get(name, teacher="encoder")
+    return method
+
+
 def make_cases(mode, batch, dim, names, blocks, device, k=4) -> dict[str, _Case]:
     """One :class:`_Case` (its own model copy, method attached) per method name."""
-    return {n: _Case(methods.get(n), mode, batch, dim, blocks, device, k) for n in names}
+    return {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
 
 
 def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, float]:

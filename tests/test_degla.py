@@ -276,3 +276,26 @@ def test_cached_negatives_give_the_same_loss_as_running_the_tower(tmp_path):
     )
     assert texts == texts2 and tower.shape == (2, 4, 20)
     torch.testing.assert_close(plain, cached)
+
+
+def test_whole_encoder_teacher_reuses_frozen_towers_and_equals_the_heads_teacher():
+    enc, data = ToyEncoder(), ToyDataset(40)
+    emb = toy_embeddings(enc, data)
+    g = torch.Generator().manual_seed(3)
+    negs = torch.randn(8, 4, 20, generator=g)
+    it, tt = torch.as_tensor(emb.image_tower[:8]), torch.as_tensor(emb.text_tower[:8])
+    losses = []
+    for teacher in ("heads", "encoder"):
+        m = methods.get("degla", teacher=teacher)
+        m.attach(enc)
+        zi, zt, zn = enc.image_head(it), enc.text_head(tt), enc.text_head(negs)
+        out = BatchOutputs(
+            F.normalize(zi, dim=-1), F.normalize(zt, dim=-1), enc.logit_scale.exp(), zi, zt,
+            hard_negatives=F.normalize(zn, dim=-1), hard_negative_tower=negs,
+            image_tower=it, text_tower=tt,
+        )  # fmt: skip
+        losses.append(m(out, StepState.standalone()))
+    heads, whole = losses
+    assert heads.terms.keys() == whole.terms.keys()
+    for name in heads.terms:
+        torch.testing.assert_close(heads.terms[name], whole.terms[name], rtol=0, atol=0)

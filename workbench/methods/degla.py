@@ -373,28 +373,36 @@ class DeGLA(Method):
         return tv, tt, tn
 
     def _encoder_teacher(self, out: BatchOutputs, full: bool) -> tuple[Any, ...]:
+        """The teacher's heads on its own towers. A tower whose features carry no gradient is
+        frozen, so the teacher's copy of it equals the student's (the EMA leaves unchanged
+        weights bit-identical) and those features are reused; a training tower runs again in
+        the teacher, on the step's pixels, tokens or negative captions."""
         enc = self.teacher.module
-        if out.tokens is not None:
-            tt = enc.text_head(enc.text_tower(out.tokens))
-        elif out.text_tower is not None:
-            tt = enc.text_head(out.text_tower)
-        else:
-            raise ValueError("degla teacher='encoder' needs BatchOutputs.tokens or text_tower")
+
+        def tower(cached: Any, side: str, inputs: Any) -> torch.Tensor:
+            if cached is not None and not cached.requires_grad:
+                return cached
+            if inputs is None:
+                raise ValueError(
+                    f"degla teacher='encoder': the {side} tower trains, so the teacher re-runs "
+                    f"it and needs its inputs in BatchOutputs (pixels / tokens / negative_texts)"
+                )
+            return enc.image_tower(inputs) if side == "image" else enc.text_tower(inputs)
+
+        tt = enc.text_head(tower(out.text_tower, "text", out.tokens))  # (B_local, D)
         if not full:
             return None, tt, None
-        if out.pixels is not None:
-            tv = enc.image_head(enc.image_tower(out.pixels))
-        elif out.image_tower is not None:  # cached path: the image tower is frozen
-            tv = enc.image_head(out.image_tower)
-        else:
-            raise ValueError("degla teacher='encoder' needs BatchOutputs.pixels or image_tower")
-        if not out.negative_texts:
-            raise ValueError("degla teacher='encoder' needs BatchOutputs.negative_texts")
-        flat = [s for negs in out.negative_texts for s in negs]
-        device = tt.device
-        tokens = {key: v.to(device) for key, v in enc.tokenize(flat).items()}
-        tn = enc.text_head(enc.text_tower(tokens))  # (B_local·K, D)
-        return tv, tt, tn.view(len(out.negative_texts), -1, tn.shape[-1])
+        tv = enc.image_head(tower(out.image_tower, "image", out.pixels))  # (B_local, D)
+        neg_tokens = None
+        if out.negative_texts:
+            flat = [s for negs in out.negative_texts for s in negs]
+            neg_tokens = {key: v.to(tt.device) for key, v in enc.tokenize(flat).items()}
+        cached = out.hard_negative_tower
+        if cached is not None:
+            cached = cached.reshape(-1, cached.shape[-1])  # (B_local·K, D_txt)
+        tn = enc.text_head(tower(cached, "text", neg_tokens))  # (B_local·K, D)
+        b = tv.shape[0]
+        return tv, tt, tn.view(b, -1, tn.shape[-1])  # (B_local, K, D)
 
 
 METHODS.register("degla")(DeGLA)
