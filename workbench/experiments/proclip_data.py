@@ -56,6 +56,8 @@ class ProCLIPData:
         targets_path: :func:`~workbench.methods.proclip.write_distill_targets` file.
         eval_sets: Held-out :class:`EvalSet` s (synthetic-world first).
         long_truncated: Fraction of long eval captions longer than 77 CLIP tokens.
+        example: One held-out scene's ``short`` and ``long`` caption and what tinyclip reads
+            of the long one (``clip_reads``: its 77 tokens, decoded).
         seconds: Wall time of each building step.
     """
 
@@ -67,6 +69,7 @@ class ProCLIPData:
     eval_sets: list[EvalSet]
     long_truncated: float
     seconds: dict[str, float]
+    example: dict[str, str] = field(default_factory=dict)
 
 
 def set_threads(cfg: Any) -> None:
@@ -225,9 +228,12 @@ def build_data(cfg: Any, *, log: Callable[[str], None] = lambda _: None) -> ProC
             }
         eval_sets.append(es)
     n_tok = [len(tiny._tokenizer.encode(t)) + 2 for t in long_ev]
+    ids = tiny.tokenize(long_ev[:1])["input_ids"][0]
+    reads = tiny._tokenizer.decode(ids[1 : int(ids.argmax())].tolist())
+    example = {"short": world_ev.captions[0], "long": long_ev[0], "clip_reads": reads}
     secs["eval_sets"] = time.perf_counter() - t0
     log(f"fine-tuning set {len(train)} pairs, {len(captions)} distinct captions; eval sets ready")
     return ProCLIPData(
         base, tiny, tiny_path, train, targets_path, eval_sets,
-        float(np.mean(np.asarray(n_tok) > 77)), secs,
+        float(np.mean(np.asarray(n_tok) > 77)), secs, example,
     )  # fmt: skip

@@ -10,7 +10,14 @@ import numpy as np
 
 from workbench.experiments.proclip import METRICS, ROW_LABELS, ArmRun
 
-__all__ = ["gap_figure", "lambda_figure", "spectrum_figure", "stage_records", "table5_figure"]
+__all__ = [
+    "gap_figure",
+    "lambda_figure",
+    "spectrum_curves",
+    "spectrum_figure",
+    "stage_records",
+    "table5_figure",
+]
 
 
 def table5_figure(table: Any) -> Any:
@@ -101,3 +108,21 @@ def stage_records(runs: Sequence[ArmRun], clip: dict[str, Any]) -> list[dict[str
             all(np.allclose(s["image_sv"], clip["image_sv"], rtol=1e-9, atol=1e-12) for s in after1)
         )
     return recs
+
+
+def spectrum_curves(
+    runs: Sequence[ArmRun], clip: dict[str, Any], seed: int = 0
+) -> dict[str, list[float]]:
+    """Image-side singular values of CLIP (before), ProCLIP after stage 1 and after stage 2, and
+    direct replacement, for one seed."""
+    curves = {"CLIP (before)": list(clip["image_sv"])}
+    for r in runs:
+        if r.seed != seed:
+            continue
+        if r.arm == "full":
+            if r.boundary:
+                curves["ProCLIP after stage 1"] = list(r.boundary["image_sv"])
+            curves["ProCLIP after stage 2"] = list(r.scores["image_sv"])
+        elif r.arm == "direct":
+            curves["direct replacement"] = list(r.scores["image_sv"])
+    return curves

@@ -22,7 +22,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TinyCLIPRecipe", "build_tinyclip_weights", "tinyclip_embeddings"]
+__all__ = [
+    "TinyCLIPRecipe",
+    "build_tinyclip_weights",
+    "tinyclip_embeddings",
+    "tinyclip_model_card",
+]
 
 
 @dataclass
@@ -96,6 +101,13 @@ def tinyclip_embeddings(tiny: Any, source: Any) -> Any:
         text_tower=ids,
         provenance={"tinyclip_rows_from": source.provenance.get("cache_key")},
     )
+
+
+def tinyclip_model_card(path: str | Path) -> dict[str, Any]:
+    """The JSON model card beside tinyclip weights (config, recipe, data, loss, time)."""
+    from workbench.encoders.tinyclip import model_card
+
+    return model_card(path)
 
 
 def _digest(recipe: TinyCLIPRecipe, data: Any, image_head: Any) -> str:
