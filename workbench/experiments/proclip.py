@@ -282,8 +282,10 @@ def evaluate(image_head: Any, text_head: Any, kind: str, data: ProCLIPData) -> d
 
     Returns:
         ``{"zero_shot", "zs/<set>/<label>", "i2t_short", "t2i_short", "i2t_long", "t2i_long",
-        "gap_short", "gap_long", "image_sv"}``: accuracies and R@1 as fractions, centroid gaps
-        ‖Δ‖ on synthetic-world, ``image_sv`` the singular values of the centred, normalised
+        "gap_short", "gap_long", "image_drift", "image_sv"}``: accuracies and R@1 as fractions,
+        centroid gaps ‖Δ‖ on synthetic-world, ``image_drift`` the mean ‖v − v_CLIP‖² of the
+        held-out images (how far the image side left CLIP's; L_reg's ins term per row),
+        ``image_sv`` the singular values of the centred, normalised
         image embeddings of every held-out image (the image-side spectrum).
     """
     from workbench.probes.gap import modality_gap
@@ -292,10 +294,11 @@ def evaluate(image_head: Any, text_head: Any, kind: str, data: ProCLIPData) -> d
     from workbench.probes.spectra import spectrum
 
     out: dict[str, Any] = {}
-    images = []
+    images, drift = [], []
     for es in data.eval_sets:
         img = encode_rows(image_head, es.image_tower)
         images.append(img)
+        drift.append(((img - encode_rows(data.tiny.image_head, es.image_tower)) ** 2).sum(1))
         for label, y in es.labels.items():
             cls = encode_rows(text_head, es.prompts[kind][label])
             cls = cls.reshape(len(es.class_names[label]), len(PROMPT_TEMPLATES), -1)
@@ -306,6 +309,7 @@ def evaluate(image_head: Any, text_head: Any, kind: str, data: ProCLIPData) -> d
             out[f"i2t_{length}"], out[f"t2i_{length}"] = r["i2t_R@1"], r["t2i_R@1"]
             out[f"gap_{length}"] = modality_gap(img, txt, with_spectra=False).gap_norm
     out["zero_shot"] = float(np.mean([v for k, v in out.items() if k.startswith("zs/")]))
+    out["image_drift"] = float(np.concatenate(drift).mean())
     out["image_sv"] = spectrum(np.concatenate(images), center=True).singular_values.tolist()
     return out
 
@@ -373,7 +377,7 @@ def result_table(runs: Sequence[ArmRun], clip: dict[str, Any], baseline: str = "
     """
     import pandas as pd
 
-    metrics = [*METRICS, "gap_short", "gap_long"]
+    metrics = [*METRICS, "gap_short", "gap_long", "image_drift"]
     by_arm: dict[str, dict[str, list[float]]] = {"clip": {m: [clip[m]] for m in metrics}}
     for r in runs:
         d = by_arm.setdefault(r.arm, {m: [] for m in metrics})

@@ -89,6 +89,7 @@ def stage_records(runs: Sequence[ArmRun], clip: dict[str, Any]) -> list[dict[str
     recs = [
         {"state": "CLIP (before)", "gap_short": clip["gap_short"], "gap_long": clip["gap_long"]}
     ]
+    recs[0]["image_drift"] = 0.0
     groups = {
         "ProCLIP after stage 1": [r.boundary for r in runs if r.arm == "full" and r.boundary],
         "ProCLIP after stage 2": [r.scores for r in runs if r.arm == "full"],
@@ -98,7 +99,7 @@ def stage_records(runs: Sequence[ArmRun], clip: dict[str, Any]) -> list[dict[str
         if not scores:
             continue
         rec: dict[str, Any] = {"state": state}
-        for m in ("gap_short", "gap_long"):
+        for m in ("gap_short", "gap_long", "image_drift"):
             v = np.asarray([s[m] for s in scores])
             rec[m], rec[f"{m}_std"] = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
         recs.append(rec)
