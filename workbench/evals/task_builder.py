@@ -274,7 +274,8 @@ def build_task_suite(
         except (FileNotFoundError, KeyError) as exc:
             skipped[name] = f"{type(exc).__name__}: {exc}"
             continue
-        emb = embed(enc, ds, size=cfg.n_per_dataset, seed=cfg.seed, tower_features=True)
+        size = min(cfg.n_per_dataset, len(ds))  # n_per_dataset is a cap: small sets join whole
+        emb = embed(enc, ds, size=size, seed=cfg.seed, tower_features=True)
         new = _dataset_tasks(name, emb, towers, cfg)
         if new:
             tasks += new

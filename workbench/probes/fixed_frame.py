@@ -105,8 +105,14 @@ class FixedFrame:
         self.energy = energy
         self.rank = rank
 
-    def fit(self, probe_image: Any, probe_text: Any) -> FixedFrame:
-        """Freeze U, V from Σ̂ = Cov(e_x) + Cov(e_y) of a probe set ((n, d) raw, paired or not)."""
+    def fit(self, probe_image: Any, probe_text: Any, *, group: Any = None) -> FixedFrame:
+        """Freeze U, V from Σ̂ = Cov(e_x) + Cov(e_y) of a probe set ((n, d) raw, paired or not).
+
+        ``group``: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: the inputs are
+        this rank's rows (at least 2 of each), the covariances are streamed and all-reduced
+        (:func:`~workbench.probes.spectra.spectrum`'s accumulator), and every rank freezes the
+        frame of all ranks' rows. Call on every rank.
+        """
         if not 0 < self.energy <= 1:
             raise ValueError(f"energy must be in (0, 1], got {self.energy}")
         X = l2_normalize(as_matrix(probe_image, "probe_image"), "probe_image")
@@ -116,7 +122,7 @@ class FixedFrame:
                 f"probe_image has dimension {X.shape[1]} but probe_text has {Y.shape[1]}"
             )
         d = X.shape[1]
-        sigma = np.cov(X, rowvar=False) + np.cov(Y, rowvar=False)  # (d, d)
+        sigma = _covariance(X, group) + _covariance(Y, group)  # (d, d)
         evals, evecs = np.linalg.eigh(sigma)
         order = np.argsort(evals)[::-1]
         evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
@@ -178,6 +184,18 @@ class FixedFrame:
             delta_norms=np.linalg.norm(delta, axis=1),
             zeta_norms=np.linalg.norm(zeta, axis=1),
         )
+
+
+def _covariance(X: np.ndarray, group: Any) -> np.ndarray:
+    """(d, d) sample covariance of the rows of ``X`` (n, d) — of every rank's rows under ``group``."""
+    from workbench.distributed import resolve_group
+    from workbench.probes.spectra import _accumulate
+
+    pg = resolve_group(group)
+    if pg is None:
+        return np.cov(X, rowvar=False)
+    acc = _accumulate(X, "probe embeddings", group=pg)
+    return acc.second_moment(center=True) / (acc.n - 1)
 
 
 @dataclass(frozen=True)
