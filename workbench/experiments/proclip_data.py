@@ -80,26 +80,12 @@ def set_threads(cfg: Any) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def text_tower_features(encoder: Any, texts: Sequence[str], batch: int = 64) -> np.ndarray:
-    """(n, D_txt) text-tower features of ``texts``, cached on disk by encoder identity + texts."""
-    import torch
-    from safetensors.numpy import load_file, save_file
+def text_tower_features(encoder: Any, texts: Sequence[str]) -> np.ndarray:
+    """(n, D_txt) text-tower features of ``texts`` through the shared text-feature cache
+    (:class:`~workbench.encoders.text_cache.TextFeatureCache`: each string computed once)."""
+    from workbench.encoders.text_cache import TextFeatureCache
 
-    from workbench.encoders.cache import default_cache_dir
-
-    h = hashlib.sha256(encoder.identity.key().encode())
-    h.update("\x00".join(texts).encode())
-    path = default_cache_dir() / "proclip" / f"texts-{h.hexdigest()[:24]}.safetensors"
-    if path.exists():
-        return load_file(str(path))["x"]
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), batch):
-            out.append(encoder.text_features(list(texts[i : i + batch])).float().cpu().numpy())
-    x = np.concatenate(out).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"x": x}, str(path))
-    return x
+    return TextFeatureCache(encoder).features(list(texts))
 
 
 def _ids(tiny: Any, texts: Sequence[str]) -> np.ndarray:
@@ -138,7 +124,7 @@ def build_data(cfg: Any, *, log: Callable[[str], None] = lambda _: None) -> ProC
     from workbench.data.synthetic_long import long_captions
     from workbench.encoders.cache import default_cache_dir
     from workbench.encoders.embeddings import Embeddings
-    from workbench.experiments.tinyclip import _concat, build_tinyclip_weights
+    from workbench.experiments.tinyclip import build_tinyclip_weights
     from workbench.methods.proclip import write_distill_targets
     from workbench.probes.separability import PROMPT_TEMPLATES
 
@@ -169,10 +155,7 @@ def build_data(cfg: Any, *, log: Callable[[str], None] = lambda _: None) -> ProC
 
     t0 = time.perf_counter()
     ft_parts = [world_ft, *(parts[1] for parts in aux.values())]
-    train = _concat(ft_parts)
-    train = Embeddings(
-        **{**train.__dict__, "text_tower": np.concatenate([p.text_tower for p in ft_parts])}
-    )
+    train = Embeddings.concat(ft_parts)
     long_ft = long_captions(world_ft.attributes) if cfg.long_captions else []
     with torch.no_grad():
         teach = lambda texts: tiny.encode_texts(list(texts)).float()  # noqa: E731

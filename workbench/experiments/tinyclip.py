@@ -154,7 +154,7 @@ def build_tinyclip_weights(
     parts = [data] if isinstance(data, Embeddings) else list(data)
     if not parts:
         raise ValueError("build_tinyclip_weights needs training data (Embeddings)")
-    pooled = _concat(parts)
+    pooled = parts[0] if len(parts) == 1 else Embeddings.concat(parts)
     name = f"tinyclip-{_digest(recipe, pooled, image_head)}"
     path = weights_path(name, cache_dir)
     if path.exists() and not force:
@@ -197,22 +197,3 @@ def build_tinyclip_weights(
     path.with_suffix(".json").write_text(json.dumps(card, indent=1))
 
     return path
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    from workbench.encoders.embeddings import Embeddings
-
-    if len(parts) == 1:
-        return parts[0]
-    cat = lambda name: np.concatenate([np.asarray(getattr(p, name)) for p in parts])  # noqa: E731
-    return Embeddings(
-        image=cat("image"),
-        text=cat("text"),
-        ids=[i for p in parts for i in p.ids],
-        labels=cat("labels"),
-        captions=[c for p in parts for c in p.captions],
-        attributes=[a for p in parts for a in (p.attributes or [{}] * len(p))],
-        image_tower=cat("image_tower"),
-        text_tower=None,
-        provenance={"concat": [p.provenance.get("cache_key") for p in parts]},
-    )
