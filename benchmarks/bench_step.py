@@ -18,7 +18,11 @@ Modes:
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
 
-Every registered method is timed (``--methods`` picks some). Each method gets its own copy of
+Every registered method is timed (``--methods`` picks some), in the last of its stages
+(ProCLIP: ``"tune"``, the EMA teacher's forward and update included). A method whose attach
+changes the trainable parts (ProCLIP's adapter as the text head) is also compared with the same
+parts under plain InfoNCE: ``proclip[λ=0]`` (ProCLIP's stage 2 without its regulariser is
+InfoNCE on the adapter's outputs), printed as its own ratio line. Each method gets its own copy of
 the model built from the same seed, and its ``attach`` runs on it (extra modules, adapters,
 teachers), with its own trainable parameters added to the optimiser. Methods are timed
 round-robin (one step each, order rotated every round) so machine-load drift hits them alike;
@@ -76,21 +80,21 @@ class _Case:
             self.encoder.text_head = torch.nn.Linear(384, dim, bias=False)
             self.encoder.logit_scale = torch.nn.Parameter(torch.tensor(2.6592))
             self.encoder.embed_dim = dim
-            self.params = list(self.encoder.parameters())
+            select_params = lambda: list(self.encoder.parameters())  # noqa: E731
             self.image_in = torch.randn(batch, 1280, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
         elif mode == "towers":
             import workbench as wb
 
             self.encoder = wb.load_encoder("default", embed_dim=dim)
-            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            select_params = lambda: select(["heads", f"image_blocks:{blocks}"], self.encoder, [])  # noqa: E731
             self.image_in = torch.randn(batch, 3, 96, 96, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
         else:  # vitb32
             import workbench as wb
 
             self.encoder = wb.load_encoder("open_clip:ViT-B-32")
-            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            select_params = lambda: select(["heads", f"image_blocks:{blocks}"], self.encoder, [])  # noqa: E731
             self.image_in = torch.randn(batch, 3, 224, 224, generator=g)
             self.text_in = {"input_ids": torch.randint(1, 49000, (batch, 77), generator=g)}
             self.amp = torch.bfloat16
@@ -104,7 +108,8 @@ class _Case:
             else:
                 width = self.text_in.shape[-1]
             self.neg_in = torch.randn(batch, k, width, generator=g)
-        method.attach(self.encoder)
+        method.attach(self.encoder)  # may replace a head (ProCLIP's adapter): select after it
+        self.params = select_params()
         self.method = method.to(device)
         self.encoder.requires_grad_(False)
         self.params += [p for p in method.parameters() if p.requires_grad]
@@ -130,6 +135,11 @@ class _Case:
             return image, self.text_in
         with torch.no_grad():
             return image, enc.text_tower(self.text_in)
+
+    def state(self, total: int) -> StepState:
+        """A mid-run state in the method's last stage (SDE's α(t), λ(t) are active there)."""
+        stage = self.method.stages(total)[-1].name
+        return StepState(step=total // 3, total_steps=total, stage=stage)
 
     def step(self, state: StepState) -> float:
         _sync(self.device)
@@ -163,24 +173,33 @@ class _Case:
             loss = self.method(out, state).loss
         loss.backward()
         self.opt.step()
-        self.method.on_step_end(self.encoder, state)
+        self.method.on_step_end(self.encoder, state)  # EMA teachers update here
         _sync(self.device)
         return time.perf_counter() - t0
 
 
-def method_for(name: str, mode: str):
+def method_for(name: str, mode: str, **config):
     """The method as a mode needs it: where tower blocks train (``towers``, ``vitb32``) DeGLA's
     EMA teacher copies the whole encoder (its default copies the heads, exact only while the
     towers are frozen), so the teacher forward includes the training tower."""
-    method = methods.get(name)
+    method = methods.get(name, **config)
     if mode != "heads" and method.needs_hard_negatives:
-        method = methods.get(name, teacher="encoder")
+        method = methods.get(name, teacher="encoder", **config)
     return method
 
 
+#: Same-trainable-parts InfoNCE references of methods that change the parts: name → config.
+REFERENCES = {"proclip": ("proclip[λ=0]", {"lambda_reg": 0.0})}
+
+
 def make_cases(mode, batch, dim, names, blocks, device, k=4) -> dict[str, _Case]:
-    """One :class:`_Case` (its own model copy, method attached) per method name."""
-    return {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
+    """One :class:`_Case` (its own model copy, method attached) per method name, plus the
+    same-parts references of :data:`REFERENCES`."""
+    cases = {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
+    for n, (ref, config) in REFERENCES.items():
+        if n in names:
+            cases[ref] = _Case(method_for(n, mode, **config), mode, batch, dim, blocks, device, k)
+    return cases
 
 
 def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, float]:
@@ -191,8 +210,7 @@ def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, 
     for i in range(total):
         order = order[1:] + order[:1]  # rotate so no method always runs first in a round
         for n in order:
-            # mid-run state: SDE's α(t), λ(t) are active (not the identity at the end)
-            t = cases[n].step(StepState(step=total // 3, total_steps=total))
+            t = cases[n].step(cases[n].state(total))
             if i >= warmup:
                 times[n].append(t)
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
@@ -246,6 +264,12 @@ def main() -> None:
             )  # fmt: skip
             cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
             print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+            for n, (ref, _) in REFERENCES.items():
+                if ref in res:
+                    print(
+                        f"{'':20}{n} / {ref} (same trainable parts): "
+                        f"{res[n]:.1f} / {res[ref]:.1f} ms = {res[n] / res[ref]:.2f}×"
+                    )
 
 
 if __name__ == "__main__":

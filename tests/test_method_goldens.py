@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ STATE = StepState(step=3, total_steps=40)
 #: Global torch seed set right before each method call (FANoise draws its noise from it).
 NOISE_SEED = 1234
 
+#: ProCLIP's per-caption distillation targets (written by :func:`_proclip_setup`).
+PROCLIP_TARGETS = Path(tempfile.gettempdir()) / "workbench-golden-proclip-targets.safetensors"
+
 #: case name → (registry name, constructor overrides, training mode).
 CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "infonce": ("infonce", {}, True),
@@ -85,6 +89,19 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
         {"lambda_igc": 0.3, "lambda_tgc": 0.2, "lambda_distill": 0.05},
         True,
     ),
+    "proclip/distill": ("proclip", {"targets": str(PROCLIP_TARGETS)}, True),
+    "proclip/distill_squared": (
+        "proclip",
+        {"targets": str(PROCLIP_TARGETS), "struct_form": "squared"},
+        True,
+    ),
+    "proclip/tune": ("proclip", {"targets": str(PROCLIP_TARGETS)}, True),
+    "proclip/tune_frozen_short": (
+        "proclip",
+        {"targets": str(PROCLIP_TARGETS), "teacher": "frozen", "long_captions": False},
+        True,
+    ),
+    "proclip/direct": ("proclip/direct", {"targets": str(PROCLIP_TARGETS)}, True),
 }
 #: Cases stored outside ``methods.safetensors`` (by registry name), so adding a method never
 #: rewrites another method's goldens.
@@ -147,6 +164,43 @@ def degla_batch(method, out: BatchOutputs) -> BatchOutputs:
 BATCHES = {"degla": degla_batch}
 
 
+def _proclip_setup(method: Any, out: BatchOutputs, stage: str) -> StepState:
+    """ProCLIP needs more than features: captions with distillation targets (half with a long
+    caption), pre-projection image features for its teacher, and an encoder to attach its
+    adapter (20 → 32) and image-head teacher (24 → 32) to — all seeded."""
+    from workbench.methods.proclip import write_distill_targets
+
+    g = torch.Generator().manual_seed(7)
+    b, d = out.image_features.shape
+    out.captions = [f"caption {i}" for i in range(b)]
+    long_in = torch.randn(b, 20, generator=g)
+    long_in[1::2] = float("nan")
+    write_distill_targets(
+        PROCLIP_TARGETS, out.captions, torch.randn(b, d, generator=g), long_in,
+        torch.randn(b, d, generator=g),
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        encoder = torch.nn.Module()
+        encoder.image_head = torch.nn.Linear(24, d, bias=False)
+        encoder.text_head = torch.nn.Linear(20, d, bias=False)
+        encoder.embed_dim = d
+        method.attach(encoder)
+    out.encoder = encoder
+    out.image_tower = torch.randn(b, 24, generator=g)
+    return StepState(step=3, total_steps=40, stage=stage, stage_step=3, stage_steps=20)
+
+
+#: The stage each ProCLIP case runs in (the cases need more than :func:`golden_batch`).
+PROCLIP_STAGE = {
+    "proclip/distill": "distill",
+    "proclip/distill_squared": "distill",
+    "proclip/tune": "tune",
+    "proclip/tune_frozen_short": "tune",
+    "proclip/direct": "tune",
+}
+
+
 def case_outputs(name: str) -> dict[str, torch.Tensor]:
     """``{"<name>|loss", "<name>|terms.<t>", "<name>|logs.<l>", "<name>|grad.<x>"}`` of one case."""
     registry_name, config, training = CASES[name]
@@ -154,9 +208,12 @@ def case_outputs(name: str) -> dict[str, torch.Tensor]:
     out = golden_batch()
     if registry_name in BATCHES:
         out = BATCHES[registry_name](method, out)
+    state = STATE
+    if name in PROCLIP_STAGE:
+        state = _proclip_setup(method, out, PROCLIP_STAGE[name])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(NOISE_SEED)
-        lo = method(out, STATE)
+        lo = method(out, state)
     inputs = {"image": out.image_features, "text": out.text_features, "scale": out.logit_scale}
     if out.hard_negatives is not None:
         inputs["negatives"] = out.hard_negatives

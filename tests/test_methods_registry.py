@@ -51,6 +51,10 @@ def test_every_registered_method_is_callable_both_ways():
         if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
             continue
         m = methods.get(name)
+        if not getattr(m, "standalone", True):  # needs the loop's stage (ProCLIP): it says so
+            with pytest.raises(ValueError, match="stage"):
+                m(x, y, scale)
+            continue
         negatives = None
         if m.needs_hard_negatives:  # DeGLA: the plain call must say what it lacks
             with pytest.raises(ValueError, match="hard negatives"):

@@ -36,6 +36,7 @@ CONFIGS = {
     "dp_ability": "workbench.experiments.dp_ability:DPStudyConfig",
     "explore_spectra": "workbench.viz.explorers:ExploreConfig",
     "degla": "workbench.experiments.degla:DeGLAStudyConfig",
+    "proclip": "workbench.experiments.proclip:ProCLIPConfig",
 }
 
 
