@@ -67,6 +67,11 @@ class CardEvalConfig:
         if isinstance(self.datasets, str):
             raise TypeError("datasets must be a sequence of names, not one string")
         self.datasets = tuple(self.datasets)
+        unknown = sorted(
+            set(self.datasets) - set(CardEvalConfig.__dataclass_fields__["datasets"].default)
+        )
+        if unknown:
+            raise ValueError(f"datasets: no held-out evaluation for {unknown}")
         for name in ("fashion_test", "digits"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 10):
