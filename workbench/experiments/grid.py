@@ -64,6 +64,9 @@ class HeadsTraining:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         snapshot_every: Spectral snapshot cadence of the run log (0 = none; the SDE figures
             read the method's own per-step band logs instead).
+        init: ``"random"`` — each run re-initialises the heads from its seed (heads from
+            scratch); ``"keep"`` — each run fine-tunes the encoder's current heads (e.g. the
+            pretrained default's; seeds then vary the data order and method noise only).
         run_root: Keep run directories here; ``None`` = a temporary directory removed after
             each run (the per-step log is kept in memory).
     """
@@ -75,6 +78,7 @@ class HeadsTraining:
     weight_decay: float = 0.1
     device: str = "cpu"
     snapshot_every: int = 0
+    init: str = "random"
     run_root: str | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +90,8 @@ class HeadsTraining:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise ValueError(f"warmup must be in [0, steps], got {self.warmup!r}")
+        if self.init not in ("random", "keep"):
+            raise ValueError(f"init must be 'random' or 'keep', got {self.init!r}")
 
     def train_config(self, arm: Arm, seed: int, n_pairs: int, run_root: str) -> Any:
         """The :class:`~workbench.train.TrainConfig` of one heads-only run."""
@@ -171,7 +177,8 @@ def _restore(encoder: Any, state: dict[str, Any]) -> None:
 def train_heads(
     encoder: Any, pairs: Any, arm: Arm, seed: int, training: HeadsTraining | None = None
 ) -> TrainedArm:
-    """Train ``encoder``'s heads from a seeded re-initialisation on ``pairs`` with ``arm``.
+    """Train ``encoder``'s heads on ``pairs`` with ``arm``: from a seeded re-initialisation
+    (``training.init="random"``) or from the heads it has (``"keep"``: fine-tuning).
 
     The heads are trained in place (copying a whole encoder per run costs more than a short
     run) and restored afterwards, so ``encoder`` is unchanged on return; the trained heads come
@@ -189,7 +196,8 @@ def train_heads(
     training = training or HeadsTraining()
     saved = _head_state(encoder)
     try:
-        _reset_heads(encoder, seed)
+        if training.init == "random":
+            _reset_heads(encoder, seed)
         emb = pairs.to_embeddings(encoder)
         with tempfile.TemporaryDirectory(prefix="wb-runs-") as tmp:
             root = training.run_root or tmp
@@ -302,7 +310,11 @@ class SuiteRunConfig:
 
     Attributes:
         encoder: Encoder registry name (``"default"``: the embedded EfficientNet-Lite0 +
-            MiniLM towers; heads start random and are what trains).
+            MiniLM towers with its shipped pretrained heads).
+        init: ``"pretrained"`` — every run fine-tunes the encoder's pretrained heads (the
+            papers' setting: SDE and FANoise fine-tune a pretrained VLM); ``"random"`` — heads
+            from scratch, re-initialised per seed (the default encoder then has its seeded linear
+            heads, ``load_encoder("default", heads="random")``).
         datasets: Task-suite datasets; ones whose files are missing are skipped and reported.
         n_per_dataset: Items per dataset (200 → 100 held-out queries per task; keeps the cold
             run within the 10-minute budget on 2 cores).
@@ -320,6 +332,7 @@ class SuiteRunConfig:
     """
 
     encoder: str = "default"
+    init: str = "pretrained"
     datasets: tuple[str, ...] = ("synthetic-world", "digits", "fashion-mnist", "openclipart")
     n_per_dataset: int = 200
     mmvp_pairs_per_category: int = 8
@@ -334,6 +347,8 @@ class SuiteRunConfig:
     output_dir: str = "figures"
 
     def __post_init__(self) -> None:
+        if self.init not in ("pretrained", "random"):
+            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
         self.datasets = tuple(self.datasets)
         self.seeds = tuple(int(s) for s in self.seeds)
         if not self.datasets:
@@ -358,7 +373,11 @@ class SuiteRunConfig:
 
     def training(self) -> HeadsTraining:
         return HeadsTraining(
-            steps=self.steps, batch_size=self.batch_size, lr=self.lr, device=self.device
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            device=self.device,
+            init="keep" if self.init == "pretrained" else "random",
         )
 
     def suite_config(self) -> Any:
@@ -406,6 +425,7 @@ def load_suite(config: SuiteRunConfig) -> tuple[Any, Any, float]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
-    encoder = load_encoder(config.encoder)
+    kw = {"heads": "random"} if config.init == "random" and config.encoder == "default" else {}
+    encoder = load_encoder(config.encoder, **kw)
     suite = build_task_suite(encoder, config.suite_config())
     return encoder, suite, time.perf_counter() - t0
