@@ -20,7 +20,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_paired, check_same_dim, l2_normalize
+from workbench._validate import (
+    as_array,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_int_tuple,
+    as_labels,
+    as_matrix,
+    as_names,
+    as_vector,
+    check_paired,
+    check_same_dim,
+    l2_normalize,
+    to_numpy,
+)
 from workbench.probes.geometry import cone_width
 from workbench.probes.separability import zero_shot_accuracy
 
@@ -91,6 +106,7 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
+    with_spectra = as_bool(with_spectra, "with_spectra")
     mu_x, mu_y = X.mean(axis=0), Y.mean(axis=0)
     delta = mu_x - mu_y
     denom = np.linalg.norm(mu_x) * np.linalg.norm(mu_y)
@@ -98,8 +114,8 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
     if with_spectra:
         from workbench.probes.distribution import trace_normalized_spectrum_alpha
 
-        spec_x, alpha_x = trace_normalized_spectrum_alpha(X)
-        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y)
+        spec_x, alpha_x = trace_normalized_spectrum_alpha(X, name="image_emb")
+        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y, name="text_emb")
     else:
         spec_x = spec_y = np.empty(0)
         alpha_x = alpha_y = float("nan")
@@ -165,8 +181,7 @@ def clip_loss(image_emb: Any, text_emb: Any, temperature: float = 0.01) -> float
     L2-normalised image/text rows (row i of one pairs row i of the other). Computed blockwise,
     so n = 10⁴ costs no n×n buffer.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = as_float(temperature, "temperature", lo=0.0, lo_open=True)
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_paired(X, Y, ("image_emb", "text_emb"))
@@ -206,8 +221,26 @@ def signed_centroid_distance(
 
     ``image_normed`` (n_x, d) and ``text_normed`` (n_y, d) are already L2-normalised; ``delta``
     (d,) is the *original* gap direction [paper: Mind the Gap Fig. 3, sign convention of §3].
+
+    Raises:
+        ValueError: bad arrays (see :func:`~workbench._validate.as_matrix`), widths that differ,
+            a zero ``delta`` (no direction to sign by).
     """
-    diff = image_normed.mean(axis=0) - text_normed.mean(axis=0)
+    X = as_matrix(image_normed, "image_normed", min_rows=1)
+    Y = as_matrix(text_normed, "text_normed", min_rows=1)
+    check_same_dim(X, Y, ("image_normed", "text_normed"))
+    d = as_vector(delta, "delta")
+    if d.shape[0] != X.shape[1]:
+        raise ValueError(
+            f"delta has {d.shape[0]} entries but the embeddings have dimension {X.shape[1]}"
+        )
+    if not np.any(d):
+        raise ValueError("delta is the zero vector; it gives no direction to sign the gap by")
+    return _signed_gap(X, Y, d)
+
+
+def _signed_gap(X: np.ndarray, Y: np.ndarray, delta: np.ndarray) -> float:
+    diff = X.mean(axis=0) - Y.mean(axis=0)
     sign = 1.0 if diff @ delta >= 0 else -1.0
     return sign * float(np.linalg.norm(diff))
 
@@ -286,31 +319,27 @@ def shift_experiment(
         labels: (n,) ints for zero-shot accuracy, with ``class_text_emb`` — (C, d) class
             prompts or (C, T, d) prompt ensembles (averaged per class after shifting).
     """
-    if direction not in ("gap", "unit"):
-        raise ValueError(f"direction must be 'gap' or 'unit', got {direction!r}")
-    if modalities not in ("both", "image"):
-        raise ValueError(f"modalities must be 'both' or 'image', got {modalities!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    direction = as_choice(direction, "direction", ("gap", "unit"))
+    modalities = as_choice(modalities, "modalities", ("both", "image"))
+    temperature = as_float(temperature, "temperature", lo=0.0, lo_open=True)
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
     paired = X.shape[0] == Y.shape[0]
     if (labels is None) != (class_text_emb is None):
         raise ValueError("zero-shot accuracy needs both labels and class_text_emb (or neither)")
-    C, prompt_shape = None, None
+    C, prompt_shape, y = None, None, None
     if class_text_emb is not None:  # (C, d) prompts or (C, T, d) ensembles; they move like text
-        prompts = np.asarray(class_text_emb, dtype=np.float64)
+        prompts = _prompts(class_text_emb, "class_text_emb")
         prompt_shape = prompts.shape
         C = _normed(prompts.reshape(-1, prompts.shape[-1]), "class_text_emb", min_rows=1)
         check_same_dim(X, C, ("image_emb", "class_text_emb"))
+        y = _class_ids(labels, X.shape[0], prompt_shape[0], "class_text_emb")
     if lambdas is None:
         lambdas = (
             np.arange(-1.0, 1.5 + 1e-9, 0.125) if direction == "gap" else np.arange(-5, 5, 0.25)
         )
-    lams = np.asarray(lambdas, dtype=np.float64)
-    if lams.ndim != 1 or lams.size == 0 or not np.isfinite(lams).all():
-        raise ValueError("lambdas must be a non-empty 1-D sequence of finite numbers")
+    lams = as_vector(lambdas, "lambdas")
 
     delta = X.mean(axis=0) - Y.mean(axis=0)
     gap_norm = float(np.linalg.norm(delta))
@@ -329,12 +358,12 @@ def shift_experiment(
         else:
             Ys, Cs = Y, C
         Cs = None if Cs is None else Cs.reshape(prompt_shape)
-        gap = signed_centroid_distance(Xs, Ys, delta)
+        gap = _signed_gap(Xs, Ys, delta)
         if paired:
             loss, i2t, t2i = _paired_scores(Xs, Ys, temperature)
         else:
             loss = i2t = t2i = nan
-        zs = zero_shot_accuracy(Xs, Cs, labels) if Cs is not None else nan
+        zs = zero_shot_accuracy(Xs, Cs, y) if Cs is not None else nan
         rows.append((gap, loss, i2t, t2i, zs))
     cols = np.array(rows).T  # (5, n_λ)
     return ShiftResult(
@@ -349,6 +378,28 @@ def shift_experiment(
         direction=direction,
         modalities=modalities,
     )
+
+
+def _prompts(class_text: Any, name: str) -> np.ndarray:
+    """(K, D) prompts or (K, T, D) prompt ensembles, validated (float, finite, K ≥ 1)."""
+    A = to_numpy(class_text, name)
+    if A.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be (K, D) class prompts or (K, T, D) prompt ensembles, got shape "
+            f"{A.shape}"
+        )
+    return as_array(A, name, A.ndim, shape_doc="(K, D) or (K, T, D)")
+
+
+def _class_ids(labels: Any, n: int, n_classes: int, prompts_name: str) -> np.ndarray:
+    """(n,) integer labels indexing the ``n_classes`` prompt rows."""
+    y = as_labels(labels, "labels", n=n, rows_of="image", strings=False)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(
+            f"labels must be integers in [0, {n_classes}) to index the rows of {prompts_name}, "
+            f"got {y.min()}..{y.max()}"
+        )
+    return y
 
 
 # --- cone effect -----------------------------------------------------------------------------
@@ -424,14 +475,18 @@ def cone_effect(
         n_inits: independent random initialisations (25 in the paper's Fig. 2c).
         n_show: points per init kept for the 2-D projection.
     """
+    activations = as_names(activations, "activations")
     unknown = [a for a in activations if a not in _ACTIVATIONS]
     if unknown:
-        raise ValueError(f"unknown activation(s) {unknown}; choose from {sorted(_ACTIVATIONS)}")
-    ds = np.asarray(sorted(set(int(d) for d in depths)))
-    if ds.size == 0 or ds[0] < 0:
-        raise ValueError("depths must be a non-empty list of non-negative ints")
-    if n_samples < 2 or dim < 1 or n_inits < 2:
-        raise ValueError("need n_samples >= 2, dim >= 1 and n_inits >= 2 (cones are compared)")
+        raise ValueError(
+            f"unknown activation(s) {unknown} in activations; choose from {sorted(_ACTIVATIONS)}"
+        )
+    ds = np.asarray(sorted(set(as_int_tuple(depths, "depths", lo=0))))
+    n_samples = as_int(n_samples, "n_samples", lo=2)
+    dim = as_int(dim, "dim", lo=1)
+    n_inits = as_int(n_inits, "n_inits", lo=2)  # cones of different inits are compared
+    n_show = as_int(n_show, "n_show", lo=1)
+    seed = as_int(seed, "seed", lo=0)
     rng = np.random.default_rng(seed)
     inputs = rng.standard_normal((n_samples, dim)).astype(np.float32)  # (n, dim)
     std = np.float32(np.sqrt(1.0 / dim))

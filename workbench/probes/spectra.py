@@ -15,6 +15,12 @@ The footgun: the Gram route squares the condition number, so singular values bel
 ``σ₁·sqrt(d·ε)`` (ε of the accumulation dtype) are not resolved; :attr:`Spectrum.resolution`
 records that floor and ``numerical-rank`` never counts below it. Use ``method="svd"`` when the
 tail of a small matrix matters.
+
+Degenerate data (identical rows, centred): centring leaves only round-off of the size of
+``ε·‖X‖_F``. Both routes compare the spectrum with one scale-relative floor
+(:func:`workbench._validate.spectral_floor`, in :attr:`Spectrum.resolution`); a spectrum
+entirely at or below it is reported as exactly zero (:attr:`Spectrum.degenerate`), so every
+effective rank refuses it the same way on either route.
 """
 
 from __future__ import annotations
@@ -25,7 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, to_numpy
+from workbench._validate import (
+    MAX_ABS,
+    as_bool,
+    as_choice,
+    as_int,
+    as_matrix,
+    as_vector,
+    check_finite_rows,
+    spectral_floor,
+    to_numpy,
+)
 
 try:
     import torch
@@ -66,9 +82,13 @@ class Spectrum:
         n_features: d.
         mean: (d,) column mean of the input (always computed, whether or not it was removed).
         method: ``"gram"`` (streamed d×d second moment + eigh) or ``"svd"`` (float64 SVD).
-        resolution: singular values at or below this are numerically indistinguishable from 0
-            (numpy ``matrix_rank`` default, raised to ``σ₁·sqrt(d·ε)`` on the Gram route).
-        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None.
+        resolution: singular values at or below this are numerically indistinguishable from 0:
+            :func:`~workbench._validate.spectral_floor` (numpy ``matrix_rank``'s default, at least
+            the round-off centring leaves of ``‖X‖_F``), raised to ``σ₁·sqrt(d·ε)`` on the Gram
+            route. A spectrum entirely below it is stored as zeros (:attr:`degenerate`).
+        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None;
+            each signed so that its largest-magnitude entry is positive (the same vectors on
+            either route).
     """
 
     singular_values: np.ndarray
@@ -104,6 +124,11 @@ class Spectrum:
         """Number of singular values above :attr:`resolution`."""
         return int(np.count_nonzero(self.singular_values > self.resolution))
 
+    @property
+    def degenerate(self) -> bool:
+        """No singular value above :attr:`resolution` (e.g. identical rows, centred): all zero."""
+        return self.rank == 0
+
     def __len__(self) -> int:
         return len(self.singular_values)
 
@@ -113,25 +138,46 @@ class Spectrum:
     ) -> Spectrum:
         """A Spectrum from already computed singular values (e.g. logged by a training run).
 
-        Values are sorted descending; ``mean`` is unknown (zeros) and ``resolution`` is numpy
-        ``matrix_rank``'s float64 default.
+        Args:
+            singular_values: (r,) non-negative singular values, any order (sorted descending
+                here), r ≤ min(n_samples, n_features).
+            n_samples, n_features: n and d of the matrix they came from.
+            center: whether they are of the centred matrix (then n_samples ≥ 2).
+
+        ``mean`` is unknown (zeros) and ``resolution`` is numpy ``matrix_rank``'s float64
+        default.
         """
-        sv = np.sort(np.asarray(to_numpy(singular_values), dtype=np.float64).ravel())[::-1]
-        if not np.isfinite(sv).all() or (sv < 0).any():
-            raise ValueError("singular_values must be finite and ≥ 0")
-        if len(sv) == 0:
-            raise ValueError("singular_values is empty")
+        sv = _singular_values(singular_values)
+        center = as_bool(center, "center")
+        n = as_int(n_samples, "n_samples", lo=2 if center else 1)
+        d = as_int(n_features, "n_features", lo=1)
+        if len(sv) > min(n, d):
+            raise ValueError(
+                f"singular_values has {len(sv)} entries but an {n}×{d} matrix has at most "
+                f"min(n_samples, n_features) = {min(n, d)}; check n_samples and n_features"
+            )
         s1 = sv[0]
         return _make_spectrum(
             sv,
             center=center,
-            n=int(n_samples),
-            d=int(n_features),
-            mean=np.zeros(int(n_features)),
+            n=n,
+            d=d,
+            mean=np.zeros(d),
             method="given",
-            resolution=s1 * max(n_samples, n_features) * np.finfo(np.float64).eps,
+            resolution=s1 * max(n, d) * np.finfo(np.float64).eps,
             components=None,
         )
+
+
+def _singular_values(singular_values: Any, name: str = "singular_values") -> np.ndarray:
+    """Validated (r,) non-negative float64 singular values, sorted descending."""
+    sv = as_vector(singular_values, name)
+    if (sv < 0).any():
+        raise ValueError(
+            f"{name} must be ≥ 0 (singular values); first negative at index "
+            f"{int(np.argmax(sv < 0))}"
+        )
+    return np.sort(sv)[::-1].copy()
 
 
 def cumulative_energy(singular_values: Any) -> np.ndarray:
@@ -146,12 +192,13 @@ def cumulative_energy(singular_values: Any) -> np.ndarray:
     >>> cumulative_energy([1.0, 3.0]).round(3).tolist()
     [0.9, 1.0]
     """
-    s = np.sort(np.abs(np.asarray(singular_values, dtype=np.float64)).ravel())[::-1]
-    if s.size == 0 or not np.all(np.isfinite(s)):
-        raise ValueError("cumulative_energy needs a non-empty, finite vector of singular values")
+    s = np.sort(np.abs(as_vector(singular_values, "singular_values")))[::-1]
     e = np.cumsum(s**2)
     if e[-1] <= 0:
-        raise ValueError("cumulative_energy of an all-zero spectrum is undefined")
+        raise ValueError(
+            "singular_values are all zero; the cumulative energy of an all-zero spectrum is "
+            "undefined"
+        )
     cum = np.minimum(e / e[-1], 1.0)
     cum[-1] = 1.0  # exact by definition; removes last-ulp drift of the running sum
     return cum
@@ -169,6 +216,11 @@ def _make_spectrum(
     components: np.ndarray | None,
 ) -> Spectrum:
     sv = np.ascontiguousarray(sv, dtype=np.float64)
+    if len(sv) and sv[0] <= resolution:  # nothing but round-off: report the zero spectrum
+        sv = np.zeros_like(sv)
+    if components is not None:  # one sign convention, so both routes return the same vectors
+        lead = np.take_along_axis(components, np.abs(components).argmax(axis=1)[:, None], 1)
+        components = components * np.where(lead < 0, -1.0, 1.0)
     energy = sv**2
     total = energy.sum()
     frac = energy / total if total > 0 else np.zeros_like(energy)
@@ -209,6 +261,7 @@ class _GramAccumulator:
         self._rng = np.random.default_rng(seed)
         self._sample: np.ndarray | None = None
         self._keys: np.ndarray | None = None
+        self.amax = 0.0  # largest |entry| seen: the scale check of the whole stream
 
     def add(self, offset: int, chunk: np.ndarray) -> None:
         rows = chunk.shape[0]
@@ -231,6 +284,7 @@ class _GramAccumulator:
         if not np.isfinite(P[-1]).all():
             check_finite_rows(np.asarray(chunk), self.name, row_offset=offset)
             raise ValueError(f"{self.name} overflows near row {offset}; rescale the data")
+        self.amax = max(self.amax, float(np.max(np.abs(chunk))))
         self.G += P[:-1, :-1]
         self.S += P[-1, :-1]
         self.n += rows
@@ -258,6 +312,12 @@ class _GramAccumulator:
         """(≤ sample_rows, d) float64 uniformly sampled raw rows."""
         return self._sample
 
+    @property
+    def frobenius(self) -> float:
+        """‖X‖_F of the raw (unshifted, uncentred) rows."""
+        sq = float(np.trace(self.G) + 2.0 * self.shift @ self.S + self.n * self.shift @ self.shift)
+        return math.sqrt(max(sq, 0.0))
+
     def second_moment(self, center: bool) -> np.ndarray:
         """d×d ``XcᵀXc`` (centred) or ``XᵀX`` (uncentred), float64."""
         if center:
@@ -281,6 +341,11 @@ def _accumulate(
         raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
     if acc.n < 2:
         raise ValueError(f"{name} has {acc.n} row(s); this probe needs at least 2")
+    if 0 < acc.amax < 1 / MAX_ABS:
+        raise ValueError(
+            f"{name} has entries no larger than {acc.amax:.3g}, below float64's square range "
+            f"(their products underflow to zero); rescale {name}"
+        )
     return acc
 
 
@@ -296,8 +361,9 @@ def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: 
     r = min(acc.n, d)
     sv = np.sqrt(lam[:r])
     s1 = sv[0] if r else 0.0
-    eps = np.finfo(acc._cdt).eps
-    resolution = max(s1 * max(acc.n, d) * eps, s1 * math.sqrt(d * eps))
+    eps = float(np.finfo(acc._cdt).eps)
+    floor = spectral_floor(s1, acc.frobenius, (acc.n, d), eps)
+    resolution = max(floor, s1 * math.sqrt(d * eps))
     return _make_spectrum(
         sv,
         center=center,
@@ -328,7 +394,7 @@ def _spectrum_from_svd(
         d=d,
         mean=mean,
         method="svd",
-        resolution=s1 * max(n, d) * in_eps,
+        resolution=spectral_floor(s1, float(np.linalg.norm(A)), (n, d), in_eps),
         components=Vt,
     )
 
@@ -364,10 +430,14 @@ def spectrum(
 
     Raises:
         ValueError: NaN/Inf (naming the first offending row), empty, 1-D, fewer than 2 rows,
-            integer/bool dtype, chunks of different widths.
+            integer/bool dtype, chunks of different widths, magnitudes outside float64's
+            square range.
+        TypeError: ``X`` is None, a flag that is not a bool.
     """
-    if method not in ("auto", "gram", "svd"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
+    method = as_choice(method, "method", ("auto", "gram", "svd"))
+    center = as_bool(center, "center")
+    return_components = as_bool(return_components, "return_components")
+    chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
     chunked = _is_chunk_iterable(X)
     if method == "svd" and chunked:
         parts = [c for _, c in _iter_chunks(X, name, None)]  # validates widths and dtypes
