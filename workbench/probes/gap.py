@@ -21,20 +21,19 @@ from typing import Any, Literal
 import numpy as np
 
 from workbench._validate import (
-    as_array,
     as_bool,
     as_choice,
+    as_class_ids,
+    as_class_prompts,
     as_float,
     as_int,
     as_int_tuple,
-    as_labels,
     as_matrix,
     as_names,
     as_vector,
     check_paired,
     check_same_dim,
     l2_normalize,
-    to_numpy,
 )
 from workbench.probes.geometry import cone_width
 from workbench.probes.separability import zero_shot_accuracy
@@ -330,11 +329,13 @@ def shift_experiment(
         raise ValueError("zero-shot accuracy needs both labels and class_text_emb (or neither)")
     C, prompt_shape, y = None, None, None
     if class_text_emb is not None:  # (C, d) prompts or (C, T, d) ensembles; they move like text
-        prompts = _prompts(class_text_emb, "class_text_emb")
+        prompts = as_class_prompts(class_text_emb, "class_text_emb")
         prompt_shape = prompts.shape
         C = _normed(prompts.reshape(-1, prompts.shape[-1]), "class_text_emb", min_rows=1)
         check_same_dim(X, C, ("image_emb", "class_text_emb"))
-        y = _class_ids(labels, X.shape[0], prompt_shape[0], "class_text_emb")
+        y = as_class_ids(
+            labels, prompt_shape[0], n=X.shape[0], rows_of="image_emb", classes_of="class_text_emb"
+        )
     if lambdas is None:
         lambdas = (
             np.arange(-1.0, 1.5 + 1e-9, 0.125) if direction == "gap" else np.arange(-5, 5, 0.25)
@@ -378,28 +379,6 @@ def shift_experiment(
         direction=direction,
         modalities=modalities,
     )
-
-
-def _prompts(class_text: Any, name: str) -> np.ndarray:
-    """(K, D) prompts or (K, T, D) prompt ensembles, validated (float, finite, K ≥ 1)."""
-    A = to_numpy(class_text, name)
-    if A.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be (K, D) class prompts or (K, T, D) prompt ensembles, got shape "
-            f"{A.shape}"
-        )
-    return as_array(A, name, A.ndim, shape_doc="(K, D) or (K, T, D)")
-
-
-def _class_ids(labels: Any, n: int, n_classes: int, prompts_name: str) -> np.ndarray:
-    """(n,) integer labels indexing the ``n_classes`` prompt rows."""
-    y = as_labels(labels, "labels", n=n, rows_of="image", strings=False)
-    if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(
-            f"labels must be integers in [0, {n_classes}) to index the rows of {prompts_name}, "
-            f"got {y.min()}..{y.max()}"
-        )
-    return y
 
 
 # --- cone effect -----------------------------------------------------------------------------

@@ -81,8 +81,8 @@ def _erank_cov(s: Spectrum, tol: float | None) -> float:
     source="participation ratio (Σλ)²/Σλ² (e.g. Gao et al. 2017; Recanatesi et al. 2019)",
 )
 def _participation_ratio(s: Spectrum, tol: float | None) -> float:
-    lam = s.energy
-    return float(lam.sum() ** 2 / np.sum(lam**2))
+    p = s.energy_fraction  # (Σλ)²/Σλ² = 1/Σp²: no λ² that could overflow
+    return float(1.0 / np.sum(p**2))
 
 
 @_variant(

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from workbench._validate import (
-    as_array,
     as_bool,
+    as_class_ids,
+    as_class_prompts,
     as_float,
     as_indices,
     as_int,
@@ -371,17 +372,12 @@ def zero_shot_accuracy(
             spec's metric for Aircraft, Pets, Caltech101, Flowers).
     """
     I = l2_normalize(as_matrix(image, "image"), "image")
-    T = to_numpy(class_text, "class_text")
-    if T.ndim not in (2, 3):
-        raise ValueError(f"class_text must be (K, D) or (K, T, D), got shape {T.shape}")
-    T = as_array(T, "class_text", T.ndim, shape_doc="(K, D) or (K, T, D)")
+    T = as_class_prompts(class_text, "class_text")
     if T.ndim == 3:
         T = l2_normalize(T.reshape(-1, T.shape[-1]), "class_text").reshape(T.shape).mean(axis=1)
     T = l2_normalize(as_matrix(T, "class_text", min_rows=1), "class_text")
     check_same_dim(I, T, ("image", "class_text"))
-    y = as_labels(labels, "labels", n=I.shape[0], rows_of="image", strings=False)
-    if y.min() < 0 or y.max() >= T.shape[0]:
-        raise ValueError(f"labels must be integers in [0, {T.shape[0]}) to index class_text rows")
+    y = as_class_ids(labels, T.shape[0], n=I.shape[0], rows_of="image", classes_of="class_text")
     pred = np.argmax(I @ T.T, axis=1)
     hit = pred == y
     if as_bool(mean_per_class, "mean_per_class"):

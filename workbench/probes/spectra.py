@@ -193,7 +193,7 @@ def cumulative_energy(singular_values: Any) -> np.ndarray:
     [0.9, 1.0]
     """
     s = np.sort(np.abs(as_vector(singular_values, "singular_values")))[::-1]
-    e = np.cumsum(s**2)
+    e = np.cumsum((s / s[0]) ** 2) if s[0] > 0 else np.zeros_like(s)  # scaled: no overflow
     if e[-1] <= 0:
         raise ValueError(
             "singular_values are all zero; the cumulative energy of an all-zero spectrum is "
@@ -222,9 +222,9 @@ def _make_spectrum(
         lead = np.take_along_axis(components, np.abs(components).argmax(axis=1)[:, None], 1)
         components = components * np.where(lead < 0, -1.0, 1.0)
     energy = sv**2
-    total = energy.sum()
-    frac = energy / total if total > 0 else np.zeros_like(energy)
-    cum = cumulative_energy(sv) if total > 0 else np.zeros_like(energy)
+    rel = (sv / sv[0]) ** 2 if len(sv) and sv[0] > 0 else np.zeros_like(sv)  # overflow-free
+    frac = rel / rel.sum() if rel.sum() > 0 else np.zeros_like(energy)
+    cum = cumulative_energy(sv) if rel.sum() > 0 else np.zeros_like(energy)
     return Spectrum(
         singular_values=sv,
         energy=energy,
