@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,4 +81,86 @@ class Embeddings:
             image_tower=pick(self.image_tower),
             text_tower=pick(self.text_tower),
             provenance=dict(self.provenance),
+        )
+
+    @classmethod
+    def concat(
+        cls, parts: Sequence[Embeddings], *, names: Sequence[str] | None = None
+    ) -> Embeddings:
+        """Rows of several :class:`Embeddings` (a data mixture) one after another.
+
+        Args:
+            parts: Embeddings of the same encoder (same widths), e.g. one per dataset.
+            names: One name per part, prefixed to its ids (``"<name>:<id>"``) so ids stay unique
+                and say where a row came from; default each part's dataset name from its
+                provenance (or ``"part<i>"``).
+
+        Returns:
+            Embeddings whose labels index the concatenated ``class_names`` (each part's labels are
+            offset by the classes before it; ``-1`` stays ``-1``), each row's ``attributes`` gain
+            ``"source": name``, tower features are kept when every part has them, and
+            ``provenance = {"concat": [part provenances], "names": names}``.
+
+        Raises:
+            ValueError: No parts, different widths, duplicate names, or tower features in some
+                parts but not others.
+
+        >>> import numpy as np
+        >>> a = Embeddings(np.ones((2, 3)), np.ones((2, 3)), ["x", "y"], np.array([0, 1]), ["a", "b"],
+        ...                class_names=["cat", "dog"])
+        >>> b = Embeddings(np.ones((1, 3)), np.ones((1, 3)), ["x"], np.array([0]), ["c"],
+        ...                class_names=["car"])
+        >>> m = Embeddings.concat([a, b], names=["pets", "cars"])
+        >>> m.ids, m.labels.tolist(), m.class_names
+        (['pets:x', 'pets:y', 'cars:x'], [0, 1, 2], ['cat', 'dog', 'car'])
+        """
+        parts = list(parts)
+        if not parts:
+            raise ValueError("Embeddings.concat needs at least one part")
+        if names is None:
+            names = [
+                str(p.provenance.get("dataset", {}).get("name", f"part{i}"))
+                for i, p in enumerate(parts)
+            ]
+        names = list(names)
+        if len(names) != len(parts) or len(set(names)) != len(names):
+            raise ValueError(f"names must be one distinct name per part, got {names}")
+        for attr in ("image", "text", "image_tower", "text_tower"):
+            arrays = [getattr(p, attr) for p in parts]
+            if any(a is None for a in arrays) and not all(a is None for a in arrays):
+                raise ValueError(f"Embeddings.concat: some parts have {attr} and others do not")
+            widths = {a.shape[1] for a in arrays if a is not None}
+            if len(widths) > 1:
+                raise ValueError(
+                    f"Embeddings.concat: parts' {attr} widths differ: {sorted(widths)}"
+                )
+        labels, class_names, offset = [], [], 0
+        for name, p in zip(names, parts):
+            lab = np.asarray(p.labels, dtype=np.int64)
+            labels.append(np.where(lab >= 0, lab + offset, -1))
+            own = list(p.class_names or [])
+            if not own and (lab >= 0).any():  # labelled without names: name them by index
+                own = [f"{name}:{c}" for c in range(int(lab.max()) + 1)]
+            class_names.extend(own)
+            offset += len(own)
+
+        def cat(attr: str) -> np.ndarray | None:
+            arrays = [getattr(p, attr) for p in parts]
+            return None if arrays[0] is None else np.concatenate([np.asarray(a) for a in arrays])
+
+        return cls(
+            image=cat("image"),
+            text=cat("text"),
+            ids=[f"{n}:{i}" for n, p in zip(names, parts) for i in p.ids],
+            labels=np.concatenate(labels),
+            captions=[c for p in parts for c in p.captions],
+            attributes=[
+                {**(p.attributes[i] if p.attributes else {}), "source": n}
+                for n, p in zip(names, parts)
+                for i in range(len(p))
+            ],
+            class_names=class_names or None,
+            image_tower=cat("image_tower"),
+            text_tower=cat("text_tower"),
+            provenance={"concat": [p.provenance for p in parts], "names": names},
         )

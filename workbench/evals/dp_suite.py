@@ -303,11 +303,16 @@ def embed_with(
     from workbench.encoders.embed import embed
 
     if tower_source is None:  # tower features too: the same cache entry serves head-only fits
-        return embed(encoder, dataset, size=size, seed=seed, tower_features=True)
+        return embed(encoder, dataset, size=_cap(size, dataset), seed=seed, tower_features=True)
     from workbench.encoders.heads import apply_heads
 
-    base = embed(tower_source, dataset, size=size, seed=seed, tower_features=True)
+    base = embed(tower_source, dataset, size=_cap(size, dataset), seed=seed, tower_features=True)
     return apply_heads(encoder, base)
+
+
+def _cap(size: int | None, dataset: Any) -> int | None:
+    """``size`` as a cap: a data set smaller than it is scored whole (``embed`` refuses more)."""
+    return None if size is None else min(size, len(dataset))
 
 
 def _mmvp_values(result: Any) -> dict[str, float]:

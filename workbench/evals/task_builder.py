@@ -321,7 +321,8 @@ def build_task_suite(
         ds = _load(loader, name, cfg, skipped)
         if ds is None:
             continue
-        emb = embed(enc, ds, size=cfg.n_per_dataset, seed=cfg.seed, tower_features=True)
+        size = min(cfg.n_per_dataset, len(ds))  # n_per_dataset is a cap: small sets join whole
+        emb = embed(enc, ds, size=size, seed=cfg.seed, tower_features=True)
         new = _dataset_tasks(name, emb, towers, cfg)
         if new:
             tasks += new

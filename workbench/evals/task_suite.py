@@ -65,7 +65,8 @@ class TaskSuiteConfig:
         datasets: Datasets to build tasks from (registry names; a bare string is refused, an
             unknown name raises with suggestions). One whose files are missing, or that poses no
             task, is an error unless ``skip_missing``.
-        n_per_dataset: Items drawn per dataset (seeded subset) before the train/held-out split
+        n_per_dataset: Items drawn per dataset at most (seeded subset; a smaller data set joins
+            whole) before the train/held-out split
             (400: 200 held-out queries per task keeps P@1's standard error ≈ 3 points).
         held_out_fraction: Fraction of each dataset's items (and of MMVP pairs, per category)
             held out for evaluation.
