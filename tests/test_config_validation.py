@@ -110,6 +110,15 @@ def test_bad_scalar_fields_are_named(cls, kwargs, match):
         cls(**kwargs)
 
 
+def test_train_config_checks_its_dataset_and_encoder_names():
+    from workbench.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"TrainConfig: dataset: unknown dataset 'digts'"):
+        TrainConfig(dataset="digts")
+    with pytest.raises(ValueError, match=r"TrainConfig: encoder: unknown encoder 'defualt'"):
+        TrainConfig(encoder="defualt")
+
+
 def test_defaults_still_validate():
     for cls in (SuiteRunConfig, SDEAblationConfig, SDEFiguresConfig, FANoiseFiguresConfig):
         cls()

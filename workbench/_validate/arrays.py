@@ -100,6 +100,7 @@ def as_array(
     min_rows: int = 1,
     dtype: type = np.float64,
     check_finite: bool = True,
+    check_scale: bool = True,
 ) -> np.ndarray:
     """Validate ``X`` as a real float array of rank ``ndim`` and return it as ``dtype``.
 
@@ -110,8 +111,10 @@ def as_array(
         shape_doc: the expected shape in words (``"(n_pairs, 2, 2)"``) for the messages.
         min_rows: minimum length of the first axis.
         dtype: returned dtype.
-        check_finite: refuse NaN/Inf (naming the first bad row) and magnitudes outside
-            :data:`MAX_ABS`.
+        check_finite: refuse NaN/Inf (naming the first bad row) and, with ``check_scale``,
+            magnitudes outside :data:`MAX_ABS`.
+        check_scale: the magnitude check (off for values that are never squared together,
+            e.g. singular values handled relative to the largest).
 
     Raises:
         ValueError: wrong rank, empty, too few rows, integer/bool/complex/object dtype, NaN/Inf.
@@ -130,7 +133,8 @@ def as_array(
     A = np.asarray(A, dtype=dtype)
     if check_finite:
         check_finite_rows(A, name)
-        check_magnitude(A, name)
+        if check_scale:
+            check_magnitude(A, name)
     return A
 
 
@@ -156,12 +160,14 @@ def as_matrix(
     )
 
 
-def as_vector(X: Any, name: str, *, length: int | None = None, min_len: int = 1) -> np.ndarray:
+def as_vector(
+    X: Any, name: str, *, length: int | None = None, min_len: int = 1, check_scale: bool = True
+) -> np.ndarray:
     """Validate ``X`` as a finite real 1-D float64 vector (of ``length`` entries if given)."""
     A = to_numpy(X, name)
     if A.dtype != np.bool_ and np.issubdtype(A.dtype, np.integer):
         A = A.astype(np.float64)  # integer vectors (counts, grid points) are fine as numbers
-    v = as_array(A, name, 1, shape_doc="1-D", min_rows=min_len)
+    v = as_array(A, name, 1, shape_doc="1-D", min_rows=min_len, check_scale=check_scale)
     if length is not None and v.shape[0] != length:
         raise ValueError(f"{name} must have {length} entries, got {v.shape[0]}")
     return v

@@ -67,7 +67,9 @@ def dataset_names(value: Any, field: str = "datasets", *, owner: str = "") -> tu
 def check_dataset_name(name: Any, field: str = "dataset", *, owner: str = "") -> str:
     """Validate one dataset name against :data:`DATASETS` (``ValueError`` with suggestions)."""
     prefix = f"{owner}: " if owner else ""
-    if not isinstance(name, str) or not name:
+    if isinstance(name, str) and not name:
+        raise ValueError(f"{prefix}{field} is empty; name one (see the registry's names)")
+    if not isinstance(name, str):
         raise TypeError(f"{prefix}{field} must be a dataset name (str), got {name!r}")
     try:
         DATASETS.resolve(name)

@@ -87,7 +87,9 @@ def check_encoder_name(name: Any, field: str = "encoder", *, owner: str = "") ->
     """Validate an encoder name a config will load later: a registry id (with its spec) or a
     run directory. ``ValueError`` with the registry's suggestions; nothing is built or imported."""
     prefix = f"{owner}: " if owner else ""
-    if not isinstance(name, str) or not name:
+    if isinstance(name, str) and not name:
+        raise ValueError(f"{prefix}{field} is empty; name one (see the registry's names)")
+    if not isinstance(name, str):
         raise TypeError(f"{prefix}{field} must be an encoder name (str), got {name!r}")
     if (Path(name) / "config.json").exists():  # a run directory
         return name

@@ -88,15 +88,13 @@ class ModalityGapConfig:
         self.stability_sizes = as_int_tuple(
             self.stability_sizes, "stability_sizes", owner=own, lo=2
         )
-        self.n_fit = as_int(self.n_fit, f"{own}: n_fit (unpaired samples per modality)", lo=10)
+        self.n_fit = as_int(self.n_fit, f"{own}: n_fit", lo=10)
         self.k = as_int(self.k, f"{own}: k", lo=1)
-        self.n_eval = as_int(
-            self.n_eval, f"{own}: n_eval (≥ max(10, k + 1))", lo=max(10, self.k + 1)
-        )
+        self.n_eval = as_int(self.n_eval, f"{own}: n_eval", lo=max(10, self.k + 1))
         self.seed = as_int(self.seed, f"{own}: seed", lo=0)
         self.temperature = as_float(self.temperature, f"{own}: temperature", lo=0.0, lo_open=True)
         self.c3_sigma = as_float(self.c3_sigma, f"{own}: c3_sigma", lo=0.0)
-        self.cone_inits = as_int(self.cone_inits, f"{own}: cone_inits (cones are compared)", lo=2)
+        self.cone_inits = as_int(self.cone_inits, f"{own}: cone_inits", lo=2)
         self.cone_samples = as_int(self.cone_samples, f"{own}: cone_samples", lo=2)
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ValueError(f"{own}: output_dir must be a non-empty path, got {self.output_dir!r}")

@@ -103,7 +103,8 @@ class Partition:
     @property
     def energy_proportions(self) -> dict[str, float]:
         """Share of ``Σσ²`` in each band (all 0 for an all-zero spectrum)."""
-        e = self.singular_values**2
+        s = self.singular_values
+        e = (s / s.max()) ** 2 if len(s) and s.max() > 0 else np.zeros_like(s)  # no overflow
         total = e.sum()
         return {b: float(e[getattr(self, b)].sum() / total) if total > 0 else 0.0 for b in _BANDS}
 
@@ -118,7 +119,7 @@ class Partition:
 
 
 def _as_values(singular_values: Any) -> np.ndarray:
-    s = as_vector(singular_values, "singular_values")
+    s = as_vector(singular_values, "singular_values", check_scale=False)  # compared, not squared
     if (s < 0).any():
         raise ValueError(
             f"singular_values must be ≥ 0; first negative at index {int(np.argmax(s < 0))}"

@@ -192,7 +192,7 @@ def cumulative_energy(singular_values: Any) -> np.ndarray:
     >>> cumulative_energy([1.0, 3.0]).round(3).tolist()
     [0.9, 1.0]
     """
-    s = np.sort(np.abs(as_vector(singular_values, "singular_values")))[::-1]
+    s = np.sort(np.abs(as_vector(singular_values, "singular_values", check_scale=False)))[::-1]
     e = np.cumsum((s / s[0]) ** 2) if s[0] > 0 else np.zeros_like(s)  # scaled: no overflow
     if e[-1] <= 0:
         raise ValueError(
