@@ -18,7 +18,12 @@ def test_names_lists_infonce_and_its_vlm2vec_variant():
 def test_get_records_full_config_with_defaults():
     m = methods.get("infonce", temperature=0.05)
     assert isinstance(m, Method)
-    assert m.config == {"temperature": 0.05, "symmetric": True, "query": "image"}
+    assert m.config == {
+        "temperature": 0.05,
+        "symmetric": True,
+        "query": "image",
+        "caption_positives": False,
+    }
     assert m.registry_name == "infonce"
 
 

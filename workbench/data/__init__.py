@@ -21,12 +21,14 @@ from workbench._registry import Registry
 from workbench.data.base import MMVP_CATEGORIES, Dataset, Item, MMVPPair, subset_indices
 from workbench.data.builtin import Digits, SkimagePhotos
 from workbench.data.captions import CocoCaptions, Flickr30k
+from workbench.data.emoji import Emoji
 from workbench.data.fashion_mnist import FashionMNIST
 from workbench.data.imagefolder import ImageFolder
 from workbench.data.mmvp import MMVPVLM
 from workbench.data.negatives import hard_negatives
 from workbench.data.openclipart import OpenClipart
 from workbench.data.synthetic import SyntheticWorld, mmvp_pairs
+from workbench.data.tuxpaint import TuxPaintStamps
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 for _name, _cls, _aliases in (
@@ -35,6 +37,8 @@ for _name, _cls, _aliases in (
     ("skimage-photos", SkimagePhotos, ("skimage",)),
     ("fashion-mnist", FashionMNIST, ("fashion_mnist",)),
     ("openclipart", OpenClipart, ()),
+    ("emoji", Emoji, ("noto-emoji",)),
+    ("tuxpaint-stamps", TuxPaintStamps, ("tuxpaint",)),
     ("coco-captions", CocoCaptions, ("coco",)),
     ("flickr30k", Flickr30k, ()),
     ("mmvp-vlm", MMVPVLM, ("mmvp",)),

@@ -44,19 +44,22 @@ def _normed(X: Any, name: str) -> np.ndarray:
     return l2_normalize(as_matrix(X, name), name)
 
 
-def trace_normalized_spectrum_alpha(X: Any, *, name: str = "X") -> tuple[np.ndarray, float]:
+def trace_normalized_spectrum_alpha(
+    X: Any, *, name: str = "X", group: Any = None
+) -> tuple[np.ndarray, float]:
     """Trace-normalised covariance spectrum of (n, d) embeddings and its power-law α.
 
     Returns ``(λ_k / Σλ, α)`` with λ the centred spectrum of
     :func:`workbench.probes.spectra.spectrum` and α from
     :func:`~workbench.probes.ranks.power_law_alpha` (λ_k ∝ k^−α over ranks above the
     numerical floor). ReAlign Fig. 4a: text 1.33, ReAlign 1.33, C3 1.06, image 1.83 [paper].
-    Rows are used as given (normalise first if you mean to).
+    Rows are used as given (normalise first if you mean to). ``group``: as in
+    :func:`~workbench.probes.spectra.spectrum` (this rank's rows; the spectrum of all ranks').
     """
     from workbench.probes.ranks import power_law_alpha
     from workbench.probes.spectra import spectrum
 
-    spec = spectrum(X, center=True, name=name)
+    spec = spectrum(X, center=True, name=name, group=group)
     if spec.degenerate:
         raise ValueError(
             f"{name} has zero variance (identical rows, up to round-off); the spectrum is empty"

@@ -143,13 +143,18 @@ class FixedFrame:
         self.energy = energy
         self.rank = rank
 
-    def fit(self, probe_image: Any, probe_text: Any) -> FixedFrame:
+    def fit(self, probe_image: Any, probe_text: Any, *, group: Any = None) -> FixedFrame:
         """Freeze U, V from Σ̂ = Cov(e_x) + Cov(e_y) of a probe set ((n, d) raw, paired or not).
 
         Eigenvalues of Σ̂ at or below round-off of the data's scale
         (:func:`~workbench._validate.spectral_floor`, or the eigensolver's ``λ₁·d·ε``) are zero:
         they never enter the energy threshold, and a frame is refused when nothing is above
         them (identical rows) or when ``rank`` asks for more directions than there are.
+
+        ``group``: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: the inputs are
+        this rank's rows (at least 2 of each), the covariances are streamed and all-reduced
+        (:func:`~workbench.probes.spectra.spectrum`'s accumulator), and every rank freezes the
+        frame of all ranks' rows. Call on every rank.
         """
         energy = as_float(self.energy, "energy", lo=0.0, hi=1.0, lo_open=True)
         X = l2_normalize(as_matrix(probe_image, "probe_image"), "probe_image")
@@ -160,13 +165,14 @@ class FixedFrame:
             )
         d = X.shape[1]
         rank = as_int(self.rank, "rank", lo=1, hi=d, none_ok=True)
-        sigma = np.cov(X, rowvar=False) + np.cov(Y, rowvar=False)  # (d, d)
+        (cov_x, n_x), (cov_y, n_y) = _covariance(X, group), _covariance(Y, group)
+        sigma = cov_x + cov_y  # (d, d)
         evals, evecs = np.linalg.eigh(sigma)
         order = np.argsort(evals)[::-1]
         evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
         # raw scale of Σ̂'s square root: ‖[X/√(n_x−1); Y/√(n_y−1)]‖_F
-        fro = float(np.sqrt(len(X) / (len(X) - 1) + len(Y) / (len(Y) - 1)))
-        floor = spectral_floor(np.sqrt(evals[0]), fro, (len(X) + len(Y), d), _EPS) ** 2
+        fro = float(np.sqrt(n_x / (n_x - 1) + n_y / (n_y - 1)))
+        floor = spectral_floor(np.sqrt(evals[0]), fro, (n_x + n_y, d), _EPS) ** 2
         evals = np.where(evals > max(floor, evals[0] * d * _EPS), evals, 0.0)
         k = int(np.count_nonzero(evals))
         if k == 0:
@@ -247,6 +253,19 @@ class FixedFrame:
             delta_norms=np.linalg.norm(delta, axis=1),
             zeta_norms=np.linalg.norm(zeta, axis=1),
         )
+
+
+def _covariance(X: np.ndarray, group: Any) -> tuple[np.ndarray, int]:
+    """``(cov, n)``: the (d, d) sample covariance of the rows of ``X`` (n, d) and their count —
+    of every rank's rows under ``group``."""
+    from workbench.distributed import resolve_group
+    from workbench.probes.spectra import _accumulate
+
+    pg = resolve_group(group)
+    if pg is None:
+        return np.cov(X, rowvar=False), X.shape[0]
+    acc = _accumulate(X, "probe embeddings", group=pg)
+    return acc.second_moment(center=True) / (acc.n - 1), acc.n
 
 
 @dataclass(frozen=True)

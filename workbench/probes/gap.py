@@ -90,7 +90,9 @@ class GapReport:
         return {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
 
 
-def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) -> GapReport:
+def modality_gap(
+    image_emb: Any, text_emb: Any, *, with_spectra: bool = True, group: Any = None
+) -> GapReport:
     """Centroid gap, centroid cosine, cone widths and spectra of (unpaired) image and text sets.
 
     Args:
@@ -98,6 +100,9 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
         text_emb: (n_y, d) raw text embeddings; n_y may differ from n_x.
         with_spectra: compute the per-modality trace-normalised spectra and power-law α
             (O(d³); switch off inside tight loops).
+        group: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: the inputs are this
+            rank's rows (at least 2 of each) and every sum (centroids, cone widths, spectra) is
+            all-reduced, so every rank reports the gap of all ranks' rows. Call on every rank.
 
     Returns:
         :class:`GapReport`. Δ follows the sign convention image − text of Mind the Gap [paper].
@@ -106,15 +111,15 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
     Y = _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
     with_spectra = as_bool(with_spectra, "with_spectra")
-    mu_x, mu_y = X.mean(axis=0), Y.mean(axis=0)
+    (mu_x, n_x), (mu_y, n_y) = _mean_rows(X, group), _mean_rows(Y, group)
     delta = mu_x - mu_y
     denom = np.linalg.norm(mu_x) * np.linalg.norm(mu_y)
     cos = float(mu_x @ mu_y / denom) if denom > 0 else float("nan")
     if with_spectra:
         from workbench.probes.distribution import trace_normalized_spectrum_alpha
 
-        spec_x, alpha_x = trace_normalized_spectrum_alpha(X, name="image_emb")
-        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y, name="text_emb")
+        spec_x, alpha_x = trace_normalized_spectrum_alpha(X, name="image_emb", group=group)
+        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y, name="text_emb", group=group)
     else:
         spec_x = spec_y = np.empty(0)
         alpha_x = alpha_y = float("nan")
@@ -124,15 +129,23 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
         centroid_cosine=cos,
         image_centroid=mu_x,
         text_centroid=mu_y,
-        cone_width_image=cone_width(X),
-        cone_width_text=cone_width(Y),
+        cone_width_image=cone_width(X, group=group),
+        cone_width_text=cone_width(Y, group=group),
         image_spectrum=spec_x,
         text_spectrum=spec_y,
         image_alpha=alpha_x,
         text_alpha=alpha_y,
-        n_image=X.shape[0],
-        n_text=Y.shape[0],
+        n_image=n_x,
+        n_text=n_y,
     )
+
+
+def _mean_rows(X: np.ndarray, group: Any) -> tuple[np.ndarray, int]:
+    """(d,) column mean and row count of ``X`` (n, d) — of every rank's rows under ``group``."""
+    from workbench.distributed import all_reduce_sums
+
+    total, n = all_reduce_sums(lambda: [X.sum(axis=0), [X.shape[0]]], group, "the centroid")
+    return total / n[0], int(n[0])
 
 
 # --- losses and accuracies on paired, normalised embeddings ---------------------------------

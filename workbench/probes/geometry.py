@@ -172,7 +172,7 @@ def cosine_distribution(
     )
 
 
-def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
+def cone_width(X: Any, *, chunk_rows: int | None = None, group: Any = None) -> float:
     """Mean cosine over distinct pairs i ≠ j of the rows of ``X`` (Mind the Gap's cone width).
 
     Exact: with ``s = Σ x̂_i``, ``Σ_{i≠j} cos = ‖s‖² − n``, so one streaming pass suffices.
@@ -180,31 +180,42 @@ def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
     Args:
         X: (n, d) embeddings (raw; normalised here) — array, memmap, torch, or row chunks.
         chunk_rows: rows per chunk for the pass.
+        group: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: ``X`` is this rank's
+            rows and ``s`` and ``n`` are summed over ranks (the cone width of all their rows).
 
     Returns:
         Mean pairwise cosine in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 for a narrow cone.
     """
+    from workbench.distributed import all_reduce_sums
+
     chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
-    total = None
-    n = 0
-    amax = np.zeros(1)
-    for offset, chunk in _iter_chunks(X, "X", chunk_rows):
-        C = np.asarray(chunk, dtype=np.float64)
-        check_finite_rows(C, "X", row_offset=offset)
-        amax = np.maximum(amax, np.abs(C).max(initial=0.0))
-        norms = row_norms(C)
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"X has a zero-norm row (first at row {offset + int(zero[0])}); it has no "
-                f"direction — drop it"
-            )
-        s = (C / norms[:, None]).sum(axis=0)
-        total = s if total is None else total + s
-        n += len(C)
-    check_magnitude(amax, "X")
+
+    def local() -> list[Any] | None:
+        total = None
+        n = 0
+        amax = np.zeros(1)
+        for offset, chunk in _iter_chunks(X, "X", chunk_rows):
+            C = np.asarray(chunk, dtype=np.float64)
+            check_finite_rows(C, "X", row_offset=offset)
+            amax = np.maximum(amax, np.abs(C).max(initial=0.0))
+            norms = row_norms(C)
+            zero = np.flatnonzero(norms == 0)
+            if zero.size:
+                raise ValueError(
+                    f"X has a zero-norm row (first at row {offset + int(zero[0])}); it has no "
+                    f"direction — drop it"
+                )
+            s = (C / norms[:, None]).sum(axis=0)
+            total = s if total is None else total + s
+            n += len(C)
+        check_magnitude(amax, "X")
+        return None if total is None else [total, [n]]
+
+    sums = all_reduce_sums(local, group, "the cone width")
+    n = 0 if sums is None else int(sums[1][0])
     if n < 2:
         raise ValueError(f"X has {n} row(s); the cone width needs at least 2")
+    total = sums[0]
     return float((total @ total - n) / (n * (n - 1)))
 
 

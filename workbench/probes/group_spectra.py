@@ -38,6 +38,7 @@ def spectra_by_group(
     min_count: int = 2,
     center: bool = True,
     prefix: str = "",
+    group: Any = None,
     **spectrum_kw: Any,
 ) -> dict[str, Spectrum]:
     """One :class:`Spectrum` per group of rows (e.g. per class label), in one call.
@@ -51,6 +52,9 @@ def spectra_by_group(
         min_count: groups with fewer rows are skipped (a spectrum needs ≥ 2 rows).
         center: passed to :func:`spectrum` (per-group centring: within-class spectra).
         prefix: prepended to each key (``spectra_by_modality`` uses ``"image/"``).
+        group: a process group (or ``"auto"``) to sum over, as in :func:`spectrum`: ``X`` and
+            ``groups`` are this rank's rows; group ids are the union over ranks and
+            ``min_count`` counts every rank's rows. ``None``: this process only.
         **spectrum_kw: other :func:`spectrum` options.
 
     Returns:
@@ -70,12 +74,13 @@ def spectra_by_group(
         check_finite_rows(np.asarray(chunk), name, row_offset=offset)
     skip = set(ignore)
     out: dict[str, Spectrum] = {}
-    for gid in np.unique(g):
+    gids, counts = _ids_and_counts(g, group)
+    for gid, count in zip(gids, counts):
         key = gid.item() if hasattr(gid, "item") else gid
         if key in skip:
             continue
         rows = np.flatnonzero(g == gid)
-        if len(rows) < min_count:
+        if count < min_count:
             continue
         if names is None:
             label = str(key)
@@ -83,8 +88,27 @@ def spectra_by_group(
             label = str(names.get(key, key))
         else:
             label = str(names[int(key)])
-        out[f"{prefix}{label}"] = spectrum(A[rows], center=center, name=name, **spectrum_kw)
+        out[f"{prefix}{label}"] = spectrum(
+            A[rows], center=center, name=name, group=group, **spectrum_kw
+        )
     return out
+
+
+def _ids_and_counts(g: np.ndarray, group: Any) -> tuple[list[Any], list[int]]:
+    """Sorted group ids and their row counts — over every rank's rows when ``group`` is set
+    (a rank may lack some ids; each id's spectrum is then still one collective on all ranks)."""
+    from workbench.distributed import all_gather_checked, all_reduce_sums, resolve_group
+
+    pg = resolve_group(group)
+    if pg is None:
+        ids, counts = np.unique(g, return_counts=True)
+        return list(ids), [int(c) for c in counts]
+    local = sorted(np.unique(g).tolist())
+    union = sorted({i for part in all_gather_checked(lambda: local, pg, "group ids") for i in part})
+    totals = all_reduce_sums(
+        lambda: [[int(np.count_nonzero(g == i)) for i in union]], pg, "group counts"
+    )
+    return union, [int(c) for c in totals[0]] if totals else []
 
 
 def spectra_by_modality(
@@ -96,6 +120,7 @@ def spectra_by_modality(
     normalize: bool = False,
     center: bool = True,
     min_count: int = 2,
+    group: Any = None,
     **spectrum_kw: Any,
 ) -> dict[str, Spectrum]:
     """Spectra of each modality — and optionally of their union and of each class — in one call.
@@ -112,6 +137,8 @@ def spectra_by_modality(
         normalize: L2-normalise rows first (CLIP similarity space); default: as given.
         center: passed to :func:`spectrum`.
         min_count: per-class groups with fewer rows are skipped.
+        group: a process group (or ``"auto"``) to sum over, as in :func:`spectrum`: each
+            modality (and ``labels``) holds this rank's rows, at least 2 per modality.
         **spectrum_kw: other :func:`spectrum` options.
 
     Returns:
@@ -143,9 +170,14 @@ def spectra_by_modality(
     first = next(iter(arrays))
     for name, A in arrays.items():
         check_same_dim(arrays[first], A, (first, name))
-    out = {name: spectrum(A, center=center, name=name, **spectrum_kw) for name, A in arrays.items()}
+    out = {
+        name: spectrum(A, center=center, name=name, group=group, **spectrum_kw)
+        for name, A in arrays.items()
+    }
     if joint:
-        out["joint"] = spectrum(list(arrays.values()), center=center, name="joint", **spectrum_kw)
+        out["joint"] = spectrum(
+            list(arrays.values()), center=center, name="joint", group=group, **spectrum_kw
+        )
     if labels is not None:
         for name, A in arrays.items():
             y = as_labels(labels, "labels", n=A.shape[0], rows_of=name)
@@ -159,6 +191,7 @@ def spectra_by_modality(
                     prefix=f"{name}/",
                     name=name,
                     groups_name="labels",
+                    group=group,
                     **spectrum_kw,
                 )
             )

@@ -90,7 +90,11 @@ def recall_at_k(ranks: np.ndarray, k: int) -> float:
 
 
 def retrieval_scores(
-    sim: Any, caption_owner: Sequence[int] | None = None, ks: Sequence[int] = (1, 5, 10)
+    sim: Any,
+    caption_owner: Sequence[int] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    text_keys: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """R@K image→text and text→image, and rSum.
 
@@ -100,6 +104,10 @@ def retrieval_scores(
         caption_owner: (n_txt,) index of the image each caption belongs to; ``None`` means
             caption ``i`` belongs to image ``i`` (requires a square ``sim``).
         ks: recall cut-offs.
+        text_keys: (n_txt,) strings (usually the captions themselves): a caption whose key equals
+            one of an image's own captions' keys counts as a hit for that image, and vice versa —
+            a gallery with repeated captions ("a frog") cannot tell its owners apart, so the
+            strict protocol (``None``) undercounts. Report both.
 
     Returns:
         ``{"i2t_R@1": ..., "t2i_R@1": ..., ..., "rsum": ...}``. Recalls are fractions in [0, 1];
@@ -118,7 +126,23 @@ def retrieval_scores(
         owner = np.arange(n_txt)
     else:
         owner = as_indices(caption_owner, "caption_owner", n=n_img, length=n_txt, of="sim")
-    pos = owner[None, :] == np.arange(n_img)[:, None]  # (n_img, n_txt)
+    if text_keys is None:
+        pos = owner[None, :] == np.arange(n_img)[:, None]  # (n_img, n_txt)
+    else:
+        if isinstance(text_keys, (str, bytes)) or not hasattr(text_keys, "__len__"):
+            raise TypeError(
+                f"text_keys must be a sequence of one key per caption, got {text_keys!r}"
+            )
+        keys = list(text_keys)
+        if len(keys) != n_txt:
+            raise ValueError(
+                f"text_keys must have one entry per caption ({n_txt}), got {len(keys)}"
+            )
+        index: dict[str, int] = {}
+        kid = np.array([index.setdefault(str(k), len(index)) for k in keys], dtype=np.int64)
+        own = np.zeros((n_img, len(index)), dtype=bool)  # (n_img, n_keys): keys of its captions
+        own[owner, kid] = True
+        pos = own[:, kid]  # (n_img, n_txt)
     has_caption = pos.any(axis=1)
     i2t = gt_ranks(S[has_caption], pos[has_caption])
     t2i = gt_ranks(S.T, pos.T)

@@ -263,16 +263,20 @@ class _GramAccumulator:
         self._keys: np.ndarray | None = None
         self.amax = 0.0  # largest |entry| seen: the scale check of the whole stream
 
+    def start(self, d: int, dtype: np.dtype, shift: np.ndarray) -> None:
+        """Fix width, dtype and shift before any row (ranks agree on rank 0's first chunk)."""
+        self.d, self.dtype = d, dtype
+        self._cdt = _compute_dtype(dtype)
+        self.shift = shift
+        self._shift_c = self.shift.astype(self._cdt)
+        self.G = np.zeros((self.d, self.d))
+        self.S = np.zeros(self.d)
+        self._buf = np.empty((0, self.d + 1), dtype=self._cdt)
+
     def add(self, offset: int, chunk: np.ndarray) -> None:
         rows = chunk.shape[0]
         if self.d is None:
-            self.d, self.dtype = chunk.shape[1], chunk.dtype
-            self._cdt = _compute_dtype(chunk.dtype)
-            self.shift = chunk.mean(axis=0, dtype=np.float64)
-            self._shift_c = self.shift.astype(self._cdt)
-            self.G = np.zeros((self.d, self.d))
-            self.S = np.zeros(self.d)
-            self._buf = np.empty((0, self.d + 1), dtype=self._cdt)
+            self.start(chunk.shape[1], chunk.dtype, chunk.mean(axis=0, dtype=np.float64))
         if len(self._buf) < rows:
             # [x − s, 1]: one syrk yields the shifted Gram and, in its last row, the column sums
             self._buf = np.empty((rows, self.d + 1), dtype=self._cdt)
@@ -332,11 +336,14 @@ class _GramAccumulator:
 
 
 def _accumulate(
-    X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0
+    X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0, group: Any = None
 ) -> _GramAccumulator:
     acc = _GramAccumulator(name, sample_rows=sample_rows)
-    for offset, chunk in _iter_chunks(X, name, chunk_rows):
-        acc.add(offset, chunk)
+    if group is not None:
+        _accumulate_over_ranks(acc, X, name, chunk_rows, group)
+    else:
+        for offset, chunk in _iter_chunks(X, name, chunk_rows):
+            acc.add(offset, chunk)
     if acc.n == 0:
         raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
     if acc.n < 2:
@@ -347,6 +354,61 @@ def _accumulate(
             f"(their products underflow to zero); rescale {name}"
         )
     return acc
+
+
+def _local_rows(X: Any) -> Any:
+    """A rank's rows as a chunk stream that may hold fewer than 2 rows (or none): the
+    minimum applies to the rows of all ranks together."""
+    if _is_chunk_iterable(X):
+        return X
+    A = X if _is_tensor(X) else to_numpy(X)
+    return [to_numpy(A)] if A.ndim == 2 and A.shape[0] < 2 else A
+
+
+def _accumulate_over_ranks(
+    acc: _GramAccumulator, X: Any, name: str, chunk_rows: int | None, group: Any
+) -> None:
+    """Stream this rank's rows into ``acc`` and sum every rank's accumulator into it.
+
+    Every rank shifts by the mean of the first chunk of the lowest rank holding rows (rank 0's
+    first chunk when it has rows, which is what one process streaming the same chunks uses),
+    so the per-chunk products are the single process's and only their float64 summation order
+    differs. Errors on any rank (NaN rows, widths) raise on every rank.
+    """
+    from workbench.distributed import all_gather_checked, all_reduce_sums
+
+    if acc.sample_rows:
+        raise ValueError("row sampling (sample_rows) is not available across ranks")
+    stream: list[Any] = [iter(())]
+    first: list[tuple[int, np.ndarray] | None] = [None]
+
+    def peek() -> tuple[int, str, np.ndarray] | None:
+        stream[0] = iter(_iter_chunks(_local_rows(X), name, chunk_rows))
+        first[0] = next(stream[0], None)
+        if first[0] is None:
+            return None
+        chunk = first[0][1]
+        return chunk.shape[1], chunk.dtype.str, chunk.mean(axis=0, dtype=np.float64)
+
+    starts = [s for s in all_gather_checked(peek, group, f"spectrum of {name}") if s is not None]
+    if not starts:
+        return  # no rank has rows: the caller's emptiness check raises on every rank
+    widths = sorted({s[0] for s in starts})
+    if len(widths) > 1:
+        raise ValueError(f"{name} has different widths on different ranks: {widths}")
+    d, dtype, shift = starts[0]
+    acc.start(d, np.dtype(dtype), shift)
+
+    def local() -> list[np.ndarray]:
+        if first[0] is not None:
+            acc.add(*first[0])
+            for offset, chunk in stream[0]:
+                acc.add(offset, chunk)
+        return [acc.G, acc.S, [acc.n], [acc.amax]]
+
+    G, S, n, amax = all_reduce_sums(local, group, f"spectrum of {name}")
+    # the sum of the ranks' largest |entry|: zero, tiny or not exactly when their maximum is
+    acc.G, acc.S, acc.n, acc.amax = G, S, int(n[0]), float(amax[0])
 
 
 def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: bool) -> Spectrum:
@@ -408,6 +470,7 @@ def spectrum(
     chunk_rows: int | None = None,
     return_components: bool = False,
     name: str = "X",
+    group: Any = None,
 ) -> Spectrum:
     """Singular values, energy and cumulative energy of an (n, d) matrix, in float64.
 
@@ -424,6 +487,13 @@ def spectrum(
         chunk_rows: rows per chunk on the Gram route (default: about 16 MB per chunk).
         return_components: also return the (r, d) right singular vectors.
         name: argument name used in error messages.
+        group: ``None`` (this process's rows), ``"auto"`` or a ``torch.distributed``
+            ``ProcessGroup``: ``X`` is then this rank's rows (any number, none included), the
+            d×d accumulators are summed over the ranks and every rank returns the spectrum of
+            all ranks' rows together, on the Gram route (:func:`workbench.distributed.
+            resolve_group`). Equal to one process streaming the same chunks to float64
+            round-off when ranks stream the chunks that process would
+            (:meth:`~workbench.encoders.embeddings.Embeddings.shard`); call it on every rank.
 
     Returns:
         :class:`Spectrum` with r = min(n, d) values, descending.
@@ -438,6 +508,17 @@ def spectrum(
     center = as_bool(center, "center")
     return_components = as_bool(return_components, "return_components")
     chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
+    from workbench.distributed import resolve_group
+
+    pg = resolve_group(group)
+    if pg is not None:
+        if method == "svd":
+            raise ValueError(
+                "method='svd' needs every row in one process; across ranks the spectrum is "
+                "streamed through the Gram route (method='auto' or 'gram')"
+            )
+        acc = _accumulate(X, name, chunk_rows, group=pg)
+        return _spectrum_from_gram(acc, center, return_components)
     chunked = _is_chunk_iterable(X)
     if method == "svd" and chunked:
         parts = [c for _, c in _iter_chunks(X, name, None)]  # validates widths and dtypes

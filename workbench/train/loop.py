@@ -30,7 +30,13 @@ from workbench.train.checkpoint import restore_training_state, save_training_sta
 from workbench.train.config import TrainConfig
 from workbench.train.grad_probe import gradient_cosine
 from workbench.train.heldout import heldout_metrics
-from workbench.train.params import param_groups, prepare_model, stage_parameters, tower_free
+from workbench.train.params import (
+    param_groups,
+    prepare_model,
+    stage_parameters,
+    tower_free,
+    warn_frozen_temperature,
+)
 from workbench.train.results import NonFiniteLossError, Run
 from workbench.train.rng import isolated_rng, seed_all
 from workbench.train.rundir import (
@@ -46,7 +52,7 @@ from workbench.train.rundir import (
 )
 from workbench.train.schedules import check_stages, lr_factor, stage_at
 from workbench.train.snapshot import spectral_snapshot
-from workbench.train.source import global_rows, make_source, split_rows
+from workbench.train.source import global_rows, holdout_split, make_source
 
 EvalHook = Callable[[nn.Module, int], dict[str, float]]
 
@@ -121,6 +127,7 @@ class _Trainer:
         )
         if not union:
             raise ValueError(f"trainable={c.trainable!r} selects no parameters")
+        warn_frozen_temperature(self.method, encoder, union)
         self.params = union
         for p in method_params:
             p.requires_grad_(False)
@@ -147,7 +154,7 @@ class _Trainer:
         D.broadcast_parameters(self.method, self.info)
 
         self.source = make_source(self.cached, embeddings, dataset, c, encoder, self.device)
-        self.train_rows, self.holdout_rows = split_rows(self.source.n, c.holdout, c.seed)
+        self.train_rows, self.holdout_rows = holdout_split(self.source, c)
         if c.batch_size % (c.grad_accum * self.info.world_size):
             raise ValueError(
                 f"batch_size {c.batch_size} must divide into grad_accum ({c.grad_accum}) × "
