@@ -259,7 +259,7 @@ def _covariance(X: np.ndarray, group: Any) -> tuple[np.ndarray, int]:
     """``(cov, n)``: the (d, d) sample covariance of the rows of ``X`` (n, d) and their count —
     of every rank's rows under ``group``."""
     from workbench.distributed import resolve_group
-    from workbench.probes.spectra import _accumulate
+    from workbench.probes._gram import _accumulate
 
     pg = resolve_group(group)
     if pg is None:

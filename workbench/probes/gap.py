@@ -234,18 +234,12 @@ def signed_centroid_distance(
     ``image_normed`` (n_x, d) and ``text_normed`` (n_y, d) are already L2-normalised; ``delta``
     (d,) is the *original* gap direction [paper: Mind the Gap Fig. 3, sign convention of §3].
 
-    Raises:
-        ValueError: bad arrays (see :func:`~workbench._validate.as_matrix`), widths that differ,
-            a zero ``delta`` (no direction to sign by).
+    Raises ``ValueError`` on bad arrays, differing widths and a zero ``delta`` (no sign).
     """
     X = as_matrix(image_normed, "image_normed", min_rows=1)
     Y = as_matrix(text_normed, "text_normed", min_rows=1)
     check_same_dim(X, Y, ("image_normed", "text_normed"))
-    d = as_vector(delta, "delta")
-    if d.shape[0] != X.shape[1]:
-        raise ValueError(
-            f"delta has {d.shape[0]} entries but the embeddings have dimension {X.shape[1]}"
-        )
+    d = as_vector(delta, "delta (one entry per embedding dimension)", length=X.shape[1])
     if not np.any(d):
         raise ValueError("delta is the zero vector; it gives no direction to sign the gap by")
     return _signed_gap(X, Y, d)

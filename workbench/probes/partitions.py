@@ -25,8 +25,9 @@ import numpy as np
 
 from workbench._registry import Registry
 from workbench._validate import as_bool, as_float, as_int, as_matrix, as_vector
+from workbench.probes._gram import _accumulate
 from workbench.probes._rows import _is_chunk_iterable, _is_tensor
-from workbench.probes.spectra import Spectrum, _accumulate, _spectrum_from_gram, spectrum
+from workbench.probes.spectra import Spectrum, _spectrum_from_gram, spectrum
 
 __all__ = [
     "PARTITIONS",
