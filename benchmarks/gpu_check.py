@@ -101,8 +101,9 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     for name in methods.names():
         try:  # build and run one step now, so a broken method cannot stop the others
             case = bench_step._Case(
-                methods.get(name), sizes.step_mode, sizes.step_batch, sizes.step_dim, 2, device
-            )
+                bench_step.method_for(name, sizes.step_mode), sizes.step_mode, sizes.step_batch,
+                sizes.step_dim, 2, device,
+            )  # fmt: skip
             case.step(methods.StepState(step=1, total_steps=3))
             cases[name] = case
         except Exception as err:

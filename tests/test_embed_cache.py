@@ -507,20 +507,20 @@ def test_a_generated_data_set_named_by_id_takes_the_size(cache_dir: Path) -> Non
 
 
 def test_text_cache_computes_each_string_once_and_survives_damage(cache_dir: Path) -> None:
-    from workbench.encoders.text_cache import TextFeatureCache
+    from workbench.encoders.text_cache import TextTowerCache
 
     enc = CountingEncoder()
-    bank = TextFeatureCache(enc, cache_dir)
+    bank = TextTowerCache(enc, cache_dir)
     a = bank.features(["a cat", "a dog", "a cat"])
     assert a.shape == (3, 7) and np.array_equal(a[0], a[2]) and enc.calls == 1
-    again = TextFeatureCache(enc, cache_dir)  # a new process reads the batch back
+    again = TextTowerCache(enc, cache_dir)  # a new process reads the shard back
     np.testing.assert_array_equal(again.features(["a dog"]), a[1:2])
     assert enc.calls == 1
-    (batch,) = (cache_dir / "texts").rglob("batch-*.safetensors")
-    batch.write_bytes(batch.read_bytes()[:-8])
+    (shard,) = (cache_dir / "text_tower").rglob("*.safetensors")
+    shard.write_bytes(shard.read_bytes()[:-8])
+    damaged = TextTowerCache(enc, cache_dir)
     with pytest.warns(CacheCorruptedWarning, match="recomputing"):
-        damaged = TextFeatureCache(enc, cache_dir)
-    np.testing.assert_allclose(damaged.features(["a dog"]), a[1:2], rtol=1e-6)
+        np.testing.assert_allclose(damaged.features(["a dog"]), a[1:2], rtol=1e-6)
     assert enc.calls == 2
-    with pytest.raises(TypeError, match="list of strings"):
+    with pytest.raises(ValueError, match="list of strings"):
         bank.features("a cat")

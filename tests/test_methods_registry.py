@@ -51,9 +51,19 @@ def test_every_registered_method_is_callable_both_ways():
         if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
             continue
         m = methods.get(name)
-        direct = m(x, y, scale)
-        assert direct.ndim == 0 and torch.isfinite(direct), name
-        out = m(BatchOutputs(x, y, scale, x, y), StepState.standalone())
+        if not getattr(m, "standalone", True):  # needs the loop's stage (ProCLIP): it says so
+            with pytest.raises(ValueError, match="stage"):
+                m(x, y, scale)
+            continue
+        negatives = None
+        if m.needs_hard_negatives:  # DeGLA: the plain call must say what it lacks
+            with pytest.raises(ValueError, match="hard negatives"):
+                m(x, y, scale)
+            negatives = torch.nn.functional.normalize(torch.randn(8, 4, 6, generator=g), dim=-1)
+        else:
+            direct = m(x, y, scale)
+            assert direct.ndim == 0 and torch.isfinite(direct), name
+        out = m(BatchOutputs(x, y, scale, x, y, hard_negatives=negatives), StepState.standalone())
         assert isinstance(out, LossOutput), name
         assert torch.isfinite(out.loss), name
 

@@ -35,6 +35,8 @@ CONFIGS = {
     "modality_gap": "workbench.experiments.modality_gap:ModalityGapConfig",
     "dp_ability": "workbench.experiments.dp_ability:DPStudyConfig",
     "explore_spectra": "workbench.viz.explorers:ExploreConfig",
+    "degla": "workbench.experiments.degla:DeGLAStudyConfig",
+    "proclip": "workbench.experiments.proclip:ProCLIPConfig",
 }
 
 

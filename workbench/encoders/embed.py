@@ -155,7 +155,7 @@ def embed(
             ``"<item id>#<k>"``, ``attributes["item_id"]``/``["caption_index"]`` set (so
             ``TrainConfig(holdout_by="id")`` keeps an image's captions together); returned in
             memory. The extra captions' text features come from
-            :class:`~workbench.encoders.text_cache.TextFeatureCache`.
+            :class:`~workbench.encoders.text_cache.TextTowerCache`.
 
     Returns:
         :class:`Embeddings` with ``image``/``text`` (n, D) float32 *raw* projected embeddings
@@ -402,13 +402,13 @@ def _all_captions(
     encoder: Encoder, rows: TowerRows, cache_dir: Any, persist: bool, batch_size: int
 ) -> TowerRows:
     """One row per (item, caption): image rows repeated, extra captions' text features cached
-    by string (:class:`~workbench.encoders.text_cache.TextFeatureCache`)."""
-    from .text_cache import TextFeatureCache
+    by string (:class:`~workbench.encoders.text_cache.TextTowerCache`)."""
+    from .text_cache import TextTowerCache
 
     more = rows.more_captions or [[] for _ in range(len(rows))]
     extra = [c for m in more for c in m]
-    bank = TextFeatureCache(encoder, cache_dir, persist=persist) if extra else None
-    extra_feats = bank.features(extra, batch_size) if bank is not None else None
+    bank = TextTowerCache(encoder, cache_dir, persist=persist, batch_size=batch_size)
+    extra_feats = bank.features(extra) if extra else None
     item = np.repeat(np.arange(len(rows)), [1 + len(m) for m in more])  # (n_rows,)
     text, pos = [], 0
     ids, caps, attrs = [], [], []

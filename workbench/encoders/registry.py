@@ -9,6 +9,9 @@ id                                             what it builds
 ``"open_clip:<arch>:<checkpoint file>"``       open_clip weights from a local file
 ``"hf-clip:<local directory>"``                transformers ``CLIPModel`` saved with
                                                ``save_pretrained``
+``"tinyclip"`` / ``"tinyclip:<name>"``         default image side + a 77-token text
+                                               transformer trained from scratch (cached
+                                               weights written by its recipe)
 ``"run:<run directory>"``                      an encoder trained by :mod:`workbench.train`
 =============================================  ==============================================
 
@@ -49,6 +52,13 @@ def _hf_clip(spec: str | None = None, **kwargs: Any) -> Encoder:
     from .hfclip import build_hf_clip
 
     return build_hf_clip(spec, **kwargs)
+
+
+@ENCODERS.register("tinyclip", takes_spec=True)
+def _tinyclip(spec: str | None = None, **kwargs: Any) -> Encoder:
+    from .tinyclip import build_tinyclip
+
+    return build_tinyclip(spec, **kwargs)
 
 
 # Rebuilt by the training package from a run's config.json: a lazy entry, so this floor never

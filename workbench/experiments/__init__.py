@@ -11,6 +11,10 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``degla``                 ``degla.ipynb`` (DeGLA Table 7, Figs. 5–6; data in ``degla_data``)
+``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
+                          figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
+                          ``tinyclip``)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -19,6 +23,19 @@ as ``workbench.experiments.<name>`` (``from workbench import experiments as E``)
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+_SUBMODULES = (
+    "grid",
+    "tables",
+    "stats",
+    "sde",
+    "fanoise",
+    "modality_gap",
+    "dp_ability",
+    "degla",
+    "proclip",
+    "proclip_data",
+    "proclip_figures",
+    "tinyclip",
+)
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

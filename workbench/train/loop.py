@@ -24,6 +24,7 @@ from torch import nn
 
 from workbench import __version__
 from workbench import distributed as D
+from workbench.encoders.text_cache import TextTowerCache
 from workbench.methods.base import BatchOutputs, Stage, StepState
 from workbench.train.batch import batch_outputs
 from workbench.train.checkpoint import restore_training_state, save_training_state
@@ -133,6 +134,8 @@ class _Trainer:
             p.requires_grad_(False)
 
         self.tower_trains = not tower_free(union, encoder)
+        # frozen text tower: each distinct hard-negative string runs through it once (batch.py)
+        self.text_cache = None if self.tower_trains else TextTowerCache(encoder)
         cached_ok = not self.tower_trains and not self.method.needs_towers
         if c.data == "cached" and not cached_ok:
             raise ValueError(
@@ -229,8 +232,9 @@ class _Trainer:
         local = self.micro // info.world_size
         batch = self.source.batch(rows[info.rank * local : (info.rank + 1) * local])
         return batch_outputs(
-            self.encoder, self.method, self.source, batch, info, self.device, self.tower_trains
-        )
+            self.encoder, self.method, self.source, batch, info, self.device, self.tower_trains,
+            self.text_cache,
+        )  # fmt: skip
 
     def _set_stage(self, si: int) -> None:
         ids = {id(p) for p in self.stage_params[si]}
