@@ -183,11 +183,9 @@ class ProCLIPConfig:
             raise ValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
             )
-        from workbench.data import DATASETS
+        from workbench.data import dataset_names
 
-        unknown = [d for d in self.aux_datasets if d not in DATASETS]
-        if unknown:
-            raise ValueError(f"unknown aux_datasets {unknown}; known: {DATASETS.names()}")
+        dataset_names(self.aux_datasets, "aux_datasets", owner="ProCLIPConfig")  # did you mean
         self.recipe()  # validates the tinyclip recipe
         self.arms()  # validates every arm's method configuration
 
