@@ -210,8 +210,10 @@ def test_resume_across_the_stage_boundary_is_bit_identical(tmp_path, toy):
 
     cfg = _config(tmp_path, targets, checkpoint_every=2, eval_every=2)
     full = train(cfg, embeddings=emb, encoder=copy.deepcopy(enc), progress=False)
-    with pytest.raises(Crash):  # stops after step 2; the boundary is between steps 3 and 4
-        train(cfg, embeddings=emb, encoder=copy.deepcopy(enc), eval_hooks=[crash_at(2)],
+    # stops in step 4's eval, which runs before step 4's checkpoint: the resume starts from
+    # step 2's checkpoint and crosses the stage boundary (between steps 3 and 4)
+    with pytest.raises(Crash):
+        train(cfg, embeddings=emb, encoder=copy.deepcopy(enc), eval_hooks=[crash_at(4)],
               progress=False)  # fmt: skip
     (crashed,) = [p for p in tmp_path.iterdir() if p != full.run_dir]
     resumed = train(resume=crashed, embeddings=emb, encoder=copy.deepcopy(enc), progress=False)

@@ -46,7 +46,7 @@ def test_ties_count_against_the_query():
 def test_bad_inputs_raise_clearly():
     with pytest.raises(ValueError, match="caption_owner"):
         retrieval_scores(np.ones((2, 3)))
-    with pytest.raises(ValueError, match="index images"):
+    with pytest.raises(ValueError, match="caption_owner entries must lie in"):
         retrieval_scores(np.ones((2, 3)), caption_owner=[0, 1, 2])
 
 

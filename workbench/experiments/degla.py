@@ -129,6 +129,11 @@ class DeGLAStudyConfig:
                 raise TypeError(f"DeGLAStudyConfig: {name} must be a sequence, got {value!r}")
             setattr(self, name, tuple(value))
         self.seeds = tuple(int(s) for s in self.seeds)
+        from workbench.data import check_dataset_name, dataset_names
+
+        dataset_names(self.general_datasets, "general_datasets", owner="DeGLAStudyConfig")
+        if self.real_captions is not None:
+            check_dataset_name(self.real_captions, "real_captions", owner="DeGLAStudyConfig")
         ints = ("warm_start_steps", "n_synthetic", "n_synthetic_eval", "n_general", "steps",
                 "batch_size", "min_caption_words", "k")  # fmt: skip
         for name in ints:

@@ -315,7 +315,9 @@ class SuiteRunConfig:
             papers' setting: SDE and FANoise fine-tune a pretrained VLM); ``"random"`` — heads
             from scratch, re-initialised per seed (the default encoder then has its seeded linear
             heads, ``load_encoder("default", heads="random")``).
-        datasets: Task-suite datasets; ones whose files are missing are skipped and reported.
+        datasets: Task-suite datasets, a sequence of registry names (a bare string is refused,
+            an unknown name raises with suggestions); one that cannot be built stops
+            :func:`load_suite` before any training.
         n_per_dataset: Items per dataset (200 → 100 held-out queries per task; keeps the cold
             run within the 10-minute budget on 2 cores).
         mmvp_pairs_per_category: MMVP-style pairs per category for the perception meta-task.
@@ -347,22 +349,31 @@ class SuiteRunConfig:
     output_dir: str = "figures"
 
     def __post_init__(self) -> None:
-        if self.init not in ("pretrained", "random"):
-            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
-        self.datasets = tuple(self.datasets)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        if not self.datasets:
-            raise ValueError("datasets must name at least one dataset")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 or None, got {self.temperature!r}")
-        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
-            raise ValueError(f"threads must be an int ≥ 1 or None, got {self.threads!r}")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+        from workbench._validate import as_bool, as_choice, as_float, as_int, as_int_tuple
+        from workbench.data import dataset_names
+        from workbench.encoders.registry import check_encoder_name
+
+        own = type(self).__name__
+        self.init = as_choice(self.init, f"{own}: init", ("pretrained", "random"))
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        self.seeds = as_int_tuple(self.seeds, "seeds", owner=own, lo=0, unique=True)
+        self.temperature = as_float(
+            self.temperature, f"{own}: temperature", lo=0.0, lo_open=True, none_ok=True
+        )
+        self.symmetric = as_bool(self.symmetric, f"{own}: symmetric")
+        self.threads = as_int(self.threads, f"{own}: threads", lo=1, none_ok=True)
+        for name in ("n_per_dataset", "mmvp_pairs_per_category", "steps", "batch_size"):
+            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=0))
+        self.lr = as_float(self.lr, f"{own}: lr", lo=0.0, lo_open=True)
+        if not isinstance(self.device, str) or (
+            self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:")
+        ):
             raise ValueError(
-                f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
+                f"{own}: device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
             )
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise TypeError(f"{own}: output_dir must be a non-empty path, got {self.output_dir!r}")
         self.training()  # validates steps, batch_size, lr
         self.suite_config()  # validates n_per_dataset, mmvp pairs
 

@@ -25,18 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from workbench.experiments.proclip_data import ProCLIPData, build_data, encode_rows, set_threads
+from workbench.experiments.proclip_data import ProCLIPData, encode_rows, set_threads
 from workbench.experiments.stats import spread_test
 
 __all__ = [
     "METRICS",
-    "PAPER_TABLE5",
-    "PAPER_TABLE7",
+    "PROCLIP_TABLE5",
+    "PROCLIP_TABLE7",
     "ArmRun",
     "ProCLIPArm",
     "ProCLIPConfig",
-    "ProCLIPData",
-    "build_data",
     "claim_check",
     "clip_scores",
     "evaluate",
@@ -50,7 +48,7 @@ __all__ = [
 ]
 
 #: ProCLIP Table 5 (ViT-L/14, 3M pairs): IN-1k zero-shot / I2T avg R@1 / T2I avg R@1 [paper].
-PAPER_TABLE5: dict[str, tuple[float, float, float]] = {
+PROCLIP_TABLE5: dict[str, tuple[float, float, float]] = {
     "clip": (74.5, 66.9, 55.5),
     "direct": (52.8, 82.0, 79.1),
     "ins": (58.9, 69.3, 59.4),
@@ -59,7 +57,7 @@ PAPER_TABLE5: dict[str, tuple[float, float, float]] = {
     "full": (62.5, 83.0, 80.5),
 }
 #: ProCLIP Table 7: IN-1k zero-shot per λ_reg [paper].
-PAPER_TABLE7: dict[float, float] = {0.0: 59.2, 2e-4: 60.3, 4e-4: 62.5, 6e-4: 62.6, 1e-3: 62.5}
+PROCLIP_TABLE7: dict[float, float] = {0.0: 59.2, 2e-4: 60.3, 4e-4: 62.5, 6e-4: 62.6, 1e-3: 62.5}
 
 METRICS = ("zero_shot", "i2t_short", "t2i_short", "i2t_long", "t2i_long")
 #: Display name of each row.
@@ -183,11 +181,9 @@ class ProCLIPConfig:
             raise ValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
             )
-        from workbench.data import DATASETS
+        from workbench.data import dataset_names
 
-        unknown = [d for d in self.aux_datasets if d not in DATASETS]
-        if unknown:
-            raise ValueError(f"unknown aux_datasets {unknown}; known: {DATASETS.names()}")
+        dataset_names(self.aux_datasets, "aux_datasets", owner="ProCLIPConfig")  # did you mean
         self.recipe()  # validates the tinyclip recipe
         self.arms()  # validates every arm's method configuration
 
@@ -417,7 +413,7 @@ def table5_frame(table: Any) -> Any:
             if arm != "direct":
                 cell += f" ({100 * r['diff']:+.1f}{'*' if r['exceeds_spread'] else ''})"
             row[m] = cell
-        p = PAPER_TABLE5[arm]
+        p = PROCLIP_TABLE5[arm]
         row["paper IN-1k / I2T / T2I"] = f"{p[0]} / {p[1]} / {p[2]}"
         rows.append(row)
     return pd.DataFrame(rows).set_index("row")
@@ -440,7 +436,7 @@ def table7_frame(table: Any, cfg: ProCLIPConfig) -> Any:
         rec = {"lambda_reg": lam}
         for m in ("zero_shot", "i2t_long", "t2i_long"):
             rec[m], rec[f"{m}_std"] = 100 * sub.loc[m, "mean"], 100 * sub.loc[m, "std"]
-        rec["paper_in1k"] = PAPER_TABLE7.get(lam, float("nan"))
+        rec["paper_in1k"] = PROCLIP_TABLE7.get(lam, float("nan"))
         rows.append(rec)
     return pd.DataFrame(rows)
 

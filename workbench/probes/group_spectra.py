@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, check_same_dim, l2_normalize, to_numpy
+from workbench._validate import (
+    as_bool,
+    as_int,
+    as_labels,
+    as_matrix,
+    check_finite_rows,
+    check_same_dim,
+    l2_normalize,
+    to_numpy,
+)
 from workbench.probes._rows import _array_chunks
 from workbench.probes.spectra import Spectrum, spectrum
 
@@ -55,15 +64,14 @@ def spectra_by_group(
         ValueError: ``groups`` not 1-D or of the wrong length, and every bad-input case of
             :func:`spectrum` (NaN rows are named by their row in ``X``).
     """
-    A = to_numpy(X)
-    as_matrix(A, "X", min_rows=2, dtype=A.dtype, check_finite=False)
-    g = np.asarray(to_numpy(groups))
-    if g.ndim != 1 or len(g) != A.shape[0]:
-        raise ValueError(
-            f"groups must be 1-D with one entry per row of X ({A.shape[0]}), got shape {g.shape}"
-        )
+    name = spectrum_kw.pop("name", "X")
+    A = to_numpy(X, name)
+    as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
+    g = as_labels(groups, spectrum_kw.pop("groups_name", "groups"), n=A.shape[0], rows_of=name)
+    min_count = as_int(min_count, "min_count", lo=2)
+    center = as_bool(center, "center")
     for offset, chunk in _array_chunks(A, None):  # name bad rows by their row in X
-        check_finite_rows(np.asarray(chunk), "X", row_offset=offset)
+        check_finite_rows(np.asarray(chunk), name, row_offset=offset)
     skip = set(ignore)
     out: dict[str, Spectrum] = {}
     gids, counts = _ids_and_counts(g, group)
@@ -72,7 +80,7 @@ def spectra_by_group(
         if key in skip:
             continue
         rows = np.flatnonzero(g == gid)
-        if count < min_count or count < 2:
+        if count < min_count:
             continue
         if names is None:
             label = str(key)
@@ -80,7 +88,9 @@ def spectra_by_group(
             label = str(names.get(key, key))
         else:
             label = str(names[int(key)])
-        out[f"{prefix}{label}"] = spectrum(A[rows], center=center, group=group, **spectrum_kw)
+        out[f"{prefix}{label}"] = spectrum(
+            A[rows], center=center, name=name, group=group, **spectrum_kw
+        )
     return out
 
 
@@ -140,15 +150,21 @@ def spectra_by_modality(
     """
     if hasattr(modalities, "image") and hasattr(modalities, "text"):
         mods = {"image": modalities.image, "text": modalities.text}
-    elif isinstance(modalities, Mapping) and modalities:
+    elif isinstance(modalities, Mapping):
+        if not modalities:
+            raise ValueError("modalities is an empty mapping; pass {name: (n, d) matrix, ...}")
         mods = dict(modalities)
     else:
-        raise ValueError(
-            "modalities must be a non-empty {name: (n, d) matrix} mapping or Embeddings"
+        raise TypeError(
+            "modalities must be a non-empty {name: (n, d) matrix} mapping or Embeddings, got "
+            f"{type(modalities).__name__}"
         )
+    joint, normalize = as_bool(joint, "joint"), as_bool(normalize, "normalize")
     arrays: dict[str, Any] = {}
     for name, M in mods.items():
-        A = to_numpy(M)
+        if not isinstance(name, str):
+            raise TypeError(f"modalities keys must be names (str), got {name!r}")
+        A = to_numpy(M, name)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
         arrays[name] = l2_normalize(as_matrix(A, name), name) if normalize else A
     first = next(iter(arrays))
@@ -164,19 +180,17 @@ def spectra_by_modality(
         )
     if labels is not None:
         for name, A in arrays.items():
-            if len(to_numpy(labels)) != A.shape[0]:
-                raise ValueError(
-                    f"labels has {len(to_numpy(labels))} entries but {name} has {A.shape[0]} "
-                    f"rows; per-class spectra need one label per row of every modality"
-                )
+            y = as_labels(labels, "labels", n=A.shape[0], rows_of=name)
             out.update(
                 spectra_by_group(
                     A,
-                    labels,
+                    y,
                     names=class_names,
                     min_count=min_count,
                     center=center,
                     prefix=f"{name}/",
+                    name=name,
+                    groups_name="labels",
                     group=group,
                     **spectrum_kw,
                 )

@@ -15,6 +15,12 @@ The footgun: the Gram route squares the condition number, so singular values bel
 ``σ₁·sqrt(d·ε)`` (ε of the accumulation dtype) are not resolved; :attr:`Spectrum.resolution`
 records that floor and ``numerical-rank`` never counts below it. Use ``method="svd"`` when the
 tail of a small matrix matters.
+
+Degenerate data (identical rows, centred): centring leaves only round-off of the size of
+``ε·‖X‖_F``. Both routes compare the spectrum with one scale-relative floor
+(:func:`workbench._validate.spectral_floor`, in :attr:`Spectrum.resolution`); a spectrum
+entirely at or below it is reported as exactly zero (:attr:`Spectrum.degenerate`), so every
+effective rank refuses it the same way on either route.
 """
 
 from __future__ import annotations
@@ -25,16 +31,24 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, to_numpy
+from workbench._validate import (
+    as_bool,
+    as_choice,
+    as_int,
+    as_matrix,
+    as_vector,
+    spectral_floor,
+    to_numpy,
+)
 
 try:
     import torch
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
 
+from workbench.probes._gram import _accumulate, _GramAccumulator
 from workbench.probes._rows import (
     _check_header,
-    _compute_dtype,
     _is_chunk_iterable,
     _is_tensor,
     _iter_chunks,
@@ -66,9 +80,13 @@ class Spectrum:
         n_features: d.
         mean: (d,) column mean of the input (always computed, whether or not it was removed).
         method: ``"gram"`` (streamed d×d second moment + eigh) or ``"svd"`` (float64 SVD).
-        resolution: singular values at or below this are numerically indistinguishable from 0
-            (numpy ``matrix_rank`` default, raised to ``σ₁·sqrt(d·ε)`` on the Gram route).
-        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None.
+        resolution: singular values at or below this are numerically indistinguishable from 0:
+            :func:`~workbench._validate.spectral_floor` (numpy ``matrix_rank``'s default, at least
+            the round-off centring leaves of ``‖X‖_F``), raised to ``σ₁·sqrt(d·ε)`` on the Gram
+            route. A spectrum entirely below it is stored as zeros (:attr:`degenerate`).
+        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None;
+            each signed so that its largest-magnitude entry is positive (the same vectors on
+            either route).
     """
 
     singular_values: np.ndarray
@@ -104,6 +122,11 @@ class Spectrum:
         """Number of singular values above :attr:`resolution`."""
         return int(np.count_nonzero(self.singular_values > self.resolution))
 
+    @property
+    def degenerate(self) -> bool:
+        """No singular value above :attr:`resolution` (e.g. identical rows, centred): all zero."""
+        return self.rank == 0
+
     def __len__(self) -> int:
         return len(self.singular_values)
 
@@ -113,25 +136,46 @@ class Spectrum:
     ) -> Spectrum:
         """A Spectrum from already computed singular values (e.g. logged by a training run).
 
-        Values are sorted descending; ``mean`` is unknown (zeros) and ``resolution`` is numpy
-        ``matrix_rank``'s float64 default.
+        Args:
+            singular_values: (r,) non-negative singular values, any order (sorted descending
+                here), r ≤ min(n_samples, n_features).
+            n_samples, n_features: n and d of the matrix they came from.
+            center: whether they are of the centred matrix (then n_samples ≥ 2).
+
+        ``mean`` is unknown (zeros) and ``resolution`` is numpy ``matrix_rank``'s float64
+        default.
         """
-        sv = np.sort(np.asarray(to_numpy(singular_values), dtype=np.float64).ravel())[::-1]
-        if not np.isfinite(sv).all() or (sv < 0).any():
-            raise ValueError("singular_values must be finite and ≥ 0")
-        if len(sv) == 0:
-            raise ValueError("singular_values is empty")
+        sv = _singular_values(singular_values)
+        center = as_bool(center, "center")
+        n = as_int(n_samples, "n_samples", lo=2 if center else 1)
+        d = as_int(n_features, "n_features", lo=1)
+        if len(sv) > min(n, d):
+            raise ValueError(
+                f"singular_values has {len(sv)} entries but an {n}×{d} matrix has at most "
+                f"min(n_samples, n_features) = {min(n, d)}; check n_samples and n_features"
+            )
         s1 = sv[0]
         return _make_spectrum(
             sv,
             center=center,
-            n=int(n_samples),
-            d=int(n_features),
-            mean=np.zeros(int(n_features)),
+            n=n,
+            d=d,
+            mean=np.zeros(d),
             method="given",
-            resolution=s1 * max(n_samples, n_features) * np.finfo(np.float64).eps,
+            resolution=s1 * max(n, d) * np.finfo(np.float64).eps,
             components=None,
         )
+
+
+def _singular_values(singular_values: Any, name: str = "singular_values") -> np.ndarray:
+    """Validated (r,) non-negative float64 singular values, sorted descending."""
+    sv = as_vector(singular_values, name)
+    if (sv < 0).any():
+        raise ValueError(
+            f"{name} must be ≥ 0 (singular values); first negative at index "
+            f"{int(np.argmax(sv < 0))}"
+        )
+    return np.sort(sv)[::-1].copy()
 
 
 def cumulative_energy(singular_values: Any) -> np.ndarray:
@@ -146,12 +190,13 @@ def cumulative_energy(singular_values: Any) -> np.ndarray:
     >>> cumulative_energy([1.0, 3.0]).round(3).tolist()
     [0.9, 1.0]
     """
-    s = np.sort(np.abs(np.asarray(singular_values, dtype=np.float64)).ravel())[::-1]
-    if s.size == 0 or not np.all(np.isfinite(s)):
-        raise ValueError("cumulative_energy needs a non-empty, finite vector of singular values")
-    e = np.cumsum(s**2)
+    s = np.sort(np.abs(as_vector(singular_values, "singular_values", check_scale=False)))[::-1]
+    e = np.cumsum((s / s[0]) ** 2) if s[0] > 0 else np.zeros_like(s)  # scaled: no overflow
     if e[-1] <= 0:
-        raise ValueError("cumulative_energy of an all-zero spectrum is undefined")
+        raise ValueError(
+            "singular_values are all zero; the cumulative energy of an all-zero spectrum is "
+            "undefined"
+        )
     cum = np.minimum(e / e[-1], 1.0)
     cum[-1] = 1.0  # exact by definition; removes last-ulp drift of the running sum
     return cum
@@ -169,10 +214,15 @@ def _make_spectrum(
     components: np.ndarray | None,
 ) -> Spectrum:
     sv = np.ascontiguousarray(sv, dtype=np.float64)
+    if len(sv) and sv[0] <= resolution:  # nothing but round-off: report the zero spectrum
+        sv = np.zeros_like(sv)
+    if components is not None:  # one sign convention, so both routes return the same vectors
+        lead = np.take_along_axis(components, np.abs(components).argmax(axis=1)[:, None], 1)
+        components = components * np.where(lead < 0, -1.0, 1.0)
     energy = sv**2
-    total = energy.sum()
-    frac = energy / total if total > 0 else np.zeros_like(energy)
-    cum = cumulative_energy(sv) if total > 0 else np.zeros_like(energy)
+    rel = (sv / sv[0]) ** 2 if len(sv) and sv[0] > 0 else np.zeros_like(sv)  # overflow-free
+    frac = rel / rel.sum() if rel.sum() > 0 else np.zeros_like(energy)
+    cum = cumulative_energy(sv) if rel.sum() > 0 else np.zeros_like(energy)
     return Spectrum(
         singular_values=sv,
         energy=energy,
@@ -188,163 +238,6 @@ def _make_spectrum(
     )
 
 
-class _GramAccumulator:
-    """One pass of float64 ``Σ (x−s)(x−s)ᵀ`` and ``Σ (x−s)`` with ``s`` = first chunk's mean.
-
-    Shifting by an early estimate of the mean before multiplying keeps the products small, so
-    float32 GEMMs on shifted chunks (summed into float64 per chunk) lose nothing that matters
-    and the final centring does not cancel catastrophically (cone-shaped CLIP embeddings have a
-    mean much larger than their spread).
-    """
-
-    def __init__(self, name: str, sample_rows: int = 0, seed: int = 0) -> None:
-        self.name = name
-        self.n = 0
-        self.d: int | None = None
-        self.dtype: np.dtype | None = None
-        self.shift: np.ndarray | None = None
-        self.G: np.ndarray | None = None
-        self.S: np.ndarray | None = None
-        self.sample_rows = sample_rows
-        self._rng = np.random.default_rng(seed)
-        self._sample: np.ndarray | None = None
-        self._keys: np.ndarray | None = None
-
-    def start(self, d: int, dtype: np.dtype, shift: np.ndarray) -> None:
-        """Fix width, dtype and shift before any row (ranks agree on rank 0's first chunk)."""
-        self.d, self.dtype = d, dtype
-        self._cdt = _compute_dtype(dtype)
-        self.shift = shift
-        self._shift_c = self.shift.astype(self._cdt)
-        self.G = np.zeros((self.d, self.d))
-        self.S = np.zeros(self.d)
-        self._buf = np.empty((0, self.d + 1), dtype=self._cdt)
-
-    def add(self, offset: int, chunk: np.ndarray) -> None:
-        rows = chunk.shape[0]
-        if self.d is None:
-            self.start(chunk.shape[1], chunk.dtype, chunk.mean(axis=0, dtype=np.float64))
-        if len(self._buf) < rows:
-            # [x − s, 1]: one syrk yields the shifted Gram and, in its last row, the column sums
-            self._buf = np.empty((rows, self.d + 1), dtype=self._cdt)
-            self._buf[:, -1] = 1.0
-        Y = self._buf[:rows]  # (rows, d + 1), C-contiguous
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported just below
-            np.subtract(chunk, self._shift_c, out=Y[:, :-1], casting="unsafe")
-            P = Y.T @ Y  # syrk in the compute dtype; summed into float64 below
-        if not np.isfinite(P[-1]).all():
-            check_finite_rows(np.asarray(chunk), self.name, row_offset=offset)
-            raise ValueError(f"{self.name} overflows near row {offset}; rescale the data")
-        self.G += P[:-1, :-1]
-        self.S += P[-1, :-1]
-        self.n += rows
-        if self.sample_rows:
-            self._keep_sample(chunk)
-
-    def _keep_sample(self, chunk: np.ndarray) -> None:
-        """Bottom-k sampling: a uniform random subset of rows, for unknown stream length."""
-        keys = self._rng.random(chunk.shape[0])
-        rows = np.asarray(chunk, dtype=np.float64)
-        if self._sample is not None:
-            keys = np.concatenate([self._keys, keys])
-            rows = np.concatenate([self._sample, rows])
-        if len(keys) > self.sample_rows:
-            keep = np.argpartition(keys, self.sample_rows)[: self.sample_rows]
-            keys, rows = keys[keep], rows[keep]
-        self._keys, self._sample = keys, rows
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.shift + self.S / self.n
-
-    @property
-    def sample(self) -> np.ndarray:
-        """(≤ sample_rows, d) float64 uniformly sampled raw rows."""
-        return self._sample
-
-    def second_moment(self, center: bool) -> np.ndarray:
-        """d×d ``XcᵀXc`` (centred) or ``XᵀX`` (uncentred), float64."""
-        if center:
-            M = self.G - np.outer(self.S, self.S / self.n)
-        else:
-            sS = np.outer(self.shift, self.S)
-            M = self.G + sS + sS.T + self.n * np.outer(self.shift, self.shift)
-        M = 0.5 * (M + M.T)
-        if not np.isfinite(M).all():
-            raise ValueError(f"{self.name} overflows the second moment; rescale the data")
-        return M
-
-
-def _accumulate(
-    X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0, group: Any = None
-) -> _GramAccumulator:
-    acc = _GramAccumulator(name, sample_rows=sample_rows)
-    if group is not None:
-        _accumulate_over_ranks(acc, X, name, chunk_rows, group)
-    else:
-        for offset, chunk in _iter_chunks(X, name, chunk_rows):
-            acc.add(offset, chunk)
-    if acc.n == 0:
-        raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
-    if acc.n < 2:
-        raise ValueError(f"{name} has {acc.n} row(s); this probe needs at least 2")
-    return acc
-
-
-def _local_rows(X: Any) -> Any:
-    """A rank's rows as a chunk stream that may hold fewer than 2 rows (or none): the
-    minimum applies to the rows of all ranks together."""
-    if _is_chunk_iterable(X):
-        return X
-    A = X if _is_tensor(X) else to_numpy(X)
-    return [to_numpy(A)] if A.ndim == 2 and A.shape[0] < 2 else A
-
-
-def _accumulate_over_ranks(
-    acc: _GramAccumulator, X: Any, name: str, chunk_rows: int | None, group: Any
-) -> None:
-    """Stream this rank's rows into ``acc`` and sum every rank's accumulator into it.
-
-    Every rank shifts by the mean of the first chunk of the lowest rank holding rows (rank 0's
-    first chunk when it has rows, which is what one process streaming the same chunks uses),
-    so the per-chunk products are the single process's and only their float64 summation order
-    differs. Errors on any rank (NaN rows, widths) raise on every rank.
-    """
-    from workbench.distributed import all_gather_checked, all_reduce_sums
-
-    if acc.sample_rows:
-        raise ValueError("row sampling (sample_rows) is not available across ranks")
-    stream: list[Any] = [iter(())]
-    first: list[tuple[int, np.ndarray] | None] = [None]
-
-    def peek() -> tuple[int, str, np.ndarray] | None:
-        stream[0] = iter(_iter_chunks(_local_rows(X), name, chunk_rows))
-        first[0] = next(stream[0], None)
-        if first[0] is None:
-            return None
-        chunk = first[0][1]
-        return chunk.shape[1], chunk.dtype.str, chunk.mean(axis=0, dtype=np.float64)
-
-    starts = [s for s in all_gather_checked(peek, group, f"spectrum of {name}") if s is not None]
-    if not starts:
-        return  # no rank has rows: the caller's emptiness check raises on every rank
-    widths = sorted({s[0] for s in starts})
-    if len(widths) > 1:
-        raise ValueError(f"{name} has different widths on different ranks: {widths}")
-    d, dtype, shift = starts[0]
-    acc.start(d, np.dtype(dtype), shift)
-
-    def local() -> list[np.ndarray]:
-        if first[0] is not None:
-            acc.add(*first[0])
-            for offset, chunk in stream[0]:
-                acc.add(offset, chunk)
-        return [acc.G, acc.S, [acc.n]]
-
-    G, S, n = all_reduce_sums(local, group, f"spectrum of {name}")
-    acc.G, acc.S, acc.n = G, S, int(n[0])
-
-
 def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: bool) -> Spectrum:
     M = acc.second_moment(center)
     d = M.shape[0]
@@ -357,8 +250,9 @@ def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: 
     r = min(acc.n, d)
     sv = np.sqrt(lam[:r])
     s1 = sv[0] if r else 0.0
-    eps = np.finfo(acc._cdt).eps
-    resolution = max(s1 * max(acc.n, d) * eps, s1 * math.sqrt(d * eps))
+    eps = float(np.finfo(acc._cdt).eps)
+    floor = spectral_floor(s1, acc.frobenius, (acc.n, d), eps)
+    resolution = max(floor, s1 * math.sqrt(d * eps))
     return _make_spectrum(
         sv,
         center=center,
@@ -389,7 +283,7 @@ def _spectrum_from_svd(
         d=d,
         mean=mean,
         method="svd",
-        resolution=s1 * max(n, d) * in_eps,
+        resolution=spectral_floor(s1, float(np.linalg.norm(A)), (n, d), in_eps),
         components=Vt,
     )
 
@@ -433,10 +327,14 @@ def spectrum(
 
     Raises:
         ValueError: NaN/Inf (naming the first offending row), empty, 1-D, fewer than 2 rows,
-            integer/bool dtype, chunks of different widths.
+            integer/bool dtype, chunks of different widths, magnitudes outside float64's
+            square range.
+        TypeError: ``X`` is None, a flag that is not a bool.
     """
-    if method not in ("auto", "gram", "svd"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
+    method = as_choice(method, "method", ("auto", "gram", "svd"))
+    center = as_bool(center, "center")
+    return_components = as_bool(return_components, "return_components")
+    chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
     from workbench.distributed import resolve_group
 
     pg = resolve_group(group)

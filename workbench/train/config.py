@@ -129,6 +129,14 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {msg}")
 
         need(isinstance(self.method, str) and bool(self.method), "method must be a method name")
+        if self.encoder is not None:  # names checked now, so a typo fails before any work
+            from workbench.encoders.registry import check_encoder_name
+
+            check_encoder_name(self.encoder, "encoder", owner="TrainConfig")
+        if self.dataset is not None:
+            from workbench.data import check_dataset_name
+
+            check_dataset_name(self.dataset, "dataset", owner="TrainConfig")
         need(isinstance(self.method_config, dict), "method_config must be a dict")
         need(isinstance(self.encoder_kwargs, dict), "encoder_kwargs must be a dict")
         need(isinstance(self.dataset_kwargs, dict), "dataset_kwargs must be a dict")
