@@ -86,8 +86,9 @@ class ModalityGapConfig:
             stream is held out of the default's pretraining, which saw 1,000 ``train`` items).
         n_fit: unpaired samples *per modality* for the ReAlign / C3 fit. ReAlign's statistics
             settle after ≈ 1e4 samples (its Fig. 6); 2,000 because the towers must run on every
-            new item and 18,000 items took well over an hour on the shared 2-core machine (this
-            study's own Fig. 6 curve shows the fit error at 2,000).
+            new item: 3,000 items took 4.7 min on the shared 2-core machine (load ≈ 15), so the
+            former 10,000 + 8,000 would take ≈ 28 min of embedding alone (this study's own
+            Fig. 6 curve shows the fit error at 2,000).
         n_eval: held-out paired items for every evaluation (Mind the Gap used 5,000 pairs; 1,000
             for the same cost reason, still a retrieval gallery of 1,000).
         seed: seeds item sampling, C3 noise and subsampling.
