@@ -41,8 +41,10 @@ def test_modality_gap_notebook_smoke(tmp_path) -> None:
     s = read_summary(out)
     assert s["config"]["n_fit"] == 60 and s["config"]["n_eval"] == 40
     gaps = s["centroid_gap"]
-    # even fitted on 60 unpaired samples, ReAlign moves held-out text much closer to the images
-    assert gaps["ReAlign"] < gaps["original"] / 3
+    # the pretrained default's gap is already small; fitted on 60 unpaired samples, ReAlign
+    # brings held-out text to the images' centroid up to the held-out sampling noise
+    assert gaps["ReAlign"] <= gaps["original"]
+    assert gaps["ReAlign"] < 2 * gaps["sampling_noise_floor"]
     assert gaps["shrink_factor"] == pytest.approx(gaps["original"] / gaps["ReAlign"])
     assert s["gap"]["gap_norm"] > 0
     # the default is the pretrained model: its learned τ (not CLIP's 0.01) drives the second shift
