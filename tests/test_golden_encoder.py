@@ -33,17 +33,33 @@ def _images() -> list[Image.Image]:
     return [*noise, Image.fromarray(data.chelsea()), Image.fromarray(data.astronaut())]
 
 
-@pytest.mark.slow
-def test_golden_default_encoder_forward() -> None:
-    from workbench.encoders import load_encoder
-
-    enc = load_encoder("default")
+def _forward(enc) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        out = {
+        return {
             "image_tower": enc.image_features(_images()),
             "text_tower": enc.text_features(TEXTS),
             "image": enc.encode_images(_images(), normalize=False),
             "text": enc.encode_texts(TEXTS, normalize=False),
         }
+
+
+@pytest.mark.slow
+def test_golden_default_encoder_forward() -> None:
+    """The towers and the seeded random heads (the golden predates the shipped weights)."""
+    from workbench.encoders import load_encoder
+
+    out = _forward(load_encoder("default", heads="random"))
     atol = {k: 1e-4 * float(v.abs().max()) for k, v in out.items()}
     check_golden("default_encoder_forward", out, atol=atol)
+
+
+@pytest.mark.slow
+def test_golden_pretrained_default_forward() -> None:
+    """The shipped pretrained heads on the same towers: a retrained or swapped head moves these."""
+    from workbench.encoders import load_encoder
+
+    enc = load_encoder("default")
+    out = {k: v for k, v in _forward(enc).items() if k in ("image", "text")}
+    out["logit_scale"] = enc.logit_scale.detach().reshape(1)
+    atol = {k: 1e-4 * float(v.abs().max()) for k, v in out.items()}
+    check_golden("pretrained_default_forward", out, atol=atol)
