@@ -240,3 +240,11 @@ def test_direct_replacement_has_no_teacher_and_one_stage(tmp_path, toy):
     log = [r for r in RunDir(run.run_dir).log() if r["kind"] == "step"]
     assert {r["stage"] for r in log} == {"tune"} and set(log[0]["terms"]) == {"info"}
     assert not torch.equal(run.encoder.image_head.weight, enc.image_head.weight)
+
+
+def test_attach_sizes_the_adapter_from_the_pretrained_defaults_mlp_text_head():
+    import workbench as wb
+
+    enc = wb.load_encoder("default")  # shipped MLP heads: no in_features on the head itself
+    methods.get("proclip/direct").attach(enc)
+    assert enc.text_head.in_features == 384 and enc.text_head.out_features == enc.embed_dim

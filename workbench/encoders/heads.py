@@ -279,6 +279,21 @@ def _check_has_heads(model: Any) -> None:
         )
 
 
+def head_input_width(head: nn.Module) -> int | None:
+    """Input width of a projection head: ``in_features`` of a linear head, or of the first
+    ``nn.Linear`` inside a composite one (the pretrained default's MLP); ``None`` if it has none.
+
+    >>> head_input_width(nn.Sequential(nn.Linear(384, 1024), nn.GELU(), nn.Linear(1024, 256)))
+    384
+    """
+    if isinstance(head, nn.Linear):
+        return int(head.in_features)
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            return int(module.in_features)
+    return None
+
+
 __all__ = [
     "HEAD_PREFIXES",
     "SIDES",
@@ -287,6 +302,7 @@ __all__ = [
     "apply_head",
     "apply_heads",
     "as_heads",
+    "head_input_width",
     "is_head_key",
     "only_heads",
     "tower_fingerprint",

@@ -48,6 +48,7 @@ from torch import nn
 
 from workbench._validate import require
 from workbench.distributed import DistInfo, gather_features
+from workbench.encoders.heads import head_input_width
 from workbench.methods.base import METHODS, BatchOutputs, LossOutput, Stage, StepState, mark_adapter
 from workbench.methods.feature_loss import FeatureLoss
 from workbench.methods.proclip.adapter import ProCLIPAdapter
@@ -186,11 +187,11 @@ class ProCLIP(FeatureLoss):
         that already carries a ProCLIP adapter (a reloaded run)."""
         head = encoder.text_head
         if not isinstance(head, ProCLIPAdapter):
-            d_in = getattr(head, "in_features", None)
+            d_in = head_input_width(head)
             if d_in is None:
                 raise ValueError(
-                    "proclip: cannot size the adapter, encoder.text_head has no in_features; "
-                    "give the student a linear text head on the embedder's features"
+                    "proclip: cannot size the adapter, encoder.text_head has no nn.Linear to "
+                    "read its input width from; give the student a linear or MLP text head"
                 )
             encoder.text_head = mark_adapter(
                 ProCLIPAdapter(int(d_in), int(encoder.embed_dim), **self.adapter_shape)
