@@ -11,6 +11,8 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``token_training``        the short trainer of token methods (CDDS, VSE) on cached tokens
+``cdds``                  ``cdds.ipynb`` (CDDS Tables 3–5, plug-in); ``cdds_report`` its tables
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -19,6 +21,17 @@ as ``workbench.experiments.<name>`` (``from workbench import experiments as E``)
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+_SUBMODULES = (
+    "grid",
+    "tables",
+    "stats",
+    "sde",
+    "fanoise",
+    "modality_gap",
+    "dp_ability",
+    "token_training",
+    "cdds",
+    "cdds_report",
+)
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

@@ -1,0 +1,573 @@
+"""Token-level tower features, cached on disk: patch tokens per image, word tokens per caption.
+
+:func:`embed_tokens` runs :meth:`Encoder.tower_tokens` over a dataset — every image once, and
+up to ``max_captions`` captions per image (all of them by default, COCO/Flickr style) — and
+returns :class:`TokenFeatures`: ``(n_img, P, C_img)`` image tokens and ``(n_cap, L, C_txt)``
+word tokens padded to the longest caption with a ``(n_cap, L)`` mask, ``caption_owner[t]`` the
+image row of caption ``t``. Token methods (CDDS, its VSE baseline) train on these without
+running a tower.
+
+Cache layout under ``<cache_dir>/tokens/`` (beside the embedding cache, same conventions)::
+
+    <key>.safetensors   image_tokens, image_mask, text_tokens, text_mask, caption_owner, labels;
+                        ids / captions / grid / class names as JSON in the header
+    <key>.json          {"format", "key", "sha256", "provenance"}
+
+``key`` digests the *towers* (:func:`~workbench.encoders.heads.tower_fingerprint`: weights
+without the heads, plus preprocessing), the dataset's config and subset, both layers, the
+caption and token limits, the storage dtype and the workbench version — so re-training heads
+never invalidates tokens. The JSON is written last and names the sha256 of the tensor file; an
+entry that fails the check warns with :class:`~workbench.encoders.cache.CacheCorruptedWarning`
+and is recomputed. Tokens are stored as float16 by default (half the bytes, ~3 decimal digits:
+far below what a few hundred training steps resolve); :attr:`TokenFeatures.nbytes` measures it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .cache import CacheCorruptedWarning, default_cache_dir, jsonable
+from .heads import tower_fingerprint
+
+if TYPE_CHECKING:
+    from ..data.base import Dataset
+    from .base import Encoder
+
+__all__ = ["TOKEN_DTYPES", "TokenCache", "TokenFeatures", "embed_tokens", "token_provenance"]
+
+FORMAT = 1  # bump when the file layout changes; part of every key
+TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
+_ARRAYS = ("image_tokens", "image_mask", "text_tokens", "text_mask", "caption_owner", "labels")
+
+
+@dataclass
+class TokenFeatures:
+    """Patch tokens of ``n_img`` images and word tokens of their ``n_cap`` captions.
+
+    Attributes:
+        image_tokens: (n_img, P, C_img) patch tokens (row-major grid, class token excluded),
+            float16 or float32.
+        image_mask: (n_img, P) bool, ``True`` at real tokens (all ``True`` for a patch grid).
+        text_tokens: (n_cap, L, C_txt) word tokens, zero at padding.
+        text_mask: (n_cap, L) bool, ``True`` at real tokens, left-aligned (real tokens first,
+            then padding); every caption has at least one.
+        caption_owner: (n_cap,) int64, image row of each caption.
+        ids: n_img item ids.
+        captions: n_cap caption strings.
+        labels: (n_img,) int64 class labels, ``-1`` where none.
+        grid: (H, W) of the patch grid, or ``None``.
+        class_names: Class names indexed by label, or ``None``.
+        provenance: What produced the tokens (towers, dataset, layers, limits, version, key).
+    """
+
+    image_tokens: np.ndarray
+    image_mask: np.ndarray
+    text_tokens: np.ndarray
+    text_mask: np.ndarray
+    caption_owner: np.ndarray
+    ids: list[str]
+    captions: list[str]
+    labels: np.ndarray
+    grid: tuple[int, int] | None = None
+    class_names: list[str] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, m = len(self.ids), len(self.captions)
+        checks = (
+            (self.image_tokens.ndim == 3 and self.image_tokens.shape[0] == n, "image_tokens", "(n_img, P, C)"),
+            (self.image_mask.shape == self.image_tokens.shape[:2], "image_mask", "(n_img, P)"),
+            (self.text_tokens.ndim == 3 and self.text_tokens.shape[0] == m, "text_tokens", "(n_cap, L, C)"),
+            (self.text_mask.shape == self.text_tokens.shape[:2], "text_mask", "(n_cap, L)"),
+            (self.caption_owner.shape == (m,), "caption_owner", "(n_cap,)"),
+            (len(self.labels) == n, "labels", "(n_img,)"),
+        )  # fmt: skip
+        for ok, name, want in checks:
+            if not ok:
+                raise ValueError(
+                    f"TokenFeatures.{name} must be {want} for {n} images, {m} captions"
+                )
+        if self.image_mask.dtype != np.bool_ or self.text_mask.dtype != np.bool_:
+            raise ValueError("TokenFeatures masks must be bool arrays")
+        lengths = self.text_mask.sum(axis=1)
+        if not (self.text_mask == (np.arange(self.text_mask.shape[1]) < lengths[:, None])).all():
+            raise ValueError("text_mask rows must be left-aligned: real tokens first, then padding")
+        if m and not self.text_mask.any(axis=1).all():
+            raise ValueError(
+                "every caption needs at least one real token (text_mask row all False)"
+            )
+        if n and not self.image_mask.any(axis=1).all():
+            raise ValueError("every image needs at least one real token (image_mask row all False)")
+        if m and (self.caption_owner.min() < 0 or self.caption_owner.max() >= n):
+            raise ValueError(f"caption_owner entries must index images in [0, {n})")
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_captions(self) -> int:
+        return len(self.captions)
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """``(C_img, C_txt)``: token widths of the two towers."""
+        return int(self.image_tokens.shape[2]), int(self.text_tokens.shape[2])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the token arrays (what the cache stores, headers aside)."""
+        return int(sum(getattr(self, a).nbytes for a in _ARRAYS))
+
+    def subset(self, image_rows: Sequence[int] | np.ndarray) -> TokenFeatures:
+        """Images ``image_rows`` (in that order) with all their captions; ``caption_owner`` is
+        re-indexed into the new rows."""
+        rows = np.asarray(image_rows, dtype=np.int64)
+        if rows.ndim != 1 or len(np.unique(rows)) != len(rows):
+            raise ValueError("image_rows must be a 1-D sequence of distinct image indices")
+        new_index = np.full(self.n_images, -1, dtype=np.int64)
+        new_index[rows] = np.arange(len(rows))
+        keep = np.flatnonzero(new_index[self.caption_owner] >= 0)
+        keep = keep[np.argsort(new_index[self.caption_owner[keep]], kind="stable")]
+        length = max(1, int(self.text_mask[keep].sum(axis=1).max())) if len(keep) else 1
+        return replace(
+            self,
+            image_tokens=self.image_tokens[rows],
+            image_mask=self.image_mask[rows],
+            text_tokens=self.text_tokens[keep, :length],
+            text_mask=self.text_mask[keep, :length],
+            caption_owner=new_index[self.caption_owner[keep]],
+            ids=[self.ids[i] for i in rows],
+            captions=[self.captions[i] for i in keep],
+            labels=self.labels[rows],
+            provenance=dict(self.provenance),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenFeatures]) -> TokenFeatures:
+        """Rows of every part in order (captions padded to the longest; ``caption_owner``
+        shifted). Token widths, grids and storage dtypes must agree; class names are kept only
+        when every part has the same ones. ``provenance`` lists the parts'."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("concat needs at least one TokenFeatures")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.dims != first.dims or p.image_tokens.shape[1] != first.image_tokens.shape[1]:
+                raise ValueError("concat: token widths or patch counts differ between parts")
+            if p.image_tokens.dtype != first.image_tokens.dtype:
+                raise ValueError("concat: storage dtypes differ between parts")
+        length = max(p.text_tokens.shape[1] for p in parts)
+        pad = lambda a, fill: np.pad(  # noqa: E731
+            a, [(0, 0), (0, length - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=fill
+        )
+        offsets = np.cumsum([0] + [p.n_images for p in parts[:-1]])
+        names = {tuple(p.class_names) if p.class_names else None for p in parts}
+        return cls(
+            image_tokens=np.concatenate([p.image_tokens for p in parts]),
+            image_mask=np.concatenate([p.image_mask for p in parts]),
+            text_tokens=np.concatenate([pad(p.text_tokens, 0) for p in parts]),
+            text_mask=np.concatenate([pad(p.text_mask, False) for p in parts]),
+            caption_owner=np.concatenate([p.caption_owner + o for p, o in zip(parts, offsets)]),
+            ids=[i for p in parts for i in p.ids],
+            captions=[c for p in parts for c in p.captions],
+            labels=np.concatenate([p.labels for p in parts]),
+            grid=first.grid,
+            class_names=first.class_names if len(names) == 1 else None,
+            provenance={"concat": [p.provenance for p in parts]},
+        )
+
+    def image_batch(
+        self, rows: np.ndarray, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens (B, P, C_img) float32, mask (B, P) bool)`` of images ``rows`` on ``device``."""
+        return _batch(self.image_tokens, self.image_mask, rows, device)
+
+    def text_batch(
+        self, rows: np.ndarray, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens (B, L_b, C_txt) float32, mask (B, L_b) bool)`` of captions ``rows``, trimmed
+        to the longest caption among them."""
+        return _batch(self.text_tokens, self.text_mask, rows, device)
+
+    def pooled(self, side: str) -> np.ndarray:
+        """Masked mean of each row's tokens, (n, C) float32 (``"image"`` or ``"text"``)."""
+        tokens, mask = {
+            "image": (self.image_tokens, self.image_mask),
+            "text": (self.text_tokens, self.text_mask),
+        }[_side(side)]
+        w = mask[..., None].astype(np.float32)  # (n, L, 1)
+        return (tokens.astype(np.float32) * w).sum(1) / w.sum(1)
+
+
+def _side(side: str) -> str:
+    if side not in ("image", "text"):
+        raise ValueError(f"side must be 'image' or 'text', got {side!r}")
+    return side
+
+
+def _batch(
+    tokens: np.ndarray, mask: np.ndarray, rows: np.ndarray, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = np.asarray(rows, dtype=np.int64)
+    m = mask[rows]  # (B, L)
+    length = max(1, int(m.any(axis=0).nonzero()[0].max()) + 1) if m.any() else 1
+    t = torch.from_numpy(np.ascontiguousarray(tokens[rows, :length])).to(device).float()
+    return t, torch.from_numpy(np.ascontiguousarray(m[:, :length])).to(device)
+
+
+# -- extraction ------------------------------------------------------------------------------
+def _layer_index(encoder: Encoder, side: str, layer: int) -> int:
+    n = len(encoder.tower_blocks(side))
+    if not isinstance(layer, int) or isinstance(layer, bool) or not -n <= layer < n:
+        raise ValueError(f"{side}_layer must be an int in [-{n}, {n}), got {layer!r}")
+    return layer % n
+
+
+def token_provenance(
+    encoder: Encoder,
+    dataset: Dataset,
+    *,
+    size: int | None,
+    seed: int,
+    n_rows: int,
+    image_layer: int,
+    text_layer: int,
+    max_captions: int | None,
+    max_text_tokens: int,
+    dtype: str,
+) -> dict[str, Any]:
+    """What identifies one token extraction (the cache key digests it, minus ``created``)."""
+    from .. import __version__
+
+    return {
+        "format": FORMAT,
+        "towers": {
+            "name": encoder.name,
+            "tower_fingerprint": tower_fingerprint(encoder),
+            "preprocess": jsonable(getattr(encoder, "preprocess_config", {})),
+        },
+        "dataset": {
+            "name": dataset.name,
+            "split": dataset.split,
+            "config": jsonable(dataset.config),
+            "size": size,
+            "seed": seed,
+            "n_rows": n_rows,
+        },
+        "image_layer": image_layer,
+        "text_layer": text_layer,
+        "max_captions": max_captions,
+        "max_text_tokens": max_text_tokens,
+        "dtype": dtype,
+        "workbench_version": __version__,
+    }
+
+
+@torch.no_grad()
+def _extract(
+    encoder: Encoder,
+    dataset: Dataset,
+    indices: Sequence[int],
+    *,
+    image_layer: int,
+    text_layer: int,
+    max_captions: int | None,
+    max_text_tokens: int,
+    batch_size: int,
+    dtype: type,
+    progress: bool,
+) -> TokenFeatures:
+    from tqdm.auto import tqdm
+
+    images, image_masks, texts, owners = [], [], [], []
+    ids, captions, labels, grid = [], [], [], None
+    bar = tqdm(total=len(indices), desc=f"tokens {dataset.name}", unit="item", disable=not progress)
+    try:
+        for start in range(0, len(indices), batch_size):
+            items = [dataset[int(i)] for i in indices[start : start + batch_size]]
+            caps = []
+            for item in items:
+                if not item.captions:
+                    raise ValueError(f"{dataset.name}: item {item.id!r} has no caption")
+                own = list(item.captions)[:max_captions]
+                owners.extend([len(ids)] * len(own))
+                caps.extend(own)
+                ids.append(str(item.id))
+                labels.append(-1 if item.label is None else int(item.label))
+            image = encoder.tower_tokens("image", [it.image for it in items], layer=image_layer)
+            grid = image.grid
+            images.append(image.tokens.float().cpu().numpy().astype(dtype))  # (B, P, C_img)
+            image_masks.append(image.mask.cpu().numpy())
+            text = encoder.tower_tokens("text", caps, layer=text_layer)
+            tok = text.tokens[:, :max_text_tokens].float().cpu().numpy()  # (B_cap, L, C_txt)
+            msk = text.mask[:, :max_text_tokens].cpu().numpy()
+            texts.extend((t[: int(k.sum())], int(k.sum())) for t, k in zip(tok, msk))
+            captions.extend(caps)
+            bar.update(len(items))
+    finally:
+        bar.close()
+    length = max(n for _, n in texts)
+    width = texts[0][0].shape[1]
+    text_tokens = np.zeros((len(texts), length, width), dtype=dtype)
+    text_mask = np.zeros((len(texts), length), dtype=bool)
+    for row, (t, n) in enumerate(texts):
+        # real tokens first: the text towers' masks are left-aligned, padding at the end
+        text_tokens[row, :n] = t
+        text_mask[row, :n] = True
+    return TokenFeatures(
+        image_tokens=np.concatenate(images),
+        image_mask=np.concatenate(image_masks).astype(bool),
+        text_tokens=text_tokens,
+        text_mask=text_mask,
+        caption_owner=np.asarray(owners, dtype=np.int64),
+        ids=ids,
+        captions=captions,
+        labels=np.asarray(labels, dtype=np.int64),
+        grid=None if grid is None else (int(grid[0]), int(grid[1])),
+        class_names=None if dataset.class_names is None else list(dataset.class_names),
+    )
+
+
+def embed_tokens(
+    encoder: Encoder | str,
+    dataset: Dataset | str,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    image_layer: int = -1,
+    text_layer: int = -1,
+    max_captions: int | None = None,
+    max_text_tokens: int = 64,
+    dtype: str = "float16",
+    batch_size: int = 32,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+    device: str = "auto",
+) -> TokenFeatures:
+    """Patch tokens of every image and word tokens of its captions (cached on disk).
+
+    Args:
+        encoder: An :class:`Encoder` (or registry id) exposing :meth:`Encoder.tower_tokens`.
+        dataset: A :class:`~workbench.data.base.Dataset` or an id for ``workbench.load_dataset``.
+        size: A deterministic subset of this many items (``subset_indices``); ``None`` = all.
+        seed: Seed of that subset.
+        image_layer: Image block whose output gives the patch tokens (``tower_blocks`` index;
+            ``-1``: the last, after the final norm). Default encoder at 96 px: ``-1`` is a 3×3
+            grid of 1280 channels, ``10`` a 6×6 grid of 112; at 128 px ``-1`` gives 4×4.
+        text_layer: Text block whose output gives the word tokens (``-1``: the last).
+        max_captions: Keep at most this many captions per image (``None``: all of them).
+        max_text_tokens: Keep each caption's first this many tokens (64: MiniLM's special tokens
+            and a full sentence; longer descriptions are cut — the text tower still runs on the
+            whole caption, so the kept tokens see their full context).
+        dtype: Storage dtype, ``"float16"`` (default: half the bytes) or ``"float32"``.
+        batch_size: Images per forward pass (their captions go through the text tower together).
+        cache: Read and write the on-disk cache.
+        cache_dir: Cache root (default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``).
+        progress: Show a tqdm bar (``None``: only when interactive).
+        device: ``"auto"``, ``"cpu"``, ``"cuda:0"``, ...
+
+    Returns:
+        :class:`TokenFeatures`; its ``provenance`` holds the key and creation time.
+
+    Raises:
+        ValueError: Bad limits, layers or dtype, an empty dataset, an item without captions.
+    """
+    from ..data.base import subset_indices
+
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
+    if size is not None and not (isinstance(size, int) and size >= 1):
+        raise ValueError(f"size must be an int ≥ 1 or None (all items), got {size!r}")
+    if max_captions is not None and not (isinstance(max_captions, int) and max_captions >= 1):
+        raise ValueError(f"max_captions must be an int ≥ 1 or None (all), got {max_captions!r}")
+    if not (isinstance(max_text_tokens, int) and max_text_tokens >= 1):
+        raise ValueError(f"max_text_tokens must be an int ≥ 1, got {max_text_tokens!r}")
+    if dtype not in TOKEN_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(TOKEN_DTYPES)}, got {dtype!r}")
+    if isinstance(encoder, str):
+        from .registry import load_encoder
+
+        encoder = load_encoder(encoder)
+    if isinstance(dataset, str):
+        from ..data import load_dataset
+
+        dataset = load_dataset(dataset)
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.name!r} is empty; nothing to embed")
+    layers = _layer_index(encoder, "image", image_layer), _layer_index(encoder, "text", text_layer)
+    indices = list(subset_indices(len(dataset), size, seed))
+    provenance = token_provenance(
+        encoder, dataset, size=size, seed=seed, n_rows=len(indices), image_layer=layers[0],
+        text_layer=layers[1], max_captions=max_captions, max_text_tokens=max_text_tokens,
+        dtype=dtype,
+    )  # fmt: skip
+    key = token_key(provenance)
+    store = TokenCache(cache_dir)
+    if cache:
+        hit = store.get(key)
+        if hit is not None:
+            return hit
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    target = torch.device(auto if device == "auto" else device)
+    if encoder.device != target:
+        encoder.to(target)
+    was_training = encoder.training
+    encoder.train(False)
+    try:
+        features = _extract(
+            encoder, dataset, indices, image_layer=layers[0], text_layer=layers[1],
+            max_captions=max_captions, max_text_tokens=max_text_tokens, batch_size=batch_size,
+            dtype=TOKEN_DTYPES[dtype], progress=_interactive() if progress is None else progress,
+        )  # fmt: skip
+    finally:
+        encoder.train(was_training)
+    provenance["cache_key"] = key
+    provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    features.provenance = provenance
+    if cache:
+        store.put(key, features)
+    return features
+
+
+def _interactive() -> bool:
+    """True in a Jupyter kernel or when stderr is a terminal (as :func:`workbench.embed`)."""
+    import sys
+
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    if ip is not None and type(ip).__name__ == "ZMQInteractiveShell":
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# -- the cache -------------------------------------------------------------------------------
+def token_key(provenance: dict[str, Any]) -> str:
+    """32-hex sha256 of ``provenance`` without ``created``/``cache_key`` (sorted-key JSON)."""
+    core = {k: v for k, v in provenance.items() if k not in ("created", "cache_key")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TokenCache:
+    """Read/write :class:`TokenFeatures` under ``<root>/tokens`` keyed by :func:`token_key`.
+
+    Args:
+        root: Cache directory; default :func:`~workbench.encoders.cache.default_cache_dir`.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.dir = self.root / "tokens"
+
+    def path_for(self, key: str) -> tuple[Path, Path]:
+        """``(tensor_file, json_file)`` of ``key`` (they need not exist)."""
+        return self.dir / f"{key}.safetensors", self.dir / f"{key}.json"
+
+    def _reject(self, key: str, why: str) -> None:
+        warnings.warn(
+            f"token cache entry {key} in {self.dir} is unusable ({why}); recomputing it",
+            CacheCorruptedWarning,
+            stacklevel=3,
+        )
+
+    def get(self, key: str) -> TokenFeatures | None:
+        """The cached entry, ``None`` on a miss; a damaged entry warns and is a miss."""
+        tensor_file, json_file = self.path_for(key)
+        if not json_file.exists():
+            if tensor_file.exists():
+                self._reject(key, "tensor file without its JSON provenance")
+            return None
+        try:
+            meta = json.loads(json_file.read_text())
+            if meta.get("key") != key or meta.get("format") != FORMAT:
+                raise ValueError("JSON belongs to another key or format")
+            expected, provenance = meta["sha256"], meta["provenance"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self._reject(key, f"provenance JSON unreadable: {e}")
+            return None
+        if not tensor_file.exists() or _sha256(tensor_file) != expected:
+            self._reject(key, "tensor file missing or its sha256 does not match")
+            return None
+        try:
+            return _read(tensor_file, provenance)
+        except Exception as e:  # any parse failure means the entry cannot be trusted
+            self._reject(key, f"tensor file unreadable: {type(e).__name__}: {e}")
+            return None
+
+    def put(self, key: str, features: TokenFeatures) -> Path:
+        """Write ``features`` under ``key`` (tensors first, then the JSON that commits them)."""
+        from safetensors.numpy import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tensor_file, json_file = self.path_for(key)
+        arrays = {a: np.ascontiguousarray(getattr(features, a)) for a in _ARRAYS}
+        rows = {
+            "ids": features.ids,
+            "captions": features.captions,
+            "grid": features.grid,
+            "class_names": features.class_names,
+        }
+        header = {"key": key, "rows": json.dumps(rows)}
+        _atomic_write(tensor_file, lambda p: save_file(arrays, str(p), metadata=header))
+        meta = {
+            "format": FORMAT,
+            "key": key,
+            "tensor_file": tensor_file.name,
+            "sha256": _sha256(tensor_file),
+            "provenance": features.provenance,
+        }
+        text = json.dumps(meta, indent=1, sort_keys=True, default=str)
+        _atomic_write(json_file, lambda p: p.write_text(text))
+        return tensor_file
+
+
+def _read(tensor_file: Path, provenance: dict[str, Any]) -> TokenFeatures:
+    from safetensors import safe_open
+
+    with safe_open(str(tensor_file), framework="numpy") as f:
+        header = f.metadata() or {}
+        arrays = {name: f.get_tensor(name) for name in f.keys()}
+    rows = json.loads(header["rows"])
+    return TokenFeatures(
+        **{a: arrays[a] for a in _ARRAYS},
+        ids=rows["ids"],
+        captions=rows["captions"],
+        grid=None if rows["grid"] is None else tuple(rows["grid"]),
+        class_names=rows["class_names"],
+        provenance=provenance,
+    )
