@@ -178,6 +178,15 @@ def test_padding_never_enters_a_distribution():
     nan = run(m, token_batch(pad_value=float("nan")))
     assert torch.isfinite(nan.loss)
     torch.testing.assert_close(nan.loss, clean.loss)
+    # nor the backward pass: NaN padding rows would poison the projection's weight gradient
+    grads = []
+    for lo in (clean, nan):
+        m.zero_grad()
+        lo.loss.backward()
+        grads.append([p.grad.clone() for p in m.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(a, b)
     # extra padding columns change nothing either
     b = token_batch()
     wide = TokenBatch(

@@ -46,6 +46,14 @@ def test_every_registered_method_is_callable_both_ways():
         if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
             continue
         m = methods.get(name)
+        if getattr(m, "needs_tokens", False):
+            # token methods (CDDS, VSE) train on patch/word tokens: pooled features are refused
+            # with the missing input named, never silently scored
+            with pytest.raises(ValueError, match="token features"):
+                m(x, y, scale)
+            with pytest.raises(ValueError, match="token features"):
+                m(BatchOutputs(x, y, scale, x, y), StepState.standalone())
+            continue
         direct = m(x, y, scale)
         assert direct.ndim == 0 and torch.isfinite(direct), name
         out = m(BatchOutputs(x, y, scale, x, y), StepState.standalone())

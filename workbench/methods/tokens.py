@@ -36,6 +36,7 @@ __all__ = [
     "TokenMethodEncoder",
     "contrastive_loss",
     "masked_mean",
+    "project_tokens",
 ]
 
 LOSS_KINDS = ("infonce", "hinge")
@@ -108,6 +109,22 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     m = mask[..., None]
     return torch.where(m, x, 0.0).sum(1) / m.sum(1).clamp_min(1)
+
+
+def project_tokens(layer: nn.Module, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A per-token map of the valid tokens only: (B, L, C) → (B, L, d), zero at padding.
+
+    Padding never enters — not even the backward pass, where a NaN padding row would turn the
+    weight gradient ``xᵀ · grad`` into NaN although its own gradient is zero. With no padding
+    (patch grids) the map runs on the whole tensor; otherwise the valid rows are gathered,
+    mapped and scattered back, which also skips the padding's work.
+    """
+    if bool(mask.all()):
+        return layer(tokens)
+    valid = layer(tokens[mask])  # (N, d)
+    out = valid.new_zeros(*mask.shape, valid.shape[-1])
+    out[mask] = valid
+    return out
 
 
 def contrastive_loss(

@@ -35,6 +35,7 @@ from workbench.methods.tokens import (
     TokenMethod,
     contrastive_loss,
     masked_mean,
+    project_tokens,
 )
 
 __all__ = ["VSE"]
@@ -112,8 +113,7 @@ class VSE(TokenMethod):
 
     def tokens(self, side: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, C) tokens → (B, L, dim) projected (and encoded) tokens, zero at padding."""
-        # a per-token map keeps NaN padding in its own rows; zeroed before any mixing
-        x = torch.where(mask[..., None], self.project[side](tokens), 0.0)
+        x = project_tokens(self.project[side], tokens, mask)  # valid tokens only
         for block in self.blocks[side]:
             x = block(x, mask)
         return torch.where(mask[..., None], x, 0.0)

@@ -19,7 +19,13 @@ from workbench.methods.base import LossOutput, StepState
 from workbench.methods.cdds.loss import Components, cdds_loss_terms
 from workbench.methods.cdds.network import DecouplingNetwork
 from workbench.methods.cdds.semantics import column_stats, gaussian_kl_matrix, related_weights
-from workbench.methods.tokens import LOSS_KINDS, TokenBatch, TokenMethod, masked_mean
+from workbench.methods.tokens import (
+    LOSS_KINDS,
+    TokenBatch,
+    TokenMethod,
+    masked_mean,
+    project_tokens,
+)
 
 __all__ = ["ABLATIONS", "CDDS", "IDENTIFICATION", "SCORES"]
 
@@ -162,13 +168,12 @@ class CDDS(TokenMethod):
     def components(self, side: str, tokens: torch.Tensor, mask: torch.Tensor) -> Components:
         """One side's ``V`` and its ``(V^s, V^m)``: (B, L, C) tokens, (B, L) mask → d-wide.
 
-        Padded positions are zeroed right after the (per-token) projection, so their values —
-        even NaN — never reach a valid token (attention gives them weight exactly 0, and
-        0 · finite = 0) nor a column distribution.
+        Only valid tokens are projected (:func:`~workbench.methods.tokens.project_tokens`), so
+        padding values — even NaN — reach neither a valid token (attention gives zeroed
+        padding weight exactly 0), nor a column distribution, nor a gradient.
         """
-        keep = mask[..., None]
-        # a per-token map, so NaN padding stays in its own rows; zeroed before any mixing
-        v = torch.where(keep, F.layer_norm(self.project[side](tokens), (self.embed_dim,)), 0.0)
+        v = project_tokens(self.project[side], tokens, mask)  # (B, L, d), 0 at padding
+        v = torch.where(mask[..., None], F.layer_norm(v, (self.embed_dim,)), 0.0)
         if not self.decoupling:
             return Components(v, mask, v, torch.zeros_like(v))
         semantic, modality = self.networks[side](v, mask)
