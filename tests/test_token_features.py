@@ -193,3 +193,19 @@ def test_token_method_scores_like_any_encoder(toy, tmp_path, monkeypatch):
     np.testing.assert_allclose(emb.image, image, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(emb.text, text, rtol=1e-4, atol=1e-5)
     assert view.identity.weights_hash != enc.identity.weights_hash
+
+
+class Broken(ManyCaptions):
+    def _get(self, i: int) -> Item:
+        if i == 3:
+            raise OSError("image file is truncated")
+        return super()._get(i)
+
+
+def test_unreadable_items_fail_unless_skipped(tmp_path):
+    enc = TokenToy()
+    with pytest.raises(OSError, match="truncated"):
+        embed_tokens(enc, Broken(8), cache_dir=tmp_path)
+    f = embed_tokens(enc, Broken(8), cache_dir=tmp_path, skip_unreadable=True)
+    assert f.n_images == 7 and "3" not in f.ids and f.provenance["skipped"] == [3]
+    assert embed_tokens(enc, Broken(8), cache_dir=tmp_path, skip_unreadable=True).ids == f.ids

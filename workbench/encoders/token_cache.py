@@ -27,7 +27,7 @@ __all__ = ["TokenCache", "token_key"]
 
 def token_key(provenance: dict[str, Any]) -> str:
     """32-hex sha256 of ``provenance`` without ``created``/``cache_key`` (sorted-key JSON)."""
-    core = {k: v for k, v in provenance.items() if k not in ("created", "cache_key")}
+    core = {k: v for k, v in provenance.items() if k not in ("created", "cache_key", "skipped")}
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -38,7 +38,7 @@ from .cache import jsonable
 from .heads import tower_fingerprint
 
 if TYPE_CHECKING:
-    from ..data.base import Dataset
+    from ..data.base import Dataset, Item
     from .base import Encoder
 
 __all__ = ["TOKEN_DTYPES", "TokenFeatures", "embed_tokens", "token_provenance"]
@@ -286,15 +286,29 @@ def _extract(
     batch_size: int,
     dtype: type,
     progress: bool,
-) -> TokenFeatures:
+    skip_unreadable: bool,
+) -> tuple[TokenFeatures, list[int]]:
     from tqdm.auto import tqdm
 
+    def load(i: int) -> Item | None:
+        try:
+            return dataset[i]
+        except Exception as err:  # PIL raises many types; only skipped when asked to
+            if not skip_unreadable or isinstance(err, (IndexError, KeyboardInterrupt)):
+                raise
+            skipped.append(i)
+            return None
+
+    skipped: list[int] = []
     images, image_masks, texts, owners = [], [], [], []
     ids, captions, labels, grid = [], [], [], None
     bar = tqdm(total=len(indices), desc=f"tokens {dataset.name}", unit="item", disable=not progress)
     try:
         for start in range(0, len(indices), batch_size):
-            items = [dataset[int(i)] for i in indices[start : start + batch_size]]
+            loaded = (load(int(i)) for i in indices[start : start + batch_size])
+            items = [it for it in loaded if it is not None]
+            if not items:
+                continue
             caps = []
             for item in items:
                 if not item.captions:
@@ -324,7 +338,7 @@ def _extract(
         # real tokens first: the text towers' masks are left-aligned, padding at the end
         text_tokens[row, :n] = t
         text_mask[row, :n] = True
-    return TokenFeatures(
+    features = TokenFeatures(
         image_tokens=np.concatenate(images),
         image_mask=np.concatenate(image_masks).astype(bool),
         text_tokens=text_tokens,
@@ -336,6 +350,7 @@ def _extract(
         grid=None if grid is None else (int(grid[0]), int(grid[1])),
         class_names=None if dataset.class_names is None else list(dataset.class_names),
     )
+    return features, skipped
 
 
 def embed_tokens(
@@ -349,6 +364,7 @@ def embed_tokens(
     max_captions: int | None = None,
     max_text_tokens: int = 64,
     dtype: str = "float16",
+    skip_unreadable: bool = False,
     batch_size: int = 32,
     cache: bool = True,
     cache_dir: str | Path | None = None,
@@ -371,6 +387,9 @@ def embed_tokens(
             and a full sentence; longer descriptions are cut — the text tower still runs on the
             whole caption, so the kept tokens see their full context).
         dtype: Storage dtype, ``"float16"`` (default: half the bytes) or ``"float32"``.
+        skip_unreadable: Leave out items whose loading raises (e.g. an openclipart PNG that PIL
+            refuses as a decompression bomb) instead of failing; their dataset indices are
+            listed in ``provenance["skipped"]`` (deterministic, so cached like the rest).
         batch_size: Images per forward pass (their captions go through the text tower together).
         cache: Read and write the on-disk cache.
         cache_dir: Cache root (default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``).
@@ -412,6 +431,7 @@ def embed_tokens(
         text_layer=layers[1], max_captions=max_captions, max_text_tokens=max_text_tokens,
         dtype=dtype,
     )  # fmt: skip
+    provenance["skip_unreadable"] = skip_unreadable
     from .token_cache import TokenCache, token_key
 
     key = token_key(provenance)
@@ -427,13 +447,15 @@ def embed_tokens(
     was_training = encoder.training
     encoder.train(False)
     try:
-        features = _extract(
+        features, skipped = _extract(
             encoder, dataset, indices, image_layer=layers[0], text_layer=layers[1],
             max_captions=max_captions, max_text_tokens=max_text_tokens, batch_size=batch_size,
             dtype=TOKEN_DTYPES[dtype], progress=_interactive() if progress is None else progress,
+            skip_unreadable=skip_unreadable,
         )  # fmt: skip
     finally:
         encoder.train(was_training)
+    provenance["skipped"] = skipped
     provenance["cache_key"] = key
     provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     features.provenance = provenance

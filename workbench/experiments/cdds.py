@@ -137,8 +137,12 @@ def load_token_data(config: CDDSStudyConfig) -> tuple[Any, dict[str, Any], dict[
         feats = embed_tokens(
             encoder, ds, image_layer=config.image_layer, text_layer=config.text_layer,
             max_captions=config.captions_per_image, max_text_tokens=config.max_text_tokens,
-            progress=False, device=config.device,
+            skip_unreadable=True, progress=False, device=config.device,
         )  # fmt: skip
+        if feats.provenance.get("skipped"):
+            skipped[f"{name} (items)"] = (
+                f"{len(feats.provenance['skipped'])} unreadable item(s) left out"
+            )
         perm = np.random.default_rng(0).permutation(feats.n_images)
         n_test = min(config.n_test, feats.n_images // 2)
         tests[name] = feats.subset(np.sort(perm[:n_test]))
