@@ -121,10 +121,11 @@ def project_tokens(layer: nn.Module, tokens: torch.Tensor, mask: torch.Tensor) -
     """
     if bool(mask.all()):
         return layer(tokens)
-    valid = layer(tokens[mask])  # (N, d)
-    out = valid.new_zeros(*mask.shape, valid.shape[-1])
-    out[mask] = valid
-    return out
+    b, l = mask.shape
+    flat = mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+    valid = layer(tokens.reshape(b * l, -1).index_select(0, flat))  # (N, d)
+    out = valid.new_zeros(b * l, valid.shape[-1]).index_copy(0, flat, valid)
+    return out.view(b, l, -1)
 
 
 def contrastive_loss(
