@@ -209,3 +209,22 @@ def test_unreadable_items_fail_unless_skipped(tmp_path):
     f = embed_tokens(enc, Broken(8), cache_dir=tmp_path, skip_unreadable=True)
     assert f.n_images == 7 and "3" not in f.ids and f.provenance["skipped"] == [3]
     assert embed_tokens(enc, Broken(8), cache_dir=tmp_path, skip_unreadable=True).ids == f.ids
+
+
+@pytest.mark.slow
+def test_default_encoder_tokens_pool_to_its_tower_features(tmp_path):
+    """The study's choice (last block at 128 px: a 4×4 grid) sees exactly what the pooled
+    default sees: the mean of the patch tokens is the image tower feature, the masked mean of
+    the word tokens the text tower feature."""
+    import workbench as wb
+    from workbench.data.synthetic import SyntheticWorld
+
+    enc = wb.load_encoder("default", resolution=128)
+    data = SyntheticWorld(size=4)
+    f = embed_tokens(enc, data, cache_dir=tmp_path, dtype="float32", max_captions=1)
+    assert f.grid == (4, 4) and f.dims == (1280, 384)
+    with torch.no_grad():
+        image = enc.image_features([it.image for it in data]).numpy()
+        text = enc.text_features([it.captions[0] for it in data]).numpy()
+    np.testing.assert_allclose(f.pooled("image"), image, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(f.pooled("text"), text, rtol=1e-4, atol=1e-4)
