@@ -1,4 +1,4 @@
-"""The on-disk cache of :class:`~workbench.encoders.tokens.TokenFeatures` (``<cache>/tokens/``).
+"""The on-disk cache of :class:`~workbench.encoders.token_features.TokenFeatures` (``<cache>/tokens/``).
 
 Same conventions as the embedding cache (:mod:`workbench.encoders.cache`): one safetensors file
 of arrays with row metadata in its header, and a JSON sidecar written last that names the
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .cache import CacheCorruptedWarning, default_cache_dir
-from .tokens import ARRAYS, FORMAT, TokenFeatures
+from .token_features import ARRAYS, FORMAT, TokenFeatures
 
 __all__ = ["TokenCache", "token_key"]
 
