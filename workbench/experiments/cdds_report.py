@@ -126,7 +126,7 @@ def distance_ratio(X: np.ndarray, owners: np.ndarray) -> float:
 
     >>> X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> round(distance_ratio(X, np.array([0, 0, 1, 1])), 3)
-    0.009
+    0.007
     """
     X = np.asarray(X, dtype=np.float64)
     owners = np.asarray(owners)
@@ -179,7 +179,7 @@ def tsne_figure(points: dict[str, np.ndarray], owners: np.ndarray, ratios: dict[
 
     names = list(points)
     fig = make_subplots(rows=1, cols=len(names), horizontal_spacing=0.05,
-                        subplot_titles=[f"{n} (intra/inter {ratios[n]:.2f})" for n in names])  # fmt: skip
+                        subplot_titles=[f"{n}<br>intra/inter {ratios[n]:.2f}" for n in names])  # fmt: skip
     palette = qualitative.Dark24 + qualitative.Light24
     for col, name in enumerate(names, start=1):
         P = points[name]
@@ -191,7 +191,8 @@ def tsne_figure(points: dict[str, np.ndarray], owners: np.ndarray, ratios: dict[
             fig.add_trace(trace, row=1, col=col)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
-    fig.update_layout(title="Text embeddings before/after decoupling (t-SNE, colour = image)")
+    fig.update_layout(title="Text embeddings before/after decoupling (t-SNE, colour = image)",
+                      margin={"t": 120})  # fmt: skip
     return fig
 
 
