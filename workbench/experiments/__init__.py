@@ -11,6 +11,10 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``degla``                 ``degla.ipynb`` (DeGLA Table 7, Figs. 5–6; data in ``degla_data``)
+``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
+                          figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
+                          ``tinyclip``)
 ``token_training``        the short trainer of token methods (CDDS, VSE) on cached tokens
 ``cdds``                  ``cdds.ipynb`` (CDDS Tables 3–5, plug-in); ``cdds_report`` its tables
 ========================  ==========================================================================
@@ -29,6 +33,11 @@ _SUBMODULES = (
     "fanoise",
     "modality_gap",
     "dp_ability",
+    "degla",
+    "proclip",
+    "proclip_data",
+    "proclip_figures",
+    "tinyclip",
     "token_training",
     "cdds",
     "cdds_report",
