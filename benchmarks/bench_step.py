@@ -211,6 +211,11 @@ class _TokenCase:
             self.text.index_select(0, r)[:, :length], self.mask.index_select(0, r)[:, :length], r,
         )  # fmt: skip
 
+    def state(self, total: int) -> StepState:
+        """A mid-run state in the method's last stage, as :meth:`_Case.state`."""
+        stage = self.method.stages(total)[-1].name
+        return StepState(step=total // 3, total_steps=total, stage=stage)
+
     def step(self, state: StepState) -> float:
         seen: dict[int, int] = {}
 

@@ -312,3 +312,59 @@ def test_vse_pooled_projection_equals_projecting_every_token():
     pooled = m.embed_tokens("text", b.text_tokens, b.text_mask)
     per_token = masked_mean(m.project["text"](b.text_tokens), b.text_mask)
     torch.testing.assert_close(pooled, torch.nn.functional.normalize(per_token, dim=-1))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: column_stats(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)), "x"),
+        (lambda: column_stats(torch.zeros(2, 3, 4), torch.ones(2, 3)), "mask"),
+        (lambda: column_stats(torch.zeros(2, 3, 4), torch.ones(2, 5, dtype=torch.bool)), "mask"),
+        (
+            lambda: gaussian_kl_matrix(
+                torch.zeros(3), torch.ones(4), torch.zeros(3), torch.ones(3)
+            ),
+            "std_p",
+        ),
+        (lambda: gaussian_kl_matrix([0.0], [1.0], torch.zeros(1), torch.ones(1)), "mean_p"),
+        (lambda: related_weights(torch.zeros(4, 5), torch.zeros(5)), "alpha"),
+        (lambda: related_weights(torch.zeros(4, 5), torch.zeros(4), temperature=0), "temperature"),
+        (
+            lambda: quantile_map(
+                torch.zeros(2, 3, 4),
+                torch.ones(2, 3, dtype=torch.bool),
+                torch.zeros(2, 5, 6),
+                torch.ones(2, 5, dtype=torch.bool),
+                torch.zeros(6, 4),
+            ),
+            "weights",
+        ),
+        (
+            lambda: quantile_grid(
+                torch.zeros(2, 5, 6), torch.ones(2, 5, dtype=torch.bool), torch.zeros(3, 4)
+            ),
+            "levels",
+        ),
+    ],
+)
+def test_semantics_functions_name_their_bad_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"datasets": ("synthetic-wrld",)}, "synthetic-world"),
+        ({"datasets": "openclipart"}, "datasets"),
+        ({"encoder": "defualt"}, "default"),
+        ({"rows": ("full", "full")}, "rows"),
+        ({"rows": ("full", "no_everything")}, "unknown ablation rows"),
+        ({"seeds": (0, 0)}, "seeds"),
+    ],
+)
+def test_study_config_refuses_bad_names_before_any_work(bad, match):
+    from workbench.experiments.cdds import CDDSStudyConfig
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        CDDSStudyConfig(**bad)

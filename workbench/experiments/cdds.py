@@ -267,14 +267,25 @@ class CDDSStudyConfig:
     output_dir: str = "figures/cdds"
 
     def __post_init__(self) -> None:
+        from workbench._validate import as_names
+        from workbench.data import dataset_names
+        from workbench.encoders.registry import check_encoder_name
+
+        own = "CDDSStudyConfig"
         for name in ("datasets", "rows", "identification"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ValueError(f"{name} must be a sequence of names, not the string {value!r}")
             setattr(self, name, tuple(value))
-        self.seeds = tuple(int(s) for s in self.seeds)
         if not self.datasets:
             raise ValueError("datasets must name at least one dataset")
+        # unknown names fail here, before any work, with the registries' suggestions
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        self.rows = as_names(self.rows, "rows", owner=own, unique=True)
+        self.identification = as_names(self.identification, "identification", owner=own,
+                                       min_len=0, unique=True)  # fmt: skip
+        self.seeds = tuple(int(s) for s in self.seeds)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
         if "full" not in self.rows:

@@ -27,6 +27,26 @@ __all__ = [
 ]
 
 
+def _check(t: object, name: str, shape: tuple[int | None, ...], fn: str) -> None:
+    """``t`` is a tensor of rank ``len(shape)`` whose fixed sizes (non-``None``) match: else a
+    ``TypeError``/``ValueError`` naming ``fn``'s argument. Shapes only: a per-step NaN scan
+    would synchronise CUDA on every step (token tables are checked once, at caching)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, t.shape)):
+        want = "(" + ", ".join("·" if w is None else str(w) for w in shape) + ")"
+        raise ValueError(f"{fn}: {name} must have shape {want}, got {tuple(t.shape)}")
+    if t.dtype != torch.bool and not t.is_floating_point():
+        raise TypeError(f"{fn}: {name} must be a float tensor, got {t.dtype}")
+
+
+def _check_mask(mask: object, name: str, shape: tuple[int, ...], fn: str) -> None:
+    _check(mask, name, shape, fn)
+    if mask.dtype != torch.bool:  # type: ignore[union-attr]
+        raise TypeError(f"{fn}: {name} must be a bool tensor (True at valid tokens), "
+                        f"got {mask.dtype}")  # type: ignore[union-attr]  # fmt: skip
+
+
 def column_stats(
     x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +64,8 @@ def column_stats(
     Returns:
         ``(mean, std)``, each (D,) float32 (population std, i.e. ``ddof=0``).
     """
+    _check(x, "x", (None, None, None), "column_stats")
+    _check_mask(mask, "mask", tuple(x.shape[:2]), "column_stats")
     x = x.float()
     m = mask[..., None]  # (B, L, 1)
     n = m.sum().clamp_min(1)
@@ -68,6 +90,9 @@ def gaussian_kl_matrix(
     Returns:
         (D_p, D_q) float32, ≥ 0, zero where the two Gaussians coincide.
     """
+    for mean, std, side in ((mean_p, std_p, "p"), (mean_q, std_q, "q")):
+        _check(mean, f"mean_{side}", (None,), "gaussian_kl_matrix")
+        _check(std, f"std_{side}", (mean.shape[0],), "gaussian_kl_matrix")
     mp, sp = mean_p.float()[:, None], std_p.float()[:, None]  # (D_p, 1)
     mq, sq = mean_q.float()[None, :], std_q.float()[None, :]  # (1, D_q)
     return torch.log(sq / sp) + (sp**2 + (mp - mq) ** 2) / (2 * sq**2) - 0.5
@@ -100,6 +125,11 @@ def related_weights(
     Returns:
         ``(P, M, w)``, each (D_s, D_t) float32.
     """
+    _check(kl, "kl", (None, None), "related_weights")
+    _check(alpha, "alpha", (kl.shape[0],), "related_weights")
+    for name, value in (("temperature", temperature), ("sharpness", sharpness)):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"related_weights: {name} must be a number > 0, got {value!r}")
     P = torch.softmax(-kl.float() / temperature, dim=1)  # (D_s, D_t)
     mu = P.mean(1, keepdim=True)  # (D_s, 1), = 1 / D_t
     sd = P.std(1, keepdim=True).clamp_min(1e-12)  # (D_s, 1)
@@ -127,6 +157,9 @@ def quantile_grid(
     Returns:
         (B, R, D) float32: ``Q_{target_k[:, j]}(levels[k, r])``.
     """
+    _check(target, "target", (None, None, None), "quantile_grid")
+    _check_mask(target_mask, "target_mask", tuple(target.shape[:2]), "quantile_grid")
+    _check(levels, "levels", (target.shape[0], None), "quantile_grid")
     t = target.float()
     # sort along the last, contiguous axis: (B, D, L_t) is ~3x faster to sort than (B, L_t, D)
     filled = torch.where(target_mask[..., None], t, torch.inf).transpose(1, 2).contiguous()
@@ -175,6 +208,11 @@ def quantile_map(
         (B, L_s, D_s) float32, zero at padded source positions; for each (k, i), monotone
         non-decreasing in the source values of that column.
     """
+    _check(source, "source", (None, None, None), "quantile_map")
+    _check_mask(source_mask, "source_mask", tuple(source.shape[:2]), "quantile_map")
+    _check(target, "target", (source.shape[0], None, None), "quantile_map")
+    _check_mask(target_mask, "target_mask", tuple(target.shape[:2]), "quantile_map")
+    _check(weights, "weights", (source.shape[2], target.shape[2]), "quantile_map")
     l_s = source.shape[1]
     with torch.no_grad():
         filled = torch.where(source_mask[..., None], source.float(), torch.inf)
