@@ -361,6 +361,8 @@ def test_semantics_functions_name_their_bad_argument(call, match):
         ({"rows": ("full", "full")}, "rows"),
         ({"rows": ("full", "no_everything")}, "unknown ablation rows"),
         ({"seeds": (0, 0)}, "seeds"),
+        ({"dataset_kwargs": {"flickr30k": {"root": "/x"}}}, "not in datasets"),
+        ({"dataset_kwargs": {"openclipart": "/x"}}, "dataset_kwargs"),
     ],
 )
 def test_study_config_refuses_bad_names_before_any_work(bad, match):

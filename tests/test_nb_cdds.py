@@ -44,8 +44,19 @@ def test_cdds_smoke_writes_tables_figures_and_summary(tmp_path):
         assert (out / f"{stem}.html").exists(), stem
 
 
-def test_cdds_rejects_unknown_rows_before_any_work(tmp_path):
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"rows": ["full", "no_everything"]}, "unknown ablation rows"),
+        ({"datasets": ["synthetic-wrld"]}, "Did you mean 'synthetic-world'"),
+        # a known dataset whose files are absent: skipped, then no data at all — still no output
+        ({"datasets": ["coco-captions"]}, "no dataset could be loaded"),
+    ],
+)
+def test_cdds_bad_parameters_fail_before_anything_is_written(tmp_path, bad, match):
     import papermill as pm
 
-    with pytest.raises(pm.PapermillExecutionError, match="unknown ablation rows"):
-        run_notebook("cdds.ipynb", {"rows": ["full", "no_everything"]}, tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(pm.PapermillExecutionError, match=match):
+        run_notebook("cdds.ipynb", {**bad, "output_dir": str(out)}, tmp_path)
+    assert not out.exists()

@@ -104,12 +104,12 @@ class MultiCaptionWorld(Dataset):
                     item.attributes)  # fmt: skip
 
 
-def _dataset(name: str, n: int) -> Dataset:
+def _dataset(name: str, n: int, options: dict[str, Any] | None = None) -> Dataset:
     from workbench.data import load_dataset
 
     if name == "synthetic-world":
-        return MultiCaptionWorld(load_dataset("synthetic-world", size=n))
-    return load_dataset(name, size=n)
+        return MultiCaptionWorld(load_dataset("synthetic-world", size=n, **(options or {})))
+    return load_dataset(name, size=n, **(options or {}))
 
 
 def load_token_data(config: CDDSStudyConfig) -> tuple[Any, dict[str, Any], dict[str, str], float]:
@@ -130,7 +130,7 @@ def load_token_data(config: CDDSStudyConfig) -> tuple[Any, dict[str, Any], dict[
     trains, tests, skipped = [], {}, {}
     for name in config.datasets:
         try:
-            ds = _dataset(name, config.n_train + config.n_test)
+            ds = _dataset(name, config.n_train + config.n_test, config.dataset_kwargs.get(name))
         except (FileNotFoundError, ImportError) as err:
             skipped[name] = str(err)
             continue
@@ -211,6 +211,12 @@ class CDDSStudyConfig:
         image_layer: ``tower_blocks`` index of the patch tokens (-1: last block).
         text_layer: MiniLM layer of the word tokens (-1: last, the pooled text feature's).
         datasets: Retrieval datasets with several captions per image (missing ones skipped).
+            COCO / Flickr30k in their Karpathy layouts: add ``"coco-captions"`` /
+            ``"flickr30k"`` and point at the files with ``$WORKBENCH_DATA`` or
+            ``dataset_kwargs``.
+        dataset_kwargs: Options per dataset name for ``load_dataset`` (e.g.
+            ``{"coco-captions": {"root": "/data/coco"}}``); empty by default (the built-in
+            datasets need none).
         n_train: Training images per dataset (the rest of ``n_train + n_test``).
         n_test: Held-out images per dataset (1K-test style at CPU scale: 200 images, ~1000
             captions on synthetic-world).
@@ -242,6 +248,7 @@ class CDDSStudyConfig:
     image_layer: int = -1
     text_layer: int = -1
     datasets: tuple[str, ...] = ("synthetic-world", "openclipart")
+    dataset_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_train: int = 600
     n_test: int = 200
     captions_per_image: int = 5
@@ -301,6 +308,14 @@ class CDDSStudyConfig:
             raise ValueError(f"threads must be an int ≥ 1 or None, got {self.threads!r}")
         if not isinstance(self.encoder_kwargs, dict) or not isinstance(self.cdds_config, dict):
             raise ValueError("encoder_kwargs and cdds_config must be dicts")
+        if not isinstance(self.dataset_kwargs, dict) or not all(
+            isinstance(v, dict) for v in self.dataset_kwargs.values()
+        ):
+            raise ValueError("dataset_kwargs must map dataset names to dicts of options")
+        extra = sorted(set(self.dataset_kwargs) - set(self.datasets))
+        if extra:
+            raise ValueError(f"dataset_kwargs names {extra}, which are not in datasets "
+                             f"{list(self.datasets)}; add them there or drop their options")  # fmt: skip
         self.training()  # validates steps, batch_size, lr, device, precision
         check_arms(self.arms())
 
