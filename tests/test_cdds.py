@@ -370,3 +370,16 @@ def test_study_config_refuses_bad_names_before_any_work(bad, match):
 
     with pytest.raises((ValueError, TypeError), match=match):
         CDDSStudyConfig(**bad)
+
+
+def test_distance_ratio_names_non_finite_rows_and_misaligned_owners():
+    from workbench.experiments.cdds_report import distance_ratio
+
+    X = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    assert distance_ratio(X, np.array([0, 0, 1, 1])) < 0.1  # one image's captions coincide
+    bad = X.copy()
+    bad[2, 0] = np.nan
+    with pytest.raises(ValueError, match="X"):
+        distance_ratio(bad, np.array([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="owners"):
+        distance_ratio(X, np.array([0, 0, 1]))

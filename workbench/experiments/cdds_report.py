@@ -128,10 +128,12 @@ def distance_ratio(X: np.ndarray, owners: np.ndarray) -> float:
     >>> round(distance_ratio(X, np.array([0, 0, 1, 1])), 3)
     0.007
     """
-    X = np.asarray(X, dtype=np.float64)
+    from workbench._validate import as_matrix
+
+    X = as_matrix(X, "distance_ratio: X")  # finite (n, d), n ≥ 2
     owners = np.asarray(owners)
-    if X.ndim != 2 or len(X) != len(owners):
-        raise ValueError("distance_ratio: X must be (n, d) with one owner per row")
+    if owners.ndim != 1 or len(X) != len(owners):
+        raise ValueError("distance_ratio: owners must be 1-D with one image id per row of X")
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
     dist = 1.0 - Xn @ Xn.T  # (n, n)
     same = owners[:, None] == owners[None, :]
@@ -166,6 +168,9 @@ def tsne_points(X: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D t-SNE of L2-normalised rows (cosine geometry), perplexity ≤ 30 and < n/3."""
     from sklearn.manifold import TSNE
 
+    from workbench._validate import as_matrix
+
+    X = as_matrix(X, "tsne_points: X")
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
     perplexity = float(min(30.0, max(2.0, (len(X) - 1) / 3)))
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(Xn)
