@@ -241,7 +241,8 @@ class CDDSStudyConfig:
         tsne_images: Images whose captions the t-SNE shows (each its own colour).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         precision: ``"fp32"`` or ``"bf16"`` (CUDA autocast).
-        threads: Torch CPU threads (2: the issue's budget is for 2 cores; None: torch's).
+        threads: Torch CPU threads (1: on the shared, oversubscribed 2-core machine two OpenMP
+            threads wait on each other — the VSE arm's 120 steps took 87 s with 2, ~7 s with 1).
         output_dir: Figures and ``summary.json``.
     """
 
@@ -272,7 +273,7 @@ class CDDSStudyConfig:
     tsne_images: int = 20
     device: str = "cpu"
     precision: str = "fp32"
-    threads: int | None = 2
+    threads: int | None = 1
     output_dir: str = "figures/cdds"
 
     def __post_init__(self) -> None:
