@@ -242,7 +242,7 @@ class CDDSStudyConfig:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         precision: ``"fp32"`` or ``"bf16"`` (CUDA autocast).
         threads: Torch CPU threads (1: on the shared, oversubscribed 2-core machine two OpenMP
-            threads wait on each other — the VSE arm's 120 steps took 87 s with 2, ~7 s with 1).
+            threads wait on each other — the VSE arm's 120 steps took 87 s with 2, 10 s with 1).
         output_dir: Figures and ``summary.json``.
     """
 
