@@ -3,7 +3,7 @@
 =============================================  ==============================================
 id                                             what it builds
 =============================================  ==============================================
-``"default"`` / ``"lit-effnet-minilm"``        EfficientNet-Lite0 + MiniLM-L6 with seeded heads
+``"default"`` / ``"lit-effnet-minilm"``        EfficientNet-Lite0 + MiniLM-L6 with pretrained heads
 ``"open_clip:<arch>"``                         open_clip architecture, seeded random init
 ``"open_clip:<arch>:<pretrained tag>"``        open_clip weights already in ``cache_dir``
 ``"open_clip:<arch>:<checkpoint file>"``       open_clip weights from a local file

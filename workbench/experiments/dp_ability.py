@@ -1,8 +1,18 @@
 """The D/P study behind ``notebooks/dp_ability.ipynb``: which encoders, how they are fitted, scored.
 
 D-ability (class separability: k-means ACC/NMI/ARI, Fisher ratio, k-NN, linear probe, zero-shot) vs
-P-ability (MMVP-style pairs) for the default encoder with InfoNCE-fitted heads, a random-init
-encoder and any encoders the user lists (DCR Fig. 1(d)'s scatter; spec ``methods-geometry.md`` §1.6).
+P-ability (MMVP-style pairs) for three fixed points and any encoders the user lists (DCR Fig. 1(d)'s
+scatter; spec ``methods-geometry.md`` §1.6):
+
+* :data:`PRETRAINED` — the shipped pretrained default, ``load_encoder("default")`` (trained MLP heads
+  and temperature, model card ``workbench/encoders/weights/default_heads.md``): the trained point;
+* :data:`RANDOM_HEADS` — the same pretrained towers with the seeded, untrained linear heads
+  (``heads="random"``): what the heads' training adds;
+* :data:`RANDOM_INIT` — random towers and random heads (``pretrained=False``).
+
+Before the pretrained default shipped, the trained point was a head fit made on the fly (InfoNCE on
+1,000 synthetic-world pairs). It is gone: the shipped heads are trained on far more data (with a
+held-out card), and a second, smaller fit would only be a weaker copy of the same point.
 Scoring is :func:`workbench.evals.dp_suite.score_encoder`; this module only chooses the points.
 """
 
@@ -16,17 +26,21 @@ from workbench.evals.dp_suite import SuiteConfig, score_encoder
 from workbench.experiments.stats import spread_test_from_stats
 
 __all__ = [
+    "BASELINES",
+    "PRETRAINED",
+    "RANDOM_HEADS",
     "RANDOM_INIT",
-    "TRAINED_HEADS",
     "DPStudyConfig",
     "dp_separation",
-    "fit_infonce_heads",
     "score_study",
     "study_encoders",
 ]
 
-TRAINED_HEADS = "default + InfoNCE heads"
+PRETRAINED = "pretrained default"
+RANDOM_HEADS = "pretrained towers + random heads"
 RANDOM_INIT = "random-init"
+#: The baselines the trained point is tested against (``dp_separation``), in the summary's order.
+BASELINES: tuple[str, ...] = (RANDOM_HEADS, RANDOM_INIT)
 _HAS_TEST_SPLIT = ("synthetic-world", "digits", "fashion-mnist")
 
 
@@ -36,17 +50,15 @@ class DPStudyConfig:
 
     Attributes:
         encoders: Extra encoders to place on the scatter: registry names, ``"run:<dir>"`` or run
-            directories (checkpoints of fine-tuning runs). ``"default"`` = pretrained towers with
-            their seeded, untrained heads. The trained-head default and a random-init default
-            are always added.
-        datasets: D-ability datasets (scored on their ``test`` split where they have one, so the
-            head fit's synthetic-world ``train`` items are never scored).
+            directories (checkpoints of fine-tuning runs). The pretrained default, its towers with
+            random heads and a random-init default are always scored, so none is needed here
+            (``"default"`` is refused: it is the trained point already).
+        datasets: D-ability datasets (scored on their ``test`` split where they have one; the
+            pretrained default's card holds digits out of training entirely, while
+            synthetic-world's ``train`` stream was in the pretraining mixture).
         seeds: Scoring seeds (data subset, probe split, k-means, MMVP pairs); 3 give a spread
             estimate for the separation check.
         n_samples: Items per dataset and seed (300: seconds per dataset on a 2-core CPU).
-        head_steps: InfoNCE steps of the head fit (frozen towers, cached features).
-        head_train_samples: synthetic-world ``train`` pairs the heads are fitted on.
-        head_batch_size: Batch of the head fit.
         mmvp_pairs_per_category: Synthetic MMVP pairs per category (9 categories).
         mmvp_vlm_root: A real MMVP-VLM folder to score as well (``None`` = skip).
         map_dataset: Dataset of the t-SNE/UMAP class maps (must be in ``datasets``).
@@ -56,17 +68,12 @@ class DPStudyConfig:
         extra_x_metrics: Further D metrics, each drawn as its own scatter against ``y_metric``
             (default: the Fisher ratio S_inter/S_inner, DCR's own definition of D-ability).
         output_dir: Where figures and ``summary.json`` go.
-        run_root: Where the head-fit run directory goes.
-        device: Training/embedding device (``"auto"``, ``"cpu"``, ``"cuda"``).
     """
 
-    encoders: tuple[str, ...] = ("default",)
+    encoders: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ("digits", "synthetic-world")
     seeds: tuple[int, ...] = (0, 1, 2)
     n_samples: int = 300
-    head_steps: int = 300
-    head_train_samples: int = 1000
-    head_batch_size: int = 128
     mmvp_pairs_per_category: int = 10
     mmvp_vlm_root: str | None = None
     map_dataset: str = "digits"
@@ -75,8 +82,6 @@ class DPStudyConfig:
     y_metric: str = "mmvp_mean"
     extra_x_metrics: tuple[str, ...] = ("fisher",)
     output_dir: str = "figures/dp_ability"
-    run_root: str = "runs/dp_ability"
-    device: str = "auto"
 
     def __post_init__(self) -> None:
         from workbench._validate import as_int, as_names
@@ -87,12 +92,16 @@ class DPStudyConfig:
         self.encoders = as_names(self.encoders, "encoders", owner=own, min_len=0, unique=True)
         for i, name in enumerate(self.encoders):
             check_encoder_name(name, f"encoders[{i}]", owner=own)
+            if name in ("default", "lit-effnet-minilm"):
+                raise ValueError(
+                    f"{own}: encoders[{i}] = {name!r} is the study's trained point "
+                    f"({PRETRAINED!r}), always scored; drop it from encoders"
+                )
         self.datasets = dataset_names(self.datasets, "datasets", owner=own)
         self.extra_x_metrics = as_names(
             self.extra_x_metrics, "extra_x_metrics", owner=own, min_len=0
         )
-        for name in ("n_samples", "head_steps", "head_train_samples", "head_batch_size"):
-            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=0))
+        self.n_samples = as_int(self.n_samples, f"{own}: n_samples", lo=0)
         if self.mmvp_vlm_root is not None and not isinstance(self.mmvp_vlm_root, str):
             raise TypeError(f"{own}: mmvp_vlm_root must be a folder (str) or None")
         if self.map_dataset not in self.datasets:
@@ -101,17 +110,13 @@ class DPStudyConfig:
             )
         if self.map_method not in ("tsne", "umap"):
             raise ValueError(f"map_method must be 'tsne' or 'umap', got {self.map_method!r}")
-        if self.head_steps < 1 or self.head_train_samples < 4 or self.head_batch_size < 2:
-            raise ValueError(
-                "head_steps ≥ 1, head_train_samples ≥ 4 and head_batch_size ≥ 2 are required"
-            )
         if self.mmvp_pairs_per_category < 1 and self.y_metric == "mmvp_mean":
             raise ValueError("y_metric 'mmvp_mean' needs mmvp_pairs_per_category ≥ 1")
         self.suite()  # validates the rest
 
     def check_data(self) -> None:
         """Build every dataset the study scores (as :meth:`suite` loads them), so a missing one
-        fails in the notebook's config cell — before the head fit trains anything."""
+        fails in the notebook's config cell — before any encoder is scored."""
         from workbench.data import load_dataset
 
         suite = self.suite()
@@ -140,65 +145,24 @@ class DPStudyConfig:
         )
 
 
-def fit_infonce_heads(
-    encoder: str = "default",
-    *,
-    steps: int = 300,
-    n_samples: int = 1000,
-    batch_size: int = 128,
-    seed: int = 0,
-    run_root: str = "runs",
-    device: str = "auto",
-) -> Any:
-    """Fit ``encoder``'s two heads (+ logit scale) by InfoNCE on frozen towers; return the ``Run``.
-
-    Trains on cached tower features of ``n_samples`` synthetic-world ``train`` pairs through
-    :func:`workbench.train.train` (the run directory lands under ``run_root``; load it later as
-    ``"run:<dir>"``).
-    """
-    from workbench.train import TrainConfig, train
-
-    cfg = TrainConfig(
-        method="infonce",
-        encoder=encoder,
-        dataset="synthetic-world",
-        dataset_kwargs={"size": n_samples, "split": "train", "seed": seed},
-        steps=steps,
-        batch_size=min(batch_size, n_samples // 2),
-        trainable="heads+logit_scale",
-        data="cached",
-        snapshot_every=0,
-        log_every=max(1, steps // 10),
-        seed=seed,
-        device=device,
-        run_root=run_root,
-        run_name="dp-heads",
-        holdout=0.2,
-    )
-    return train(cfg, progress=False)
-
-
-def study_encoders(config: DPStudyConfig, trained: Any) -> list[tuple[str, Any, Any]]:
+def study_encoders(config: DPStudyConfig) -> list[tuple[str, Any, Any]]:
     """``(label, encoder, tower_source)`` for every point of the study.
 
-    ``trained`` is the :func:`fit_infonce_heads` run; its encoder reuses the untrained default's
-    cached tower features (same towers, checked by hash).
+    First :data:`PRETRAINED`, :data:`RANDOM_HEADS` (which reuses the pretrained default's cached
+    tower features: same towers, checked by hash) and :data:`RANDOM_INIT`, then ``config.encoders``.
     """
     from workbench.encoders import load_encoder
+    from workbench.encoders.registry import resolve_encoder
 
-    base = load_encoder("default")
+    pretrained = load_encoder("default")
     out: list[tuple[str, Any, Any]] = [
-        (TRAINED_HEADS, trained.encoder, base),
+        (PRETRAINED, pretrained, None),
+        (RANDOM_HEADS, load_encoder("default", heads="random"), pretrained),
         (RANDOM_INIT, load_encoder("default", pretrained=False), None),
     ]
     for name in config.encoders:
-        if name == "default":
-            out.append(("default (untrained heads)", base, None))
-        else:
-            from workbench.encoders.registry import resolve_encoder
-
-            enc, label = resolve_encoder(name)
-            out.append((label, enc, None))
+        enc, label = resolve_encoder(name)
+        out.append((label, enc, None))
     return out
 
 
