@@ -219,7 +219,7 @@ def test_default_encoder_tokens_pool_to_its_tower_features(tmp_path):
     import workbench as wb
     from workbench.data.synthetic import SyntheticWorld
 
-    enc = wb.load_encoder("default", resolution=128)
+    enc = wb.load_encoder("default", resolution=128, heads="random")  # towers only
     data = SyntheticWorld(size=4)
     f = embed_tokens(enc, data, cache_dir=tmp_path, dtype="float32", max_captions=1)
     assert f.grid == (4, 4) and f.dims == (1280, 384)

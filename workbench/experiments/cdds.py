@@ -207,7 +207,10 @@ class CDDSStudyConfig:
             block then gives a 4×4 grid of 1280-channel patch tokens — the smallest grid the
             issue allows, from the most semantic feature map (its mean is exactly the pooled
             image feature the default's head sees); block 10 at 96 px would give 6×6 but
-            112-channel mid-level features.
+            112-channel mid-level features. ``heads="random"``: the shipped pretrained heads
+            were fitted on 96-px features and refuse 128 px; token methods own their
+            projections and never use the encoder's heads, and the towers (hence the tokens and
+            their cache key) are the same either way.
         image_layer: ``tower_blocks`` index of the patch tokens (-1: last block).
         text_layer: MiniLM layer of the word tokens (-1: last, the pooled text feature's).
         datasets: Retrieval datasets with several captions per image (missing ones skipped).
@@ -247,7 +250,9 @@ class CDDSStudyConfig:
     """
 
     encoder: str = "default"
-    encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"resolution": 128})
+    encoder_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"resolution": 128, "heads": "random"}
+    )
     image_layer: int = -1
     text_layer: int = -1
     datasets: tuple[str, ...] = ("synthetic-world", "openclipart")
