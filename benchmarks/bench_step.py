@@ -17,6 +17,11 @@ Modes:
           ``--blocks`` blocks and both heads training (text side on cached features).
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
+  tokens  token methods (``needs_tokens``: CDDS, VSE) on cached-token batches shaped like the
+          CDDS notebook's: (B, 16, 1280) patch tokens and (B, ≤24, 384) word tokens of random
+          lengths, read from a float32 table as the token trainer does; ratios to ``vse``, with
+          the memory a step holds (tensors saved for backward, plus parameters and AdamW state).
+          The methods' configuration is the notebook's (``CDDSStudyConfig``).
 
 Every registered method is timed (``--methods`` picks some), in the last of its stages
 (ProCLIP: ``"tune"``, the EMA teacher's forward and update included). A method whose attach
@@ -178,6 +183,84 @@ class _Case:
         return time.perf_counter() - t0
 
 
+class _TokenCase:
+    """One token method on batches drawn from a float32 token table (as the token trainer)."""
+
+    def __init__(self, name: str, config: dict, batch: int, device: torch.device):
+        from workbench.methods.tokens import TokenBatch
+
+        g = torch.Generator().manual_seed(0)
+        n = 4 * batch
+        self.image = torch.randn(n, 16, 1280, generator=g).to(device)
+        self.text = torch.randn(n, 24, 384, generator=g).to(device)
+        lengths = torch.randint(6, 25, (n,), generator=g)
+        self.mask = (torch.arange(24)[None] < lengths[:, None]).to(device)
+        self.rows = torch.randperm(n, generator=g)[:batch].to(device)
+        self.TokenBatch, self.device = TokenBatch, device
+        torch.manual_seed(0)
+        self.method = methods.get(name, image_dim=1280, text_dim=384, **config).to(device).train()
+        self.params = [p for p in self.method.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.saved_bytes = 0
+
+    def _batch(self):
+        r = self.rows
+        length = int(self.mask[r].sum(1).max())
+        return self.TokenBatch(
+            self.image.index_select(0, r), torch.ones(len(r), 16, dtype=torch.bool, device=r.device),
+            self.text.index_select(0, r)[:, :length], self.mask.index_select(0, r)[:, :length], r,
+        )  # fmt: skip
+
+    def state(self, total: int) -> StepState:
+        """A mid-run state in the method's last stage, as :meth:`_Case.state`."""
+        stage = self.method.stages(total)[-1].name
+        return StepState(step=total // 3, total_steps=total, stage=stage)
+
+    def step(self, state: StepState) -> float:
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        _sync(self.device)
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = self.method(self._batch(), state).loss
+        loss.backward()
+        self.opt.step()
+        _sync(self.device)
+        self.saved_bytes = max(self.saved_bytes, sum(seen.values()))
+        return time.perf_counter() - t0
+
+    @property
+    def memory_mb(self) -> float:
+        """Saved activations + parameters + AdamW's two moments, in MB."""
+        params = sum(p.numel() * p.element_size() for p in self.params)
+        return (self.saved_bytes + 3 * params) / 1e6
+
+
+def token_arms() -> dict[str, tuple[str, dict]]:
+    """The CDDS notebook's arms (name → (method, config)) minus its token widths."""
+    from workbench.experiments.cdds import CDDSStudyConfig
+
+    cfg = CDDSStudyConfig(datasets=("synthetic-world",))
+    return {a.name: (a.method, a.config) for a in cfg.arms()}
+
+
+def bench_tokens(batch: int, repeats: int, warmup: int, device: torch.device) -> None:
+    """Print ms/step, the ratio to ``vse`` and the memory of every arm of the CDDS notebook."""
+    cases = {n: _TokenCase(m, c, batch, device) for n, (m, c) in token_arms().items()}
+    res = time_cases(cases, repeats, warmup)
+    print(
+        f"tokens  batch {batch}: ms/step, × vse, × vse/encoder, memory MB (activations+params+AdamW)"
+    )
+    for n, ms in res.items():
+        print(f"  {n:20s} {ms:9.1f} {ms / res['vse']:7.2f} {ms / res['vse/encoder']:7.2f} "
+              f"{cases[n].memory_mb:9.1f}", flush=True)  # fmt: skip
+
+
 def method_for(name: str, mode: str, **config):
     """The method as a mode needs it: where tower blocks train (``towers``, ``vitb32``) DeGLA's
     EMA teacher copies the whole encoder (its default copies the heads, exact only while the
@@ -223,7 +306,8 @@ def bench(mode, batch, dim, names, repeats, warmup, blocks, device, k=4) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32")
+    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32 tokens")
+    ap.add_argument("--token-batch", type=int, default=64, help="batch of the tokens mode")
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     ap.add_argument("--dims", nargs="+", type=int, default=[256, 768])
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered one")
@@ -237,8 +321,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    modes = args.modes or (["heads", "towers", "vitb32"] if cuda else ["heads", "towers"])
-    names = _available(args.methods or methods.names())
+    modes = args.modes or (
+        ["heads", "towers", "vitb32", "tokens"] if cuda else ["heads", "towers", "tokens"]
+    )
+    # token methods (CDDS, VSE) refuse pooled features; the tokens mode times them
+    pooled = [n for n in methods.names() if not getattr(methods.get(n), "needs_tokens", False)]
+    names = _available(args.methods or pooled)
     if "infonce" not in names:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(
@@ -251,6 +339,9 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for mode in modes:
+        if mode == "tokens":
+            bench_tokens(args.token_batch, args.repeats, args.warmup, device)
+            continue
         if mode == "vitb32" and not cuda:
             print("[skip] vitb32 needs CUDA")
             continue

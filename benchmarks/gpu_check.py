@@ -5,7 +5,8 @@
    table grows as methods land) with open_clip ``ViT-B-32`` (random init, nothing downloaded) at
    batch 1024 in bf16 autocast — ``benchmarks/bench_step.py``'s ``vitb32`` mode: both towers
    run, the image tower's last 2 blocks and both heads train — as ratios to InfoNCE. A method
-   that fails is reported with its error and the others still run.
+   that fails is reported with its error and the others still run. Token methods (CDDS, VSE)
+   are timed on token batches instead, every arm of the CDDS notebook, as ratios to ``vse``.
 3. ``wb.probes.spectrum`` (uncentred) of a 2M × 768 float32 CUDA tensor with a power-law
    spectrum against ``torch.linalg.svdvals`` on the same tensor: wall time of each, and the
    largest relative error of their top-50 singular values against a float64 reference
@@ -99,6 +100,8 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     device = torch.device(sizes.device)
     rows, ok, cases = [], True, {}
     for name in methods.names():
+        if getattr(methods.get(name), "needs_tokens", False):
+            continue  # token methods (CDDS, VSE): timed on token batches by token_step_times
         try:  # build and run one step now, so a broken method cannot stop the others
             case = bench_step._Case(
                 bench_step.method_for(name, sizes.step_mode), sizes.step_mode, sizes.step_batch,
@@ -116,6 +119,32 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     for name, value in ms.items():
         rows.append((f"step {name} ({what})", f"{value:9.1f} ms  ×{value / ms['infonce']:.2f}"))
     return sorted(rows), ok
+
+
+def token_step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
+    """One row per arm of the CDDS notebook on token batches (``bench_step``'s tokens mode):
+    ms/step, ratio to ``vse``, memory held by a step (bf16 autocast on CUDA)."""
+    from contextlib import nullcontext
+
+    device = torch.device(sizes.device)
+    batch = min(sizes.step_batch, 256) if device.type == "cpu" else sizes.step_batch
+    rows, ok, cases = [], True, {}
+    for name, (method, config) in bench_step.token_arms().items():
+        try:
+            cases[name] = bench_step._TokenCase(method, config, batch, device)
+        except Exception as err:
+            rows.append((f"tokens {name}", f"error: {type(err).__name__}: {err}"[:120]))
+            ok = False
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+           else nullcontext())  # fmt: skip
+    with amp:
+        ms = bench_step.time_cases(cases, sizes.step_repeats, sizes.step_warmup)
+    ref = ms.get("vse")
+    for name, value in ms.items():
+        ratio = f"×{value / ref:.2f}" if ref else "×?"
+        rows.append((f"tokens {name} (B={batch})",
+                     f"{value:9.1f} ms  {ratio}  {cases[name].memory_mb:.0f} MB"))  # fmt: skip
+    return sorted(rows), ok and ref is not None
 
 
 # -- 3. spectrum of a large tensor ----------------------------------------------------------------
@@ -168,6 +197,7 @@ def run(sizes: Sizes, test_paths: list[str]) -> tuple[list[tuple[str, str]], boo
     sections = [
         ("pytest -m gpu", lambda: gpu_tests(test_paths, sizes.pytest_timeout)),
         ("step", lambda: step_times(sizes)),
+        ("tokens", lambda: token_step_times(sizes)),
         ("spectrum", lambda: spectrum_check(sizes)),
     ]
     for label, section in sections:

@@ -54,3 +54,14 @@ def test_tiny_dry_run_covers_every_section_and_every_method():
     assert "spectrum 4096×64 cpu" in table and "svdvals  4096×64 cpu" in table
     assert "error:" not in table and table.rstrip().endswith("ok")
     assert set(methods.names()) >= {"infonce", "sde", "fanoise"}
+
+
+def test_token_methods_are_timed_on_token_batches_in_their_last_stage():
+    # every arm of the CDDS notebook gets a row with a time and a ratio to vse, no error row
+    # (bench_step's token cases must answer time_cases' last-stage StepState)
+    torch.set_num_threads(1)
+    rows, ok = _module().token_step_times(_module().TINY)
+    assert ok, rows
+    names = {r[0].split(" (")[0] for r in rows}
+    assert {"tokens vse", "tokens cdds/full", "tokens vse+ds"} <= names
+    assert all("error" not in r[1] and "×" in r[1] for r in rows), rows

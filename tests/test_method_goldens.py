@@ -22,7 +22,8 @@ Regenerate, only when a change of numbers is intended (say why in the commit mes
 
     WORKBENCH_REGEN_GOLDENS=1 pytest tests/test_method_goldens.py
 
-which rewrites ``tests/data/goldens/methods.safetensors`` and ``method_traces.safetensors``
+which rewrites ``tests/data/goldens/methods.safetensors``, ``methods_tokens.safetensors``
+(token methods: CDDS, VSE, on :func:`golden_token_batch`) and ``method_traces.safetensors``
 from the current code and then checks against them. A new method or variant must add a case
 here (``test_every_registered_method_has_a_golden`` fails until it does).
 """
@@ -43,12 +44,15 @@ from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 
 from workbench import methods
 from workbench.methods import BatchOutputs, StepState
+from workbench.methods.cdds import ABLATIONS as CDDS_ABLATIONS
 from workbench.methods.degla import ABLATIONS as DEGLA_ROWS
 from workbench.methods.sde import ABLATIONS
+from workbench.methods.tokens import TokenBatch
 from workbench.train import RunDir, TrainConfig, train
 
 GOLDENS = Path(__file__).parent / "data" / "goldens"
 LOSS_FILE = GOLDENS / "methods.safetensors"
+TOKEN_FILE = GOLDENS / "methods_tokens.safetensors"
 TRACE_FILE = GOLDENS / "method_traces.safetensors"
 REGEN = os.environ.get("WORKBENCH_REGEN_GOLDENS") == "1"
 
@@ -106,6 +110,21 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
 #: Cases stored outside ``methods.safetensors`` (by registry name), so adding a method never
 #: rewrites another method's goldens.
 CASE_FILES: dict[str, Path] = {"degla": GOLDENS / "methods_degla.safetensors"}
+
+#: Token methods (CDDS, VSE) on :func:`golden_token_batch`: case → (registry name, overrides).
+_TOKEN_SMALL = {"image_dim": 12, "text_dim": 10, "dim": 16, "heads": 2}
+TOKEN_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    **{
+        f"cdds/{row}": ("cdds", {**_TOKEN_SMALL, "perturbations": 2, **kw})
+        for row, kw in CDDS_ABLATIONS.items()
+    },
+    "cdds/precomputed": ("cdds", {**_TOKEN_SMALL, "identification": "precomputed"}),
+    "cdds/random": ("cdds", {**_TOKEN_SMALL, "identification": "random"}),
+    "cdds/hinge_detached": ("cdds", {**_TOKEN_SMALL, "loss": "hinge", "detach_statistics": True}),
+    "vse": ("vse", dict(_TOKEN_SMALL)),
+    "vse/encoder_hinge": ("vse", {**_TOKEN_SMALL, "encoder_layers": 2, "loss": "hinge"}),
+    "vse/sampling": ("vse", {**_TOKEN_SMALL, "sampling": True}),
+}
 
 #: Methods whose short training run is stored as a loss trace.
 TRACES = ("infonce", "sde", "fanoise")
@@ -231,6 +250,49 @@ def case_outputs(name: str) -> dict[str, torch.Tensor]:
     return result
 
 
+def golden_token_batch() -> TokenBatch:
+    """Seeded 8 pairs: 4 patch tokens of width 12 per image, captions of 1–6 word tokens of
+    width 10 (padding holds NaN: it must never be read), rows 0 and 1 captions of one image."""
+    g = torch.Generator().manual_seed(0)
+    b = 8
+    image = torch.randn(b, 4, 12, generator=g).requires_grad_(True)
+    lengths = torch.tensor([1, 6, 3, 5, 2, 6, 4, 3])
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    text = torch.randn(b, 6, 10, generator=g)
+    text = torch.where(mask[..., None], text, torch.nan).requires_grad_(True)
+    ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    return TokenBatch(image, torch.ones(b, 4, dtype=torch.bool), text, mask, ids)
+
+
+def token_case_outputs(name: str) -> dict[str, torch.Tensor]:
+    """As :func:`case_outputs` for a token method: seeded weights, the loss, every term and
+    log, and the gradient with respect to the image and text tokens (zero at padding)."""
+    registry_name, config = TOKEN_CASES[name]
+    torch.manual_seed(0)
+    method = methods.get(registry_name, **config).train()
+    if getattr(method, "identification", None) == "precomputed":
+        d = config["dim"]
+        ramp = torch.linspace(-1, 1, d)
+        method.set_statistics((ramp, 1 + 0.5 * ramp.abs()), (ramp.flip(0), 1 + 0.25 * ramp**2))
+    batch = golden_token_batch()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(NOISE_SEED)
+        lo = method(batch, STATE)
+    inputs = {"image_tokens": batch.image_tokens, "text_tokens": batch.text_tokens}
+    grads = torch.autograd.grad(lo.loss, list(inputs.values()), allow_unused=True)
+    result = {f"{name}|loss": lo.loss.detach()}
+    result.update({f"{name}|terms.{k}": v.detach() for k, v in lo.terms.items()})
+    result.update(
+        {
+            f"{name}|logs.{k}": torch.tensor(float(v), dtype=torch.float64)
+            for k, v in lo.logs.items()
+        }
+    )
+    for (key, x), g in zip(inputs.items(), grads):
+        result[f"{name}|grad.{key}"] = torch.zeros_like(x) if g is None else g
+    return result
+
+
 def trace_outputs(method: str, root: Path) -> dict[str, torch.Tensor]:
     """Per-step ``loss`` and terms of a 6-step heads-only toy run (cached features, fp32)."""
     enc, data = ToyEncoder(), ToyDataset(80)
@@ -279,6 +341,13 @@ def loss_goldens() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
+def token_goldens() -> dict[str, torch.Tensor]:
+    return _stored(
+        TOKEN_FILE, lambda: {k: v for c in TOKEN_CASES for k, v in token_case_outputs(c).items()}
+    )
+
+
+@pytest.fixture(scope="module")
 def trace_goldens(tmp_path_factory) -> dict[str, torch.Tensor]:
     root = tmp_path_factory.mktemp("golden-runs")
     return _stored(
@@ -312,14 +381,24 @@ def library_methods() -> list[str]:
 
 def test_every_registered_method_has_a_golden():
     covered = {registry_name for registry_name, _, _ in CASES.values()}
+    covered |= {registry_name for registry_name, _ in TOKEN_CASES.values()}
     assert {"infonce", "infonce/vlm2vec", "sde", "fanoise"} <= set(library_methods())
     assert set(library_methods()) <= covered, sorted(set(library_methods()) - covered)
     assert {f"sde/{row}" for row in ABLATIONS} <= set(CASES)
+    assert {f"cdds/{row}" for row in CDDS_ABLATIONS} <= set(TOKEN_CASES)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_loss_output_matches_golden(case, loss_goldens):
     _assert_matches(case_outputs(case), loss_goldens, f"{case}|", TOL)
+
+
+@pytest.mark.parametrize("case", list(TOKEN_CASES))
+def test_token_loss_output_matches_golden(case, token_goldens):
+    actual = token_case_outputs(case)
+    for key in actual:  # padding (NaN in the batch) never reaches a gradient
+        assert torch.isfinite(actual[key]).all(), key
+    _assert_matches(actual, token_goldens, f"{case}|", TOL)
 
 
 @pytest.mark.parametrize("method", TRACES)

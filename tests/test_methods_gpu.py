@@ -6,7 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_method_goldens import CASES, LOSS_FILE, NOISE_SEED, STATE, case_outputs, golden_batch
+from test_method_goldens import (
+    CASES,
+    LOSS_FILE,
+    NOISE_SEED,
+    STATE,
+    TOKEN_CASES,
+    TOKEN_FILE,
+    case_outputs,
+    golden_batch,
+    golden_token_batch,
+    token_case_outputs,
+)
 
 from workbench import methods
 from workbench.methods import BatchOutputs
@@ -46,7 +57,52 @@ def test_goldens_hold_on_cuda(case, monkeypatch):
         torch.testing.assert_close(value.cpu(), expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("name", methods.names())
+POOLED = [n for n in methods.names() if not getattr(methods.get(n), "needs_tokens", False)]
+#: Token cases without random draws (perturbation noise and random identification differ on CUDA).
+TOKEN_DETERMINISTIC = [c for c, (_, kw) in TOKEN_CASES.items() if c.startswith("vse")
+                       or kw.get("perturbation") is False]  # fmt: skip
+
+
+def _tokens_on_cuda(batch):
+    from workbench.methods.tokens import TokenBatch
+
+    leaf = lambda t: t.detach().cuda().requires_grad_(True)  # noqa: E731
+    return TokenBatch(leaf(batch.image_tokens), batch.image_mask.cuda(), leaf(batch.text_tokens),
+                      batch.text_mask.cuda(), batch.image_ids.cuda())  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TOKEN_DETERMINISTIC)
+def test_token_goldens_hold_on_cuda(case, monkeypatch):
+    import test_method_goldens as goldens
+
+    monkeypatch.setattr(
+        goldens, "golden_token_batch", lambda: _tokens_on_cuda(golden_token_batch())
+    )
+    real_get = methods.get
+    monkeypatch.setattr(goldens.methods, "get", lambda *a, **k: real_get(*a, **k).cuda())
+    stored = load_file(str(TOKEN_FILE))
+    for key, value in token_case_outputs(case).items():
+        expected = stored[key]
+        scale = max(1.0, float(expected.abs().max()))
+        torch.testing.assert_close(value.cpu(), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("case", list(TOKEN_CASES))
+def test_token_methods_bf16_autocast_stays_close_to_fp32(case):
+    name, config = TOKEN_CASES[case]
+    torch.manual_seed(0)
+    method = methods.get(name, **config).cuda().eval()
+    batch = _tokens_on_cuda(golden_token_batch())
+    torch.manual_seed(NOISE_SEED)  # random identification draws its weights per call
+    fp32 = method(batch, STATE).loss
+    torch.manual_seed(NOISE_SEED)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        bf16 = method(batch, STATE).loss
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16)
+    torch.testing.assert_close(bf16, fp32, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("name", POOLED)
 def test_bf16_autocast_loss_is_close_to_fp32(name):
     out = _on_cuda(golden_batch())
     method = methods.get(name).cuda().eval()

@@ -51,6 +51,14 @@ def test_every_registered_method_is_callable_both_ways():
         if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
             continue
         m = methods.get(name)
+        if getattr(m, "needs_tokens", False):
+            # token methods (CDDS, VSE) train on patch/word tokens: pooled features are refused
+            # with the missing input named, never silently scored
+            with pytest.raises(ValueError, match="token features"):
+                m(x, y, scale)
+            with pytest.raises(ValueError, match="token features"):
+                m(BatchOutputs(x, y, scale, x, y), StepState.standalone())
+            continue
         if not getattr(m, "standalone", True):  # needs the loop's stage (ProCLIP): it says so
             with pytest.raises(ValueError, match="stage"):
                 m(x, y, scale)

@@ -15,6 +15,8 @@ module                    holds
 ``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
                           figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
                           ``tinyclip``)
+``token_training``        the short trainer of token methods (CDDS, VSE) on cached tokens
+``cdds``                  ``cdds.ipynb`` (CDDS Tables 3–5, plug-in); ``cdds_report`` its tables
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -36,6 +38,9 @@ _SUBMODULES = (
     "proclip_data",
     "proclip_figures",
     "tinyclip",
+    "token_training",
+    "cdds",
+    "cdds_report",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

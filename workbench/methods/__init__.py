@@ -40,6 +40,7 @@ _METHOD_MODULES = (
     "sde",
     "fanoise",
     "cdds",
+    "vse",
     "dcr",
     "proclip",
     "degla",
