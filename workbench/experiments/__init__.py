@@ -15,6 +15,8 @@ module                    holds
 ``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
                           figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
                           ``tinyclip``)
+``leaderboard``           ``methods_leaderboard.ipynb`` (every method, one budget; run reading and
+                          the table in ``leaderboard_runs``, figures in ``leaderboard_figures``)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -36,6 +38,9 @@ _SUBMODULES = (
     "proclip_data",
     "proclip_figures",
     "tinyclip",
+    "leaderboard",
+    "leaderboard_runs",
+    "leaderboard_figures",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
