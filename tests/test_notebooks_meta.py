@@ -38,6 +38,7 @@ CONFIGS = {
     "pretrain_default": "workbench.experiments.pretrain:PretrainConfig",
     "degla": "workbench.experiments.degla:DeGLAStudyConfig",
     "proclip": "workbench.experiments.proclip:ProCLIPConfig",
+    "methods_leaderboard": "workbench.experiments.leaderboard:LeaderboardConfig",
 }
 
 

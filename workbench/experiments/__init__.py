@@ -16,7 +16,8 @@ module                    holds
                           figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
                           ``tinyclip``)
 ``leaderboard``           ``methods_leaderboard.ipynb`` (every method, one budget; run reading and
-                          the table in ``leaderboard_runs``, figures in ``leaderboard_figures``)
+                          the table in ``leaderboard_runs``, figures in ``leaderboard_figures``,
+                          per-row inputs in ``leaderboard_data``)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -40,6 +41,7 @@ _SUBMODULES = (
     "tinyclip",
     "leaderboard",
     "leaderboard_runs",
+    "leaderboard_data",
     "leaderboard_figures",
 )
 

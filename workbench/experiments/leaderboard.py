@@ -39,27 +39,32 @@ from typing import Any
 import numpy as np
 
 from workbench.experiments.grid import config_dict
+from workbench.experiments.leaderboard_data import (
+    ReAlignHead,
+    distill_targets,
+    negative_bank,
+    probe_set,
+    subset_pairs,
+)
 from workbench.experiments.leaderboard_runs import (
-    COLUMNS,
     RunResult,
-    leaderboard_table,
     median_step_time,
     results_from_runs,
 )
 
 __all__ = [
     "ADAPTERS",
-    "COLUMNS",
+    "HEAD_PARTS",
+    "PROVIDED",
     "Adapter",
     "LeaderboardConfig",
     "LeaderboardData",
     "PlannedRow",
-    "RunResult",
-    "leaderboard_table",
+    "leaderboard_hook",
     "load_leaderboard_data",
     "plan_rows",
-    "results_from_runs",
     "run_leaderboard",
+    "score_heads",
     "score_runs",
 ]
 
@@ -308,53 +313,16 @@ def load_leaderboard_data(config: LeaderboardConfig, rows: Sequence[PlannedRow])
     zs = build_task_suite(enc, TaskSuiteConfig(datasets=c.zero_shot, n_per_dataset=c.n_per_dataset,
                                                mmvp_pairs_per_category=0, meta_tasks=("classification",)))  # fmt: skip
     pairs = suite.train_pairs()
-    probe = _probe_set(suite, c.probe_pairs)
+    probe = probe_set(suite, c.probe_pairs)
     frame = fit_frame(*project_pairs(Heads.of(enc), *probe))
     extras: dict[str, Any] = {}
     wanted = {p for r in rows if r.run for p in r.adapter.prepare}
     cache = Path(tempfile.mkdtemp(prefix="wb-leaderboard-"))
     if "negatives" in wanted:
-        extras["negatives"] = _negative_bank(pairs)
+        extras["negatives"] = negative_bank(pairs)
     if "targets" in wanted:
-        extras["targets"] = _distill_targets(enc, pairs, cache / "proclip_targets.safetensors")
+        extras["targets"] = distill_targets(enc, pairs, cache / "proclip_targets.safetensors")
     return LeaderboardData(enc, suite, zs, pairs, probe, frame, extras, time.perf_counter() - t0)
-
-
-def _probe_set(suite: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, D) image and text tower features of held-out retrieval pairs (query i ↔ target i)."""
-    img, txt = [], []
-    for t in suite.tasks:
-        if t.name.endswith("/i2t"):
-            img.append(t.queries)
-            txt.append(t.pool[t.target] if t.pool_groups is None else t.pool[: len(t.queries)])
-    if not img:
-        pairs = suite.train_pairs()
-        img, txt = [pairs.image_tower], [pairs.text_tower]
-    X, Y = np.concatenate(img), np.concatenate(txt)
-    rows = np.random.default_rng(0).permutation(len(X))[:n]
-    return X[rows], Y[rows]
-
-
-def _negative_bank(pairs: Any) -> dict[str, Any]:
-    from workbench.data.negative_bank import build_negative_bank
-    from workbench.encoders.cache import default_cache_dir
-
-    bank, skipped = build_negative_bank(pairs.texts, skip_empty=True,
-                                        cache_dir=default_cache_dir() / "negatives")  # fmt: skip
-    keep = np.setdiff1d(np.arange(len(pairs)), skipped)
-    return {"path": str(bank.path), "rows": keep, "dropped": len(skipped)}
-
-
-def _distill_targets(enc: Any, pairs: Any, path: Path) -> str:
-    import torch
-
-    from workbench.encoders.heads import apply_head
-    from workbench.methods.proclip import write_distill_targets
-
-    first = {t: i for i, t in reversed(list(enumerate(pairs.texts)))}
-    caps = list(dict.fromkeys(pairs.texts))
-    teacher = apply_head(enc.text_head, pairs.text_tower[[first[t] for t in caps]])
-    return str(write_distill_targets(path, caps, torch.from_numpy(teacher)))
 
 
 def leaderboard_hook(data: LeaderboardData) -> Callable[[Any, int], dict[str, float]]:
@@ -395,21 +363,6 @@ def score_heads(heads: Any, data: LeaderboardData) -> dict[str, float]:
     return out
 
 
-class _ReAlignHead:
-    """A text head followed by a fitted :class:`~workbench.probes.realign.ReAlign` (per row)."""
-
-    def __init__(self, head: Any, realign: Any) -> None:
-        self.head, self.realign = head, realign
-
-    def __call__(self, X: Any) -> Any:
-        import torch
-
-        from workbench.encoders.heads import apply_head
-
-        out = self.realign.transform(apply_head(self.head, X))  # (n, E) on the image side
-        return torch.from_numpy(out.astype(np.float32))
-
-
 def _realign_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResult:
     """ReAlign, training-free: fit on the start's training-pair embeddings, score once."""
     from workbench.encoders.heads import Heads
@@ -419,7 +372,7 @@ def _realign_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunRes
     t0 = time.perf_counter()
     start = Heads.of(data.encoder)
     ra = ReAlign().fit(*project_pairs(start, data.pairs.image_tower, data.pairs.text_tower))
-    heads = Heads(start.image_head, _ReAlignHead(start.text_head, ra), start.logit_scale)
+    heads = Heads(start.image_head, ReAlignHead(start.text_head, ra), start.logit_scale)
     metrics = score_heads(heads, data)
     X, Y = project_pairs(heads, *data.probe)
     metrics |= {DIAG_PREFIX + k: v for k, v in geometry_snapshot(X, Y, data.frame).items()}
@@ -456,7 +409,7 @@ def run_leaderboard(
             pairs, method_config = data.pairs, dict(row.adapter.config)
             if "negatives" in row.adapter.prepare:
                 method_config["negatives"] = data.extras["negatives"]["path"]
-                pairs = _subset(pairs, data.extras["negatives"]["rows"])
+                pairs = subset_pairs(pairs, data.extras["negatives"]["rows"])
             if "targets" in row.adapter.prepare:
                 method_config["targets"] = data.extras["targets"]
             enc = copy.deepcopy(data.encoder)
@@ -472,13 +425,6 @@ def run_leaderboard(
                         eval_hooks=[leaderboard_hook(data)], progress=False)  # fmt: skip
             out.extend(results_from_runs([run.run_dir]))
     return out
-
-
-def _subset(pairs: Any, rows: np.ndarray) -> Any:
-    from workbench.evals.task_suite import PairSet
-
-    return PairSet(pairs.image_tower[rows], pairs.text_tower[rows], [pairs.texts[i] for i in rows],
-                   [pairs.keys[i] for i in rows], [pairs.tasks[i] for i in rows])  # fmt: skip
 
 
 def score_runs(paths: Sequence[str | Path], data: LeaderboardData) -> list[RunResult]:
