@@ -53,11 +53,11 @@ def tiny_runs(tmp_path_factory):
                               output_dir=str(root / "out"))  # fmt: skip
     rows = L.plan_rows(cfg.methods)
     data = L.load_leaderboard_data(cfg, rows)
-    return cfg, rows, L.run_leaderboard(cfg, data, rows)
+    return cfg, rows, L.run_leaderboard(cfg, data, rows), data
 
 
 def test_runs_log_metrics_and_diagnostics_at_the_same_cadence(tiny_runs):
-    _, _, results = tiny_runs
+    _, _, results, _ = tiny_runs
     assert {(r.name, r.seed) for r in results} == {
         (m, s) for m in ("infonce", "sde") for s in (0, 1)
     }
@@ -72,7 +72,7 @@ def test_runs_log_metrics_and_diagnostics_at_the_same_cadence(tiny_runs):
 
 
 def test_table_has_spread_test_against_infonce_and_the_skipped_row(tiny_runs):
-    _, rows, results = tiny_runs
+    _, rows, results, _ = tiny_runs
     table = leaderboard_table(results, [r for r in rows if not r.run])
     sde = table[(table.row == "sde") & (table.column == "classification")].iloc[0]
     base = table[(table.row == "infonce") & (table.column == "classification")].iloc[0]
@@ -86,7 +86,7 @@ def test_table_has_spread_test_against_infonce_and_the_skipped_row(tiny_runs):
 def test_cli_prints_the_table_of_run_directories(tiny_runs, tmp_path, capsys):
     from workbench.cli import main
 
-    _, _, results = tiny_runs
+    _, _, results, _ = tiny_runs
     dirs = [f"run:{r.run_dir}" for r in results]
     out_json = tmp_path / "table.json"
     assert main(["leaderboard", *dirs, "--json", str(out_json)]) == 0
@@ -97,6 +97,25 @@ def test_cli_prints_the_table_of_run_directories(tiny_runs, tmp_path, capsys):
     assert len(recs) == len(direct)
     assert main(["leaderboard", str(tmp_path)]) == 2  # not a run directory
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_own_run_without_leaderboard_records_is_scored_at_its_checkpoints(tiny_runs, tmp_path):
+    import copy
+
+    from workbench.train import TrainConfig, train
+
+    _, _, _, data = tiny_runs
+    enc = copy.deepcopy(data.encoder)
+    tc = TrainConfig(method="infonce", encoder=None, dataset=None, steps=4, batch_size=8,
+                     data="cached", holdout=0, eval_every=0, snapshot_every=0,
+                     checkpoint_every=2, run_root=str(tmp_path), run_name="mine")  # fmt: skip
+    run = train(tc, embeddings=data.pairs.to_embeddings(enc), encoder=enc, progress=False)
+    with pytest.raises(ValueError, match="no leaderboard records"):
+        results_from_runs([run.run_dir])
+    (mine,) = L.score_runs([f"run:{run.run_dir}"], data)
+    assert [p["step"] for p in mine.trajectory] == [2, 4]
+    assert mine.name.startswith("run:") and 0.0 <= mine.final["lb/classification"] <= 1.0
+    assert mine.final["diag/beta"] >= 0.0
 
 
 @pytest.mark.notebooks

@@ -83,6 +83,9 @@ class Adapter:
             ``"segmentation"``); a row needing one not in :data:`PROVIDED` is not run.
         prepare: Inputs the study builds for it (``"negatives"``, ``"targets"``).
         training_free: Fitted, not trained (0 optimiser steps).
+        replaces_text_head: The method's ``attach`` swaps the text head for its own module,
+            sized from ``text_head.in_features`` (ProCLIP's adapter); the study hands it a
+            linear placeholder of the text tower's width, since a shipped MLP head has none.
         budget: One line on how its budget is matched (shown in the table).
     """
 
@@ -91,6 +94,7 @@ class Adapter:
     needs: tuple[str, ...] = ()
     prepare: tuple[str, ...] = ()
     training_free: bool = False
+    replaces_text_head: bool = False
     budget: str = "heads-only on cached towers, equal steps"
 
 
@@ -103,9 +107,9 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("fanoise"),
         Adapter("degla", prepare=("negatives",),
                 budget="heads-only, equal steps; rule-based negatives, rows without one dropped"),
-        Adapter("proclip", {"long_captions": False}, prepare=("targets",),
+        Adapter("proclip", {"long_captions": False}, prepare=("targets",), replaces_text_head=True,
                 budget="equal steps split distill/tune; targets = starting text head"),
-        Adapter("proclip/direct", budget="heads-only (adapter replaces the text head), equal steps"),
+        Adapter("proclip/direct", replaces_text_head=True, budget="heads-only (adapter replaces the text head), equal steps"),
         Adapter("realign", training_free=True,
                 budget="training-free: fitted on the starting training-pair embeddings, 0 steps"),
         Adapter("revision"),
@@ -413,6 +417,10 @@ def run_leaderboard(
             if "targets" in row.adapter.prepare:
                 method_config["targets"] = data.extras["targets"]
             enc = copy.deepcopy(data.encoder)
+            if row.adapter.replaces_text_head:
+                from torch import nn
+
+                enc.text_head = nn.Linear(pairs.text_tower.shape[1], enc.embed_dim)
             cfg = TrainConfig(
                 method=row.adapter.method, method_config=method_config, encoder=None, dataset=None,
                 steps=c.steps, batch_size=min(c.batch_size, len(pairs) - len(pairs) % 2), lr=c.lr,
