@@ -461,7 +461,12 @@ def score_runs(paths: Sequence[str | Path], data: LeaderboardData) -> list[RunRe
             raise ValueError(f"score_runs: {path} has neither leaderboard records nor a checkpoint")
         traj = []
         for s in steps:
-            heads = Heads.of(load_encoder_from_run(path, s))
+            start = (
+                copy.deepcopy(data.encoder)
+                if rd.raw_config["config"].get("encoder") is None
+                else None
+            )
+            heads = Heads.of(load_encoder_from_run(path, s, encoder=start))
             m = score_heads(heads, data)
             X, Y = project_pairs(heads, *data.probe)
             m |= {DIAG_PREFIX + k: v for k, v in geometry_snapshot(X, Y, data.frame).items()}
