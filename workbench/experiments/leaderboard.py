@@ -351,10 +351,11 @@ def score_heads(heads: Any, data: LeaderboardData) -> dict[str, float]:
     meta = df[df.level == "meta_task"].set_index("meta_task")["value"]
     task = df[df.level == "task"].set_index("task")["value"]
     out = {f"lb/{m}": float(v) for m, v in meta.items() if m != "retrieval"}
-    for way in ("i2t", "t2i"):
-        vals = [v for k, v in task.items() if k.endswith(f"/{way}")]
-        if vals:
-            out[f"lb/retrieval_{way}"] = float(np.mean(vals))
+    for way, query in (("i2t", "image"), ("t2i", "text")):
+        names = [t.name for t in data.suite.tasks
+                 if t.meta_task == "retrieval" and t.query_modality == query]  # fmt: skip
+        if names:
+            out[f"lb/retrieval_{way}"] = float(task.loc[names].mean())
     zs = data.zero_shot.evaluate(heads, check_towers=False)
     out["lb/zero_shot"] = float(zs[zs.level == "overall"]["value"].iloc[0])
     fisher = [

@@ -17,7 +17,7 @@ def probe_set(suite: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     task."""
     img, txt = [], []
     for t in suite.tasks:
-        if t.name.endswith("/i2t"):
+        if t.meta_task == "retrieval" and t.query_modality == "image":
             img.append(t.queries)
             if t.pool_groups is None:
                 txt.append(t.pool[t.target])
