@@ -30,8 +30,8 @@ def test_unregistered_and_unsupported_methods_get_a_row_that_says_why():
     assert rows["infonce"].run and not rows["infonce"].reason
     assert not rows["dcr"].run and "pixels + denoiser" in rows["dcr"].reason
     assert not rows["no-such-method"].run and "not registered" in rows["no-such-method"].reason
-    realign = L.plan_rows(["realign"], registered=[])[0]
-    assert realign.run, "ReAlign is training-free: it needs no registered method"
+    fitted = L.plan_rows(["realign", "start"], registered=[])
+    assert all(r.run for r in fitted), "training-free rows need no registered method"
 
 
 def test_config_refuses_tower_parts_bare_strings_and_overlapping_zero_shot():
@@ -123,14 +123,20 @@ def test_notebook_smoke_writes_table_figures_and_summary(tmp_path):
     from nbutil import run_notebook
 
     out = tmp_path / "out"
-    params = {**TINY, "methods": ["infonce", "fanoise", "realign", "cdds"],
+    params = {**TINY, "methods": ["start", "infonce", "fanoise", "realign", "cdds"],
               "run_root": str(tmp_path / "runs"), "output_dir": str(out)}  # fmt: skip
     run_notebook("methods_leaderboard.ipynb", params, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["row"]: r for r in summary["rows"]}
     assert rows["cdds"]["run"] is False and rows["cdds"]["reason"]
-    assert {r["row"] for r in summary["table"]} == {"infonce", "fanoise", "realign", "cdds"}
-    assert {r["row"] for r in summary["runs"]} == {"infonce", "fanoise", "realign"}
+    assert {r["row"] for r in summary["table"]} == {
+        "start",
+        "infonce",
+        "fanoise",
+        "realign",
+        "cdds",
+    }
+    assert {r["row"] for r in summary["runs"]} == {"start", "infonce", "fanoise", "realign"}
     for stem in ("trajectories", "spectra", "dp_scatter", "tradeoff_scatter"):
         assert (out / f"{stem}.html").exists(), stem
     assert summary["runtime_seconds"]["total"] > 0

@@ -101,6 +101,8 @@ class Adapter:
 ADAPTERS: dict[str, Adapter] = {
     a.method: a
     for a in (
+        Adapter("start", training_free=True,
+                budget="reference: the starting heads, not fine-tuned (0 steps)"),
         Adapter("infonce", budget="the baseline: heads-only on cached towers"),
         Adapter("infonce/vlm2vec"),
         Adapter("sde"),
@@ -368,16 +370,19 @@ def score_heads(heads: Any, data: LeaderboardData) -> dict[str, float]:
     return out
 
 
-def _realign_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResult:
-    """ReAlign, training-free: fit on the start's training-pair embeddings, score once."""
+def _fitted_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResult:
+    """A training-free row, scored once: ``"start"`` = the starting heads untouched (the point
+    every trained row moves from); ``"realign"`` = ReAlign fitted on the start's training-pair
+    embeddings."""
     from workbench.encoders.heads import Heads
     from workbench.evals.diagnostics import DIAG_PREFIX, geometry_snapshot, project_pairs
     from workbench.probes.realign import ReAlign
 
     t0 = time.perf_counter()
-    start = Heads.of(data.encoder)
-    ra = ReAlign().fit(*project_pairs(start, data.pairs.image_tower, data.pairs.text_tower))
-    heads = Heads(start.image_head, ReAlignHead(start.text_head, ra), start.logit_scale)
+    heads = start = Heads.of(data.encoder)
+    if row.name == "realign":
+        ra = ReAlign().fit(*project_pairs(start, data.pairs.image_tower, data.pairs.text_tower))
+        heads = Heads(start.image_head, ReAlignHead(start.text_head, ra), start.logit_scale)
     metrics = score_heads(heads, data)
     X, Y = project_pairs(heads, *data.probe)
     metrics |= {DIAG_PREFIX + k: v for k, v in geometry_snapshot(X, Y, data.frame).items()}
@@ -409,7 +414,7 @@ def run_leaderboard(
             if on_run is not None:
                 on_run(row.name, seed)
             if row.adapter.training_free:
-                out.append(_realign_result(row, seed, data))
+                out.append(_fitted_result(row, seed, data))
                 continue
             pairs, method_config = data.pairs, dict(row.adapter.config)
             if "negatives" in row.adapter.prepare:
