@@ -39,6 +39,7 @@ CONFIGS = {
     "degla": "workbench.experiments.degla:DeGLAStudyConfig",
     "proclip": "workbench.experiments.proclip:ProCLIPConfig",
     "cdds": "workbench.experiments.cdds:CDDSStudyConfig",
+    "methods_leaderboard": "workbench.experiments.leaderboard:LeaderboardConfig",
 }
 
 

@@ -8,6 +8,10 @@ copy there as ``<notebook>.ipynb``. A notebook is skipped when its outputs are c
 ``summary.json`` carries a stamp (``_figures``) of the notebook's bytes, the workbench version and
 the library's source, and the stamp still matches. ``--force`` reruns anyway.
 
+``workbench leaderboard RUN_DIR...`` prints the methods-leaderboard table (mean ± std over seeds,
+Δ vs InfoNCE, the spread test) of finished leaderboard runs, as ``clip_benchmark build``
+aggregates result files (:mod:`workbench.experiments.leaderboard_runs`).
+
 ``workbench embed imagefolder --root DIR`` builds the dataset, embeds it into the tower cache
 (sharded over the ranks when started by ``torchrun``: gloo on CPU, NCCL on CUDA; resumable),
 and prints the cache entry's folder, which ``workbench.open_embeddings`` opens in a notebook.
@@ -322,7 +326,33 @@ def _parser() -> argparse.ArgumentParser:
         help="import MODULE first (e.g. one registering your own encoder or dataset)",
     )
     emb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lb = sub.add_parser("leaderboard", help="print the methods-leaderboard table of finished runs")
+    lb.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or run:<dir>)")
+    lb.add_argument("--baseline", default="infonce", help="row compared with (default: infonce)")
+    lb.add_argument("--json", type=Path, help="also write the long table as JSON records here")
     return parser
+
+
+def run_leaderboard_table(args: argparse.Namespace) -> str:
+    """The text table of ``args.runs`` (and the JSON file when ``args.json``)."""
+    import pandas as pd
+
+    from workbench.experiments.leaderboard_runs import (
+        format_leaderboard,
+        leaderboard_table,
+        results_from_runs,
+    )
+    from workbench.experiments.tables import summary_records
+
+    results = results_from_runs(args.runs)
+    if args.baseline not in {r.name for r in results}:
+        names = sorted({r.name for r in results})
+        raise ValueError(f"--baseline {args.baseline!r} has no run among {names}")
+    table = leaderboard_table(results, baseline=args.baseline)
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary_records(table), indent=1, default=float))
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        return format_leaderboard(table).to_string()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,6 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_embed(args)
         except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
             print(f"workbench embed: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "leaderboard":
+        try:
+            print(run_leaderboard_table(args))
+        except (ValueError, TypeError) as exc:
+            print(f"workbench leaderboard: {exc}", file=sys.stderr)
             return 2
         return 0
     if args.command == "figures":

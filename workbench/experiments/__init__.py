@@ -17,6 +17,9 @@ module                    holds
                           ``tinyclip``)
 ``token_training``        the short trainer of token methods (CDDS, VSE) on cached tokens
 ``cdds``                  ``cdds.ipynb`` (CDDS Tables 3–5, plug-in); ``cdds_report`` its tables
+``leaderboard``           ``methods_leaderboard.ipynb`` (every method, one budget; run reading and
+                          the table in ``leaderboard_runs``, figures in ``leaderboard_figures``,
+                          per-row inputs in ``leaderboard_data``)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -41,6 +44,10 @@ _SUBMODULES = (
     "token_training",
     "cdds",
     "cdds_report",
+    "leaderboard",
+    "leaderboard_runs",
+    "leaderboard_data",
+    "leaderboard_figures",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
