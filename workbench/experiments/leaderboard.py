@@ -83,9 +83,10 @@ class Adapter:
             ``"segmentation"``); a row needing one not in :data:`PROVIDED` is not run.
         prepare: Inputs the study builds for it (``"negatives"``, ``"targets"``).
         training_free: Fitted, not trained (0 optimiser steps).
-        replaces_text_head: The method's ``attach`` swaps the text head for its own module,
-            sized from ``text_head.in_features`` (ProCLIP's adapter); the study hands it a
-            linear placeholder of the text tower's width, since a shipped MLP head has none.
+        replaces_text_head: The method's ``attach`` swaps the text head for its own module
+            (ProCLIP's adapter); the study first puts a fresh linear head of the text tower's
+            width in its place, so the adapter starts from the same seeded state whatever the
+            starting model's text head is (ProCLIP sizes itself from an MLP head too).
         budget: One line on how its budget is matched (shown in the table).
     """
 
