@@ -163,7 +163,11 @@ def test_fanoise_paper_claims_best_alpha_large_alpha_and_scaling_order():
     cos = np.r_[np.ones(8), np.zeros(8)]
     claims = E.fanoise_paper_claims(sweep, scal, (0.0, 0.1, 5.0), 0.1, cos).set_index("claim")
     assert claims.holds.all() and len(claims) == 5
-    assert "best overall at α = 0.1" in claims.ours.iloc[1]
+    assert "best overall at α = 0.1 (+10.0 vs α = 0, beyond" in claims.ours.iloc[1]
+    tied = E.ablation_table(
+        _scores({"alpha=0": [0.5, 0.6], "alpha=0.1": [0.51, 0.61], "alpha=5": [0.1, 0.11]})
+    )
+    assert not E.fanoise_paper_claims(tied, scal, (0.0, 0.1, 5.0), 0.1, cos).holds[1]
     with pytest.raises(ValueError, match="alphas"):
         E.fanoise_paper_claims(sweep, scal, (0.0, 0.1), 0.1, cos)
 
