@@ -126,6 +126,52 @@ def test_one_seed_has_no_spread_and_never_exceeds_it():
     assert t["std"].isna().all() and not t["exceeds_spread"].any()
 
 
+def test_sde_paper_claims_hold_only_beyond_the_spread_and_read_the_cross_task_cells():
+    table = E.ablation_table(_scores({"infonce": [0.5, 0.6], "sde/full": [0.8, 0.9]}))
+    idx = ["classification", "retrieval"]
+    base = pd.DataFrame([[0.5, 0.4], [0.3, 0.6]], index=idx, columns=idx)
+    sde = base + pd.DataFrame([[0.0, 0.1], [-0.3, 0.0]], index=idx, columns=idx)
+    sched = pd.DataFrame({"step": [0, 1, 2], "alpha": [0.5, 0.25, 0.0], "lambda": [0, 0.1, 0.1]})
+    claims = E.sde_paper_claims(
+        table, {"infonce": base, "sde/full": sde}, sched, "infonce", "sde/full"
+    )
+    assert list(claims.columns) == ["claim", "paper", "ours", "holds"]
+    assert list(claims.holds) == [True, False, True]  # off-diagonal mean (+10 − 30)/2 < 0
+    assert "1/2 cells > 0" in claims.ours[1]
+    within = E.ablation_table(_scores({"infonce": [0.5, 0.6], "sde/full": [0.52, 0.62]}))
+    assert not E.sde_paper_claims(
+        within, {"infonce": base, "sde/full": sde}, sched, "infonce", "sde/full"
+    ).holds[0]
+    with pytest.raises(ValueError, match="no overall row"):
+        E.sde_paper_claims(table, {}, sched, "infonce", "sde/other")
+
+
+def test_fanoise_paper_claims_best_alpha_large_alpha_and_scaling_order():
+    sweep = E.ablation_table(
+        _scores({"alpha=0": [0.5, 0.51], "alpha=0.1": [0.6, 0.61], "alpha=5": [0.1, 0.11]})
+    )
+    scal = E.ablation_table(
+        _scores(
+            {
+                "infonce": [0.5, 0.51],
+                "uniform": [0.4, 0.41],
+                "linear": [0.5, 0.5],
+                "sublinear": [0.6, 0.61],
+            }
+        )
+    )
+    cos = np.r_[np.ones(8), np.zeros(8)]
+    claims = E.fanoise_paper_claims(sweep, scal, (0.0, 0.1, 5.0), 0.1, cos).set_index("claim")
+    assert claims.holds.all() and len(claims) == 5
+    assert "best overall at α = 0.1 (+10.0 vs α = 0, beyond" in claims.ours.iloc[1]
+    tied = E.ablation_table(
+        _scores({"alpha=0": [0.5, 0.6], "alpha=0.1": [0.51, 0.61], "alpha=5": [0.1, 0.11]})
+    )
+    assert not E.fanoise_paper_claims(tied, scal, (0.0, 0.1, 5.0), 0.1, cos).holds[1]
+    with pytest.raises(ValueError, match="alphas"):
+        E.fanoise_paper_claims(sweep, scal, (0.0, 0.1), 0.1, cos)
+
+
 def test_format_table_marks_differences_that_exceed_the_spread():
     wide = E.format_table(E.ablation_table(_scores({"base": [0.5, 0.6], "a": [0.8, 0.9]})))
     assert list(wide.index) == ["base", "a"] and list(wide.columns)[-1] == "overall"

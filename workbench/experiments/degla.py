@@ -80,14 +80,19 @@ class DeGLAStudyConfig:
         general_datasets: Zero-shot / linear-probe data sets, kept out of fine-tuning (digits is
             also kept out of the warm start: a true zero-shot figure).
         n_general: Items per general data set.
-        steps: Fine-tuning steps (300 ≈ 20 epochs of ~3.6k pairs at batch 256).
+        steps: Fine-tuning steps (100 ≈ 7 epochs of ~3.6k pairs at batch 256: with the shipped
+            MLP heads (hidden 1024) a step costs several times the old linear heads', and 300 steps
+            × 26 runs would take well over an hour on the shared 2-core machine; 300 was the
+            default while a linear stand-in was fine-tuned).
         batch_size: Fine-tuning batch (256 [paper]).
         lr: Peak AdamW learning rate of the heads (1e-3: at 1e-4 three hundred steps barely move
             a head; the paper's 1e-6 is for a whole ViT-B/32).
         seeds: Fine-tuning / evaluation seeds (≥ 3 for the spread test).
         rows: Table 7 rows (``workbench.methods.degla.ABLATIONS``).
         degla_config: Extra DeGLA arguments for every DeGLA arm.
-        sweep: λ values of Fig. 6 (λ1 with λ2 = 0.1, then λ2 with λ1 = 0.1; [0, 0.4] [paper]).
+        sweep: λ values of Fig. 6 (λ1 with λ2 = 0.1, then λ2 with λ1 = 0.1; [0, 0.4] [paper]);
+            the range's two ends by default (the 0.1 point is Table 7's ``full`` row), for the
+            same CPU budget — pass ``(0.0, 0.1, 0.2, 0.4)`` for the finer sweep.
         sweep_seeds: Seeds of the sweep (small scale: one).
         eval_fraction: Share of each evaluation set scored per seed [our reading].
         k: Hard negatives per caption (4 [paper]).
@@ -105,13 +110,13 @@ class DeGLAStudyConfig:
     real_eval_fraction: float = 0.2
     general_datasets: tuple[str, ...] = ("fashion-mnist", "digits")
     n_general: int = 1000
-    steps: int = 300
+    steps: int = 100
     batch_size: int = 256
     lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1, 2)
     rows: tuple[str, ...] = ("cn", "cn+igc", "cn+tgc", "cn+igc+tgc", "full")
     degla_config: dict[str, Any] = field(default_factory=dict)
-    sweep: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4)
+    sweep: tuple[float, ...] = (0.0, 0.4)
     sweep_seeds: tuple[int, ...] = (0,)
     eval_fraction: float = 0.8
     k: int = 4
