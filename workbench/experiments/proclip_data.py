@@ -148,7 +148,12 @@ def build_data(cfg: Any, *, log: Callable[[str], None] = lambda _: None) -> ProC
 
     t0 = time.perf_counter()
     pre = [world_pre, *(parts[0] for parts in aux.values())]
-    tiny_path = build_tinyclip_weights(cfg.recipe(), pre, image_head=base.image_head)
+    init = base.image_head
+    if not isinstance(init, torch.nn.Linear):
+        # tinyclip's image head is one bias-free linear map (1280 → D); the pretrained default's
+        # is an MLP, so its seeded linear heads (heads="random") initialise it, as before it shipped
+        init = wb.load_encoder(cfg.encoder, heads="random").image_head
+    tiny_path = build_tinyclip_weights(cfg.recipe(), pre, image_head=init)
     tiny = wb.load_encoder(f"tinyclip:{tiny_path.stem}").to("cpu")
     secs["tinyclip"] = time.perf_counter() - t0
     log(f"tinyclip ready: {tiny_path.name} ({secs['tinyclip']:.0f} s)")
