@@ -11,6 +11,9 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``revision``              ``revision.ipynb`` (ReVision: text-only projector pretraining, captions)
+``revision_runs``         its scoring and the loop over rows × seeds
+``revision_report``       its tables, claims, paper numbers and figures
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -19,6 +22,17 @@ as ``workbench.experiments.<name>`` (``from workbench import experiments as E``)
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+_SUBMODULES = (
+    "grid",
+    "tables",
+    "stats",
+    "sde",
+    "fanoise",
+    "modality_gap",
+    "dp_ability",
+    "revision",
+    "revision_runs",
+    "revision_report",
+)
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
