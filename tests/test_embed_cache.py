@@ -465,3 +465,62 @@ def test_progress_bar_only_when_asked_or_interactive(capsys: pytest.CaptureFixtu
     assert "embed tiny-squares" in capsys.readouterr().err
     embed(CountingEncoder(), TinyDataset(3), cache=False)  # pytest's stderr is not a terminal
     assert "embed tiny-squares" not in capsys.readouterr().err
+
+
+class _MultiCaption(TinyDataset):
+    """Items with one to three captions."""
+
+    def _get(self, i: int) -> Item:
+        item = super()._get(i)
+        extra = [f"{item.captions[0]}, version {k}" for k in range(i % 3)]
+        return Item(item.id, item.image, [item.captions[0], *extra], item.label, item.attributes)
+
+
+def test_all_captions_give_one_row_per_caption_with_the_item_image(cache_dir: Path) -> None:
+    enc, data = CountingEncoder(), _MultiCaption(7)
+    first = embed(enc, data, tower_features=True, cache_dir=cache_dir, progress=False)
+    every = embed(
+        enc, data, captions="all", tower_features=True, cache_dir=cache_dir, progress=False
+    )
+    items = list(data)
+    assert len(every) == sum(len(it.captions) for it in items)  # 1 + 2 + 3 + 1 + 2 + 3 + 1
+    assert every.captions == [c for it in items for c in it.captions]
+    assert every.ids[:3] == ["sq000#0", "sq001#0", "sq001#1"]
+    assert [a["item_id"] for a in every.attributes[:3]] == ["sq000", "sq001", "sq001"]
+    row = every.ids.index("sq002#2")
+    np.testing.assert_array_equal(every.image_tower[row], first.image_tower[2])
+    with torch.no_grad():
+        want = enc.text_features([every.captions[row]]).numpy()[0]
+    np.testing.assert_allclose(every.text_tower[row], want, rtol=1e-6, atol=1e-6)
+    calls = enc.calls
+    embed(enc, data, captions="all", cache_dir=cache_dir, progress=False)
+    assert enc.calls == calls  # the extra captions' text features are cached by string
+    with pytest.raises(ValueError, match="captions"):
+        embed(enc, data, captions="random", cache_dir=cache_dir, progress=False)
+
+
+def test_a_generated_data_set_named_by_id_takes_the_size(cache_dir: Path) -> None:
+    emb = embed(
+        CountingEncoder(), "synthetic-world", size=1200, cache_dir=cache_dir, progress=False
+    )
+    assert len(emb) == 1200  # not the default-size world's 1,000 rows
+
+
+def test_text_cache_computes_each_string_once_and_survives_damage(cache_dir: Path) -> None:
+    from workbench.encoders.text_cache import TextTowerCache
+
+    enc = CountingEncoder()
+    bank = TextTowerCache(enc, cache_dir)
+    a = bank.features(["a cat", "a dog", "a cat"])
+    assert a.shape == (3, 7) and np.array_equal(a[0], a[2]) and enc.calls == 1
+    again = TextTowerCache(enc, cache_dir)  # a new process reads the shard back
+    np.testing.assert_array_equal(again.features(["a dog"]), a[1:2])
+    assert enc.calls == 1
+    (shard,) = (cache_dir / "text_tower").rglob("*.safetensors")
+    shard.write_bytes(shard.read_bytes()[:-8])
+    damaged = TextTowerCache(enc, cache_dir)
+    with pytest.warns(CacheCorruptedWarning, match="recomputing"):
+        np.testing.assert_allclose(damaged.features(["a dog"]), a[1:2], rtol=1e-6)
+    assert enc.calls == 2
+    with pytest.raises(ValueError, match="list of strings"):
+        bank.features("a cat")

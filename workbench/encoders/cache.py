@@ -23,6 +23,13 @@ miss. Every file is written to a temporary name and moved into place with ``os.r
 flight and the next call computes only the missing chunks. A chunk whose sha256, header or row
 count fails a check is reported with a :class:`CacheCorruptedWarning` and recomputed, never
 returned.
+
+Reading (:meth:`EmbeddingCache.open`) memory-maps the tensors instead of loading them:
+safetensors stores each tensor as raw little-endian bytes at an offset its JSON header gives, so
+a chunk's ``image_tower`` is an ``np.memmap`` of that byte range. An entry of one chunk is that
+memmap; an entry of several is a :class:`~workbench.encoders.chunked.ChunkedRows` that maps one
+chunk at a time. Several ranks of a distributed extraction write disjoint chunks of one entry
+(:mod:`workbench.encoders.sharded`); rank 0 commits it.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .chunked import ChunkedRows
 
 FORMAT = 2  # 2: chunked tower features (1: whole embeddings per file); part of every key
 _ARRAYS = ("image_tower", "text_tower", "labels")
@@ -115,21 +124,38 @@ class TowerRows:
     """Tower features and row metadata of rows ``[start, stop)`` of one extraction.
 
     Attributes:
-        image_tower: (n, D_img) float32 pre-projection image features.
-        text_tower: (n, D_txt) float32 pre-projection text features.
+        image_tower: (n, D_img) float32 pre-projection image features (in memory, an
+            ``np.memmap`` or a :class:`~workbench.encoders.chunked.ChunkedRows` when opened
+            memory-mapped).
+        text_tower: (n, D_txt) float32 pre-projection text features (likewise).
         labels: (n,) int64, ``-1`` where an item has no label.
-        ids, captions, attributes: per row.
+        ids, captions, attributes: per row (``captions`` = each item's canonical ``captions[0]``).
+        more_captions: per row, the item's other captions (``captions[1:]``), whose text
+            features :func:`~workbench.encoders.embed.embed` reads from the text cache.
     """
 
-    image_tower: np.ndarray
-    text_tower: np.ndarray
+    image_tower: np.ndarray | ChunkedRows
+    text_tower: np.ndarray | ChunkedRows
     labels: np.ndarray
     ids: list[str]
     captions: list[str]
     attributes: list[dict[str, Any]]
+    more_captions: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def loaded(self) -> TowerRows:
+        """These rows with both feature matrices in memory (memory maps copied out)."""
+        return TowerRows(
+            np.array(self.image_tower),
+            np.array(self.text_tower),
+            self.labels,
+            self.ids,
+            self.captions,
+            self.attributes,
+            self.more_captions,
+        )
 
     @classmethod
     def concat(cls, parts: list[TowerRows]) -> TowerRows:
@@ -141,6 +167,7 @@ class TowerRows:
             [i for p in parts for i in p.ids],
             [c for p in parts for c in p.captions],
             [a for p in parts for a in p.attributes],
+            [m for p in parts for m in (p.more_captions or [[] for _ in range(len(p))])],
         )
 
 
@@ -212,6 +239,16 @@ class EmbeddingCache:
             out[(start, stop)] = sha
         return out
 
+    def finished_spans(self, key: str) -> set[tuple[int, int]]:
+        """``(start, stop)`` of chunks whose sidecar exists, from the file names alone (no
+        verification: cheap enough to poll for a progress bar)."""
+        out = set()
+        for sidecar in self.path_for(key).glob("chunk-*-*.json"):
+            parts = sidecar.stem.split("-")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                out.add((int(parts[1]), int(parts[2])))
+        return out
+
     def read_chunk(
         self, key: str, start: int, stop: int, sha256: str | None = None
     ) -> TowerRows | None:
@@ -229,21 +266,40 @@ class EmbeddingCache:
         return rows
 
     def get(self, key: str) -> tuple[TowerRows, dict[str, Any]] | None:
-        """``(rows, entry)`` of a complete, verified entry, or ``None`` on a miss."""
+        """``(rows, entry)`` of a complete, verified entry in memory, or ``None`` on a miss."""
+        hit = self.open(key)
+        return None if hit is None else (hit[0].loaded(), hit[1])
+
+    def open(self, key: str, *, verify: bool = True) -> tuple[TowerRows, dict[str, Any]] | None:
+        """``(rows, entry)`` of a complete entry with its features memory-mapped, or ``None``.
+
+        ``rows.image_tower``/``text_tower`` are an ``np.memmap`` (one chunk) or a
+        :class:`~workbench.encoders.chunked.ChunkedRows` over per-chunk maps (several); labels,
+        ids, captions and attributes are read into memory. ``verify`` checks every chunk's
+        sha256 against the entry first (a streaming read of every byte, not a load); headers,
+        sizes and row counts are always checked. A failed check warns and returns ``None``.
+        """
         meta = self.entry(key)
         if meta is None:
             return None
-        parts = []
+        folder, parts = self.path_for(key), []
         for c in meta["chunks"]:
-            part = self.read_chunk(key, int(c["start"]), int(c["stop"]), c.get("sha256"))
-            if part is None:
+            start, stop = int(c["start"]), int(c["stop"])
+            path = folder / _chunk_name(start, stop)
+            try:
+                if verify and _sha256(path) != c.get("sha256"):
+                    raise ValueError("sha256 does not match the entry")
+                parts.append(_map_chunk(path, key, stop - start))
+            except Exception as e:  # any parse failure means the chunk cannot be trusted
+                self._reject(key, f"{path.name}: {type(e).__name__}: {e}")
                 return None
-            parts.append(part)
-        rows = TowerRows.concat(parts) if parts else None
-        if rows is None or len(rows) != meta["n_rows"]:
-            self._reject(key, "chunks do not cover the entry's rows")
+        try:
+            if not parts or sum(len(p.ids) for p in parts) != meta["n_rows"]:
+                raise ValueError("chunks do not cover the entry's rows")
+            return _join_mapped(parts), meta
+        except ValueError as e:
+            self._reject(key, str(e))
             return None
-        return rows, meta
 
     # -- writing -------------------------------------------------------------------------------
     def put_chunk(self, key: str, start: int, rows: TowerRows) -> str:
@@ -263,6 +319,7 @@ class EmbeddingCache:
                     "ids": rows.ids,
                     "captions": rows.captions,
                     "attributes": jsonable(rows.attributes),
+                    "more_captions": rows.more_captions,
                 }
             ),
         }
@@ -325,6 +382,94 @@ def _read_chunk(path: Path) -> TowerRows:
         list(rows["ids"]),
         list(rows["captions"]),
         list(rows["attributes"]),
+        [list(m) for m in rows.get("more_captions", [[] for _ in rows["ids"]])],
+    )
+
+
+# -- memory-mapped reading ---------------------------------------------------------------------
+_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "I32": "<i4", "I64": "<i8"}
+
+
+@dataclass
+class _MappedChunk:
+    path: Path
+    tensors: dict[str, tuple[np.dtype, tuple[int, ...], int]]  # name → (dtype, shape, offset)
+    ids: list[str]
+    captions: list[str]
+    attributes: list[dict[str, Any]]
+    more_captions: list[list[str]]
+
+    def array(self, name: str) -> np.ndarray:
+        dtype, shape, offset = self.tensors[name]
+        if 0 in shape:
+            return np.zeros(shape, dtype)
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def _map_chunk(path: Path, key: str, n_rows: int) -> _MappedChunk:
+    """Parse a chunk's safetensors header (checked against the file size) without its data."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError("file is shorter than a safetensors header")
+        n_header = int.from_bytes(raw, "little")
+        if n_header > size - 8:
+            raise ValueError(f"header length {n_header} exceeds the file ({size} bytes)")
+        header = json.loads(f.read(n_header))
+    if not isinstance(header, dict):
+        raise ValueError("header is not an object")
+    extra = header.pop("__metadata__", None) or {}
+    if extra.get("key") != key:
+        raise ValueError("chunk belongs to another key")
+    tensors = {}
+    for name in _ARRAYS:
+        info = header[name]
+        dtype = np.dtype(_DTYPES[info["dtype"]])
+        shape = tuple(int(x) for x in info["shape"])
+        begin, end = (int(x) for x in info["data_offsets"])
+        if end - begin != int(np.prod(shape)) * dtype.itemsize or 8 + n_header + end > size:
+            raise ValueError(f"{name}'s byte range does not match its shape or the file")
+        if not shape or shape[0] != n_rows:
+            raise ValueError(f"{name} has shape {shape} where {n_rows} rows were written")
+        tensors[name] = (dtype, shape, 8 + n_header + begin)
+    rows = json.loads(extra["rows"])
+    if not isinstance(rows, dict) or len(rows["ids"]) != n_rows:
+        raise ValueError("row metadata is not an object of one id per row")
+    more = rows.get("more_captions") or [[] for _ in rows["ids"]]
+    return _MappedChunk(
+        path,
+        tensors,
+        list(rows["ids"]),
+        list(rows["captions"]),
+        list(rows["attributes"]),
+        [list(m) for m in more],
+    )
+
+
+def _mapped_matrix(parts: list[_MappedChunk], name: str) -> np.ndarray | ChunkedRows:
+    if len(parts) == 1:
+        return parts[0].array(name)
+    dtype, shape, _ = parts[0].tensors[name]
+    if any(p.tensors[name][0] != dtype or p.tensors[name][1][1:] != shape[1:] for p in parts):
+        raise ValueError(f"chunks disagree on the width or dtype of {name}")
+    return ChunkedRows(
+        [lambda p=p: p.array(name) for p in parts],
+        [p.tensors[name][1][0] for p in parts],
+        shape[1],
+        dtype,
+    )
+
+
+def _join_mapped(parts: list[_MappedChunk]) -> TowerRows:
+    return TowerRows(
+        _mapped_matrix(parts, "image_tower"),
+        _mapped_matrix(parts, "text_tower"),
+        np.concatenate([np.array(p.array("labels")) for p in parts]),
+        [i for p in parts for i in p.ids],
+        [c for p in parts for c in p.captions],
+        [a for p in parts for a in p.attributes],
+        [m for p in parts for m in p.more_captions],
     )
 
 

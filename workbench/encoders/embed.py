@@ -7,12 +7,18 @@ is cached (:class:`~workbench.encoders.cache.EmbeddingCache`), keyed by the towe
 (:func:`~workbench.encoders.heads.tower_fingerprint`) and the data: the heads are applied on
 every call, so retraining heads never re-runs a tower. Extraction is written chunk by chunk, so
 an interrupted run loses at most one chunk and the next call computes only what is missing.
+
+Under ``torchrun``, ``embed(..., group="auto")`` on every rank shards the extraction by chunk
+(:mod:`workbench.encoders.extract`) and returns the whole entry, memory-mapped, on every rank;
+:meth:`Embeddings.shard` then gives each rank its rows for the distributed probes
+(``spectrum(local.image, group="auto")``). :func:`open_embeddings` opens a finished entry from
+its folder alone (a notebook reading what a cluster job wrote).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,10 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from workbench.distributed import resolve_group
+
 from .base import Encoder, hash_state_dict
 from .cache import EmbeddingCache, TowerRows, cache_key, jsonable
+from .chunked import ChunkedRows
 from .embeddings import Embeddings
-from .heads import HEAD_PREFIXES, apply_head, tower_fingerprint
+from .extract import chunk_spans, extract_missing, extract_sharded
+from .heads import HEAD_PREFIXES, Heads, apply_head, tower_fingerprint
 
 if TYPE_CHECKING:
     from ..data.base import Dataset
@@ -48,7 +58,10 @@ def _interactive() -> bool:
 
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process takes its own GPU
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return torch.device(device)
 
 
@@ -81,80 +94,6 @@ def tower_provenance(
     }
 
 
-@torch.no_grad()
-def _extract_chunk(
-    encoder: Encoder, dataset: Dataset, indices: Sequence[int], *, batch_size: int, bar: Any
-) -> TowerRows:
-    """Tower features and row metadata of ``dataset[indices]``."""
-    img, txt, rows = [], [], []
-    for start in range(0, len(indices), batch_size):
-        items = [dataset[int(i)] for i in indices[start : start + batch_size]]
-        for item in items:
-            if not item.captions:
-                raise ValueError(f"{dataset.name}: item {item.id!r} has no caption to embed")
-        img.append(encoder.image_features([it.image for it in items]).float().cpu().numpy())
-        txt.append(encoder.text_features([it.captions[0] for it in items]).float().cpu().numpy())
-        rows.extend(items)
-        bar.update(len(items))
-    return TowerRows(
-        image_tower=np.concatenate(img).astype(np.float32),  # (n, D_img)
-        text_tower=np.concatenate(txt).astype(np.float32),  # (n, D_txt)
-        labels=np.array([-1 if it.label is None else int(it.label) for it in rows], np.int64),
-        ids=[str(it.id) for it in rows],
-        captions=[it.captions[0] for it in rows],
-        attributes=jsonable([dict(it.attributes) for it in rows]),
-    )
-
-
-def _towers(
-    encoder: Encoder,
-    dataset: Dataset,
-    indices: Sequence[int],
-    key: str,
-    store: EmbeddingCache | None,
-    provenance: dict[str, Any],
-    *,
-    batch_size: int,
-    chunk_rows: int,
-    progress: bool,
-) -> TowerRows:
-    """Every row's tower features: cached chunks reused, missing chunks computed (and written),
-    then the entry committed with ``provenance`` (already stamped with key and time)."""
-    from tqdm.auto import tqdm
-
-    spans = [(a, min(a + chunk_rows, len(indices))) for a in range(0, len(indices), chunk_rows)]
-    done = store.done_chunks(key) if store is not None else {}
-    parts: dict[tuple[int, int], TowerRows] = {}
-    for span, sha in done.items():
-        if span in spans:
-            part = store.read_chunk(key, *span, sha256=sha)
-            if part is not None:
-                parts[span] = part
-    todo = [s for s in spans if s not in parts]
-    n_todo = sum(b - a for a, b in todo)
-    bar = tqdm(
-        total=n_todo, desc=f"embed {dataset.name}", unit="item", disable=not progress or not n_todo
-    )
-    shas = {s: done[s] for s in parts}
-    try:
-        for a, b in todo:
-            part = _extract_chunk(encoder, dataset, indices[a:b], batch_size=batch_size, bar=bar)
-            parts[(a, b)] = part
-            if store is not None:
-                shas[(a, b)] = store.put_chunk(key, a, part)
-    finally:
-        bar.close()
-    if store is not None:
-        store.commit(
-            key,
-            shas,
-            n_rows=len(indices),
-            class_names=None if dataset.class_names is None else list(dataset.class_names),
-            provenance=provenance,
-        )
-    return TowerRows.concat([parts[s] for s in spans])
-
-
 def _stamped(provenance: dict[str, Any], key: str) -> dict[str, Any]:
     out = dict(provenance)
     out["cache_key"] = key
@@ -175,6 +114,9 @@ def embed(
     progress: bool | None = None,
     device: str = "auto",
     chunk_rows: int = CHUNK_ROWS,
+    mmap: bool | None = None,
+    group: Any = None,
+    captions: str = "first",
 ) -> Embeddings:
     """Embed every image and canonical caption of ``dataset`` with ``encoder`` (towers cached on disk).
 
@@ -189,10 +131,31 @@ def embed(
         batch_size: Items per forward pass.
         tower_features: Also return the pre-projection tower features.
         cache: Read and write the on-disk cache; ``False`` always recomputes and writes nothing.
-        cache_dir: Cache root; default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``.
-        progress: Show a tqdm bar; ``None`` = only when interactive (Jupyter or a terminal).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
-        chunk_rows: Rows per cache chunk (what an interrupted extraction can lose at most).
+        cache_dir: Cache root; default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``. Under a
+            process group it must be one filesystem every rank sees.
+        progress: Show a tqdm bar (rank 0 only, counting every rank's rows); ``None`` = only
+            when interactive (Jupyter or a terminal).
+        device: ``"auto"`` (CUDA when available; ``cuda:$LOCAL_RANK`` under torchrun),
+            ``"cpu"``, ``"cuda:0"``, ...
+        chunk_rows: Rows per cache chunk: the unit of caching, of resumption and of the work
+            dealt to ranks.
+        mmap: Return the features memory-mapped from the cache instead of in memory (see
+            :meth:`EmbeddingCache.open`): ``image_tower``/``text_tower`` are an ``np.memmap``
+            (one chunk) or a :class:`~workbench.encoders.chunked.ChunkedRows`, and with several
+            chunks ``image``/``text`` are ``ChunkedRows`` applying (a frozen copy of) the heads
+            chunk by chunk. ``None`` = memory-mapped exactly when distributed.
+        group: ``None`` (one process), ``"auto"`` (the default group of an initialised
+            ``torch.distributed``, else one process) or a ``ProcessGroup``: call on every rank;
+            the missing chunks are dealt round-robin over the ranks and every rank returns the
+            whole committed entry (take a rank's rows with :meth:`Embeddings.shard`). Not the
+            default: inside DDP training only rank 0 may embed (an eval hook), and a collective
+            there would wait forever for the others.
+        captions: ``"first"`` — one row per item, its canonical ``captions[0]``; ``"all"`` — one
+            row per (item, caption): the item's image row repeated for each of its captions, ids
+            ``"<item id>#<k>"``, ``attributes["item_id"]``/``["caption_index"]`` set (so
+            ``TrainConfig(holdout_by="id")`` keeps an image's captions together); returned in
+            memory. The extra captions' text features come from
+            :class:`~workbench.encoders.text_cache.TextTowerCache`.
 
     Returns:
         :class:`Embeddings` with ``image``/``text`` (n, D) float32 *raw* projected embeddings
@@ -200,11 +163,13 @@ def embed(
         ``image_tower`` (n, D_img) / ``text_tower`` (n, D_txt) float32, and ids, labels
         (-1 = none), captions, attributes (JSON-able values only), class names and provenance
         (towers' fingerprint with preprocessing, the heads' hash, dataset, subset, version,
-        cache key, creation time).
+        cache key, creation time). Heads are applied chunk by chunk, so a row's embedding is
+        bit-identical whichever way it is read.
 
     Raises:
-        ValueError: Bad ``size``/``batch_size``/``chunk_rows``, an empty dataset or an item
-            without captions.
+        ValueError: Bad ``size``/``batch_size``/``chunk_rows``/``mmap``, an empty dataset, an
+            item without captions, ``cache=False`` with ``mmap`` or a group, or ranks that
+            disagree on what they embed.
     """
     from ..data.base import subset_indices
 
@@ -214,14 +179,23 @@ def embed(
         raise ValueError(f"chunk_rows must be an int ≥ 1, got {chunk_rows!r}")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ValueError(f"size must be an int ≥ 1 or None (all items), got {size!r}")
+    if captions not in ("first", "all"):
+        raise ValueError(f"captions must be 'first' or 'all', got {captions!r}")
+    if mmap is not None and not isinstance(mmap, bool):
+        raise ValueError(f"mmap must be True, False or None (= when distributed), got {mmap!r}")
+    pg = resolve_group(group)
+    mmap = pg is not None if mmap is None else mmap
+    if not cache and (mmap or pg is not None):
+        raise ValueError(
+            "cache=False keeps nothing on disk, so there is nothing to memory-map and no way for "
+            "ranks to share their chunks; pass cache=True (and mmap=False) or no group"
+        )
     if isinstance(encoder, str):
         from .registry import load_encoder
 
         encoder = load_encoder(encoder)
     if isinstance(dataset, str):
-        from ..data import load_dataset
-
-        dataset = load_dataset(dataset)
+        dataset = _load_sized(dataset, size, seed)
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name!r} is empty; nothing to embed")
     if size is not None and size > len(dataset):
@@ -234,21 +208,114 @@ def embed(
     provenance = tower_provenance(encoder, dataset, size=size, seed=seed, n_rows=len(indices))
     key = cache_key(provenance)
     store = EmbeddingCache(cache_dir) if cache else None
-    hit = store.get(key) if store is not None else None
+    hit = store.open(key) if store is not None and pg is None else None
+    spans = chunk_spans(len(indices), chunk_rows)
     if hit is not None:
         rows, meta = hit
-        class_names, stored = meta.get("class_names"), meta.get("provenance", {})
     else:
-        stored = _stamped(provenance, key)
-        rows = _compute(
-            encoder, dataset, indices, key, store, stored, batch_size, chunk_rows, progress, device
+        rows, meta = _compute(
+            encoder,
+            dataset,
+            indices,
+            key,
+            store,
+            _stamped(provenance, key),
+            batch_size=batch_size,
+            chunk_rows=chunk_rows,
+            progress=progress,
+            device=device,
+            group=pg,
         )
-        class_names = None if dataset.class_names is None else list(dataset.class_names)
-    image = apply_head(encoder.image_head, rows.image_tower)  # (n, E)
-    text = apply_head(encoder.text_head, rows.text_tower)  # (n, E)
+        if mmap and pg is None:
+            rows, meta = store.open(key, verify=False) or (rows, meta)
+    if captions == "all":
+        rows = _all_captions(
+            encoder, rows.loaded(), cache_dir if cache else None, cache, batch_size
+        )
+        spans, mmap, meta = (
+            [(0, len(rows))],
+            False,
+            {k: v for k, v in meta.items() if k != "chunks"},
+        )
+    emb = _assemble(encoder, rows, meta, spans, tower_features=tower_features, mmap=mmap)
+    emb.provenance["captions"] = captions
+    return emb
+
+
+def _compute(
+    encoder: Encoder,
+    dataset: Dataset,
+    indices: list[int],
+    key: str,
+    store: EmbeddingCache | None,
+    provenance: dict[str, Any],
+    *,
+    batch_size: int,
+    chunk_rows: int,
+    progress: bool | None,
+    device: str,
+    group: Any,
+) -> tuple[TowerRows, dict[str, Any]]:
+    """Extract (one process or sharded) with the encoder on ``device`` in eval mode."""
+    target = _resolve_device(device)
+    if encoder.device != target:
+        encoder.to(target)
+    was_training = encoder.training
+    encoder.train(False)
+    kw = {
+        "batch_size": batch_size,
+        "chunk_rows": chunk_rows,
+        "progress": _interactive() if progress is None else progress,
+    }
+    try:
+        if group is not None:
+            return extract_sharded(
+                encoder, dataset, indices, key, store, provenance, group=group, **kw
+            )
+        rows = extract_missing(encoder, dataset, indices, key, store, provenance, **kw)
+        names = None if dataset.class_names is None else list(dataset.class_names)
+        return rows, {"class_names": names, "provenance": provenance}
+    finally:
+        encoder.train(was_training)
+
+
+def _project(head: Any, X: Any, spans: list[tuple[int, int]], mmap: bool) -> Any:
+    """(n, E) head outputs of (n, D) tower features, computed chunk by chunk (``spans``) so a
+    row's value does not depend on how the rows were read; lazy for a chunked ``X`` when mmap."""
+    # np.array: a chunk copied out of its read-only map (torch warns on non-writable arrays)
+    if isinstance(X, ChunkedRows):
+        view = X.map(lambda A: apply_head(head, np.array(A)))
+        return view if mmap else np.asarray(view)
+    if len(spans) <= 1:
+        return apply_head(head, np.array(X))
+    return np.concatenate([apply_head(head, np.array(X[a:b])) for a, b in spans])  # (n, E)
+
+
+def _assemble(
+    encoder: Encoder,
+    rows: TowerRows,
+    meta: dict[str, Any],
+    spans: list[tuple[int, int]],
+    *,
+    tower_features: bool,
+    mmap: bool,
+) -> Embeddings:
+    """The :class:`Embeddings` of cached tower ``rows`` under ``encoder``'s current heads
+    (applied per chunk of the entry, or of ``spans`` for rows that were never cached)."""
+    if "chunks" in meta:
+        spans = [(int(c["start"]), int(c["stop"])) for c in meta["chunks"]]
+    if not mmap and not all(
+        type(getattr(rows, name)) is np.ndarray for name in ("image_tower", "text_tower")
+    ):
+        rows = rows.loaded()
+    lazy = mmap and isinstance(rows.image_tower, ChunkedRows)
+    heads = Heads.of(encoder) if lazy else encoder  # a lazy view must not follow later training
+    image = _project(heads.image_head, rows.image_tower, spans, mmap)  # (n, E)
+    text = _project(heads.text_head, rows.text_tower, spans, mmap)  # (n, E)
+    stored = meta.get("provenance", {})
     out_prov = dict(stored)
     out_prov["encoder"] = {
-        **stored.get("encoder", provenance["encoder"]),
+        **stored.get("encoder", {}),
         "heads": hash_state_dict(encoder, include=HEAD_PREFIXES),
         "embed_dim": int(image.shape[1]),
     }
@@ -260,44 +327,108 @@ def embed(
         labels=rows.labels,
         captions=rows.captions,
         attributes=rows.attributes,
-        class_names=class_names,
+        class_names=meta.get("class_names"),
         image_tower=rows.image_tower if tower_features else None,
         text_tower=rows.text_tower if tower_features else None,
         provenance=out_prov,
     )
 
 
-def _compute(
-    encoder: Encoder,
-    dataset: Dataset,
-    indices: list[int],
-    key: str,
-    store: EmbeddingCache | None,
-    provenance: dict[str, Any],
-    batch_size: int,
-    chunk_rows: int,
-    progress: bool | None,
-    device: str,
-) -> TowerRows:
-    target = _resolve_device(device)
-    if encoder.device != target:
-        encoder.to(target)
-    was_training = encoder.training
-    encoder.train(False)
-    try:
-        return _towers(
-            encoder,
-            dataset,
-            indices,
-            key,
-            store,
-            provenance,
-            batch_size=batch_size,
-            chunk_rows=chunk_rows,
-            progress=_interactive() if progress is None else progress,
+def open_embeddings(
+    entry: str | Path,
+    encoder: Encoder | str,
+    *,
+    tower_features: bool = False,
+    mmap: bool = True,
+    verify: bool = True,
+) -> Embeddings:
+    """The :class:`Embeddings` of a finished cache entry, from its folder alone.
+
+    What a notebook calls on the output of ``torchrun ... -m workbench embed`` (which prints
+    the folder): no dataset is needed, the rows' ids, captions, labels and attributes are in
+    the entry.
+
+    Args:
+        entry: The entry folder ``<cache_dir>/towers/<key>``.
+        encoder: An :class:`Encoder` or registry id whose heads project the cached tower
+            features; its towers must be the ones that made them.
+        tower_features: Also return the tower features.
+        mmap: Memory-map the features (default) or load them (see :func:`embed`).
+        verify: Check every chunk's sha256 first (reads every byte once, loads nothing).
+
+    Raises:
+        FileNotFoundError: ``entry`` is not a committed entry folder.
+        ValueError: The encoder's towers are not the entry's, or the entry is damaged.
+    """
+    folder = Path(entry).expanduser()
+    if not (folder / "entry.json").is_file() or folder.parent.name != "towers":
+        raise FileNotFoundError(
+            f"{folder} is not a finished embedding cache entry (want <cache_dir>/towers/<key> "
+            f"holding entry.json; an extraction still running or interrupted has none yet)"
         )
-    finally:
-        encoder.train(was_training)
+    if isinstance(encoder, str):
+        from .registry import load_encoder
+
+        encoder = load_encoder(encoder)
+    opened = EmbeddingCache(folder.parent.parent).open(folder.name, verify=verify)
+    if opened is None:
+        raise ValueError(f"the cache entry {folder} is damaged (see the warning); re-run embed")
+    rows, meta = opened
+    want = meta.get("provenance", {}).get("encoder", {}).get("towers")
+    if want != tower_fingerprint(encoder):
+        raise ValueError(
+            f"{folder} holds tower features of other towers (fingerprint {str(want)[:12]}…) than "
+            f"{getattr(encoder, 'name', type(encoder).__name__)}'s; pass the encoder that made it"
+        )
+    return _assemble(encoder, rows, meta, [], tower_features=tower_features, mmap=mmap)
 
 
-__all__ = ["CHUNK_ROWS", "embed", "tower_provenance"]
+def _load_sized(name: str, size: int | None, seed: int) -> Dataset:
+    """``load_dataset(name)``, passing ``size``/``seed`` to a data set that generates its items
+    (synthetic-world), so ``embed(enc, "synthetic-world", size=5000)`` embeds 5,000 items."""
+    import inspect
+
+    from ..data import DATASETS, load_dataset
+
+    _, cls, _ = DATASETS.resolve(name)
+    if size is not None and getattr(cls, "generated", False):
+        accepted = inspect.signature(cls).parameters
+        kw = {k: v for k, v in (("size", size), ("seed", seed)) if k in accepted}
+        return load_dataset(name, **kw)
+    return load_dataset(name)
+
+
+def _all_captions(
+    encoder: Encoder, rows: TowerRows, cache_dir: Any, persist: bool, batch_size: int
+) -> TowerRows:
+    """One row per (item, caption): image rows repeated, extra captions' text features cached
+    by string (:class:`~workbench.encoders.text_cache.TextTowerCache`)."""
+    from .text_cache import TextTowerCache
+
+    more = rows.more_captions or [[] for _ in range(len(rows))]
+    extra = [c for m in more for c in m]
+    bank = TextTowerCache(encoder, cache_dir, persist=persist, batch_size=batch_size)
+    extra_feats = bank.features(extra) if extra else None
+    item = np.repeat(np.arange(len(rows)), [1 + len(m) for m in more])  # (n_rows,)
+    text, pos = [], 0
+    ids, caps, attrs = [], [], []
+    for i, m in enumerate(more):
+        text.append(rows.text_tower[i : i + 1])
+        if m:
+            text.append(extra_feats[pos : pos + len(m)])
+            pos += len(m)
+        for k, c in enumerate([rows.captions[i], *m]):
+            ids.append(f"{rows.ids[i]}#{k}")
+            caps.append(c)
+            attrs.append({**rows.attributes[i], "item_id": rows.ids[i], "caption_index": k})
+    return TowerRows(
+        image_tower=rows.image_tower[item],
+        text_tower=np.concatenate(text).astype(np.float32),
+        labels=rows.labels[item],
+        ids=ids,
+        captions=caps,
+        attributes=attrs,
+    )
+
+
+__all__ = ["CHUNK_ROWS", "embed", "open_embeddings", "tower_provenance"]

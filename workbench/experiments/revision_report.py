@@ -22,7 +22,7 @@ __all__ = [
     "PAPER_STAGE2",
     "claims",
     "example_table",
-    "gap_figure",
+    "prefix_gap_figure",
     "results_frame",
     "row_figure",
     "row_table",
@@ -246,7 +246,7 @@ def stage2_figure(table: Any, metric: str = "CIDEr") -> Any:
     return fig
 
 
-def gap_figure(frame: Any) -> Any:
+def prefix_gap_figure(frame: Any) -> Any:
     """Relative prefix gap vs CIDEr, one point per (row, seed)."""
     import plotly.graph_objects as go
 
