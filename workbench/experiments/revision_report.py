@@ -100,7 +100,7 @@ def row_table(
                     [x for x in v if not math.isnan(x)], [x for x in b if not math.isnan(x)]
                 )
                 rec[f"{m} Δ vs {baseline}"], rec[f"{m} beyond spread"] = t.diff, t.exceeds
-        rec["seeds"] = n
+        rec["seeds"] = int(df[df["row"] == row]["seed"].nunique())  # Blind has no gap: not n
         out.append(rec)
     return pd.DataFrame(out)
 
