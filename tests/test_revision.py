@@ -414,3 +414,24 @@ def test_caption_retrieval_finds_own_images_when_captions_match():
     assert shuffled["R@1"] < 0.5
     with pytest.raises(ValueError, match="gallery"):
         caption_retrieval(enc, caps, X, gallery=1)
+
+
+def test_auto_start_heads_keep_shipped_heads_and_fit_random_ones():
+    """``start_heads="auto"``: heads with a card (the pretrained default) are kept; seeded random
+    heads (no card) get the InfoNCE stand-in; the explicit choices override."""
+    from workbench.experiments.revision import ReVisionConfig, heads_kept
+
+    shipped, random_heads = (
+        SimpleNamespace(card={"name": "default-heads"}),
+        SimpleNamespace(card=None),
+    )
+    auto = ReVisionConfig()
+    assert (
+        auto.start_heads == "auto"
+        and heads_kept(auto, shipped)
+        and not heads_kept(auto, random_heads)
+    )
+    assert heads_kept(ReVisionConfig(start_heads="as-loaded"), random_heads)
+    assert not heads_kept(ReVisionConfig(start_heads="infonce"), shipped)
+    with pytest.raises(ValueError, match="start_heads must be"):
+        ReVisionConfig(start_heads="pretrained")

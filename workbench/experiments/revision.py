@@ -38,6 +38,7 @@ __all__ = [
     "StudyData",
     "TrainedRow",
     "fit_row_alignment",
+    "heads_kept",
     "load_study_data",
     "stage2_rows",
     "starting_encoder",
@@ -297,16 +298,21 @@ def _embed_mixture(enc: Any, mixture: Mixture, cap: int, seed: int) -> Any:
     return emb
 
 
+def heads_kept(cfg: ReVisionConfig, encoder: Any) -> bool:
+    """Whether :func:`starting_encoder` keeps ``encoder``'s heads (``"as-loaded"``, or ``"auto"``
+    with heads that shipped with a card) rather than fitting the InfoNCE stand-in."""
+    return cfg.start_heads == "as-loaded" or (
+        cfg.start_heads == "auto" and getattr(encoder, "card", None) is not None
+    )
+
+
 def starting_encoder(cfg: ReVisionConfig, pool: Any, run_root: str | Path, encoder: Any) -> Any:
     """``encoder`` as loaded, or with InfoNCE-fitted heads (``start_heads="infonce"``, or
     ``"auto"`` when the heads shipped without a card: heads and logit scale on ``pool``'s cached
     tower features, batch 256, lr 1e-3, cosine, 10 % warm-up)."""
     from workbench.train import TrainConfig, train
 
-    keep = cfg.start_heads == "as-loaded" or (
-        cfg.start_heads == "auto" and getattr(encoder, "card", None) is not None
-    )
-    if keep:
+    if heads_kept(cfg, encoder):
         return encoder.eval()
     tc = TrainConfig(
         method="infonce", encoder=None, dataset=None, steps=cfg.heads_steps,
@@ -326,12 +332,12 @@ def load_study_data(cfg: ReVisionConfig, run_root: str | Path, encoder: Any = No
 
     t0 = time.perf_counter()
     base = encoder if encoder is not None else wb.load_encoder(cfg.encoder)
+    heads = "as-loaded" if heads_kept(cfg, base) else "infonce-fitted"  # train() may fit in place
     pool = _embed_mixture(base, cfg.train_mixture, cfg.n_train, seed=0)
     held = _embed_mixture(base, cfg.eval_mixture, cfg.n_eval, seed=1)
     enc = starting_encoder(cfg, pool, run_root, base)
     pool, held = apply_heads(enc, pool), apply_heads(enc, held)
     refs = [[c] for c in held.captions]
-    heads = "as-loaded" if enc is base else "infonce-fitted"
     return StudyData(enc, pool, held, refs, time.perf_counter() - t0, heads)
 
 
