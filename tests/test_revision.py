@@ -348,6 +348,10 @@ def test_stage2_subsets_are_nested_per_seed():
 
     s10, s30, s100 = (set(stage2_rows(200, f, 0)) for f in (0.1, 0.3, 1.0))
     assert len(s10) == 20 and s10 <= s30 <= s100 and len(s100) == 200
+    c10, c100 = set(stage2_rows(200, 0.1, 0, total=50)), set(stage2_rows(200, 1.0, 0, total=50))
+    assert (
+        len(c10) == 5 and len(c100) == 50 and c10 <= c100 and max(c100) > 50
+    )  # spread over the pool
     with pytest.raises(ValueError, match="fraction"):
         stage2_rows(200, 0.0, 0)
 

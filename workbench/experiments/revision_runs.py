@@ -186,7 +186,7 @@ def run_study(
                 for f in cfg.fractions:
                     if f == 0:
                         continue
-                    rows = stage2_rows(len(data.pool), f, seed)
+                    rows = stage2_rows(len(data.pool), f, seed, cfg.n_stage2)
                     tr = train_row(
                         cfg, data, "image", align, stats, seed, run_root, rows=rows,
                         init_projector=init, name=f"{base}-S2-{f:g}-s{seed}",
