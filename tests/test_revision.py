@@ -439,3 +439,17 @@ def test_auto_start_heads_keep_shipped_heads_and_fit_random_ones():
     assert not heads_kept(ReVisionConfig(start_heads="infonce"), shipped)
     with pytest.raises(ValueError, match="start_heads must be"):
         ReVisionConfig(start_heads="pretrained")
+
+
+def test_every_row_label_is_a_valid_run_name():
+    """Row labels such as ``Anchor+Trace`` hold characters the loop refuses in run names: the
+    study maps them (the first default run crashed on ``+`` at its fifth row)."""
+    from workbench.experiments.revision import ROWS
+    from workbench.experiments.revision_runs import run_name
+    from workbench.train import TrainConfig
+
+    for label in ROWS:
+        for name in (f"{label}-s0", f"{label}-S2-0.3-s2"):
+            TrainConfig(method="infonce", encoder=None, dataset=None, run_name=run_name(name))
+    with pytest.raises(ValueError, match="run_name"):
+        TrainConfig(method="infonce", encoder=None, dataset=None, run_name="Anchor+Trace-s0")

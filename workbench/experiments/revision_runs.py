@@ -8,6 +8,7 @@ Config, data and one row's training: :mod:`workbench.experiments.revision`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from workbench.experiments.revision import (
     train_row,
 )
 
-__all__ = ["RowResult", "prefix_gap", "run_study", "score_row"]
+__all__ = ["RowResult", "prefix_gap", "run_name", "run_study", "score_row"]
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -103,6 +104,15 @@ class RowResult:
     seconds: float = 0.0
 
 
+def run_name(label: str) -> str:
+    """A row label as a loop run name (letters, digits and ``_.=,-`` only: ``+`` → ``_``).
+
+    >>> run_name("Anchor+Trace-s0")
+    'Anchor_Trace-s0'
+    """
+    return re.sub(r"[^A-Za-z0-9_.=,-]", "_", label)
+
+
 def _caption_images(method: Any, data: StudyData, cfg: ReVisionConfig) -> list[str]:
     dev = method.mu_x.device
     return method.caption(_normed(data.eval.image).to(dev), "image", num_beams=cfg.num_beams)
@@ -154,7 +164,14 @@ def run_study(
                     continue
                 stats = fit_row_alignment(row, data.pool, seed, cfg.c3_sigma)
                 tr = train_row(
-                    cfg, data, row.source, row.align, stats, seed, run_root, name=f"{name}-s{seed}"
+                    cfg,
+                    data,
+                    row.source,
+                    row.align,
+                    stats,
+                    seed,
+                    run_root,
+                    name=run_name(f"{name}-s{seed}"),
                 )
                 stage1[name] = (tr.method, stats)
                 caps = _caption_images(tr.method, data, cfg)
@@ -189,7 +206,7 @@ def run_study(
                     rows = stage2_rows(len(data.pool), f, seed, cfg.n_stage2)
                     tr = train_row(
                         cfg, data, "image", align, stats, seed, run_root, rows=rows,
-                        init_projector=init, name=f"{base}-S2-{f:g}-s{seed}",
+                        init_projector=init, name=run_name(f"{base}-S2-{f:g}-s{seed}"),
                     )  # fmt: skip
                     caps = _caption_images(tr.method, data, cfg)
                     m = {
