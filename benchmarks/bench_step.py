@@ -10,6 +10,9 @@ K per sample as the loop hands them over while the text tower is frozen: tower f
 up from its cache (here: fixed random (B, K, D_txt) rows, drawn once), then the text head and L2
 normalisation inside the timed step.
 
+Captions: a method that scores them (``needs_captions``, ReVision's prefix NLL through its frozen
+caption LM) gets :data:`CAPTIONS` cycled to the batch size, as the loop hands a batch's captions.
+
 Modes:
   heads   heads-only training on cached tower features (random, default-encoder widths
           1280/384 → D); the fast CPU path.
@@ -49,6 +52,19 @@ import torch.nn.functional as F
 from workbench import methods
 from workbench.methods import BatchOutputs, StepState
 from workbench.train.params import select
+
+#: Captions cycled over a batch for methods with ``needs_captions`` (lengths 2 to 12 words, as in
+#: the training mixture).
+CAPTIONS = (
+    "a small red circle on the left",
+    "two large blue squares at the top",
+    "a photo of a sneaker",
+    "clip art of a frog",
+    "a medium-sized solid orange heart at the top right, with no dot",
+    "grinning face",
+    "a black and white photo of a bag",
+    "three green stars in a row seen from the left side of the scene",
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -113,6 +129,11 @@ class _Case:
             else:
                 width = self.text_in.shape[-1]
             self.neg_in = torch.randn(batch, k, width, generator=g)
+        self.captions = (
+            [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+            if getattr(method, "needs_captions", False)
+            else None
+        )
         method.attach(self.encoder)  # may replace a head (ProCLIP's adapter): select after it
         self.params = select_params()
         self.method = method.to(device)
@@ -174,6 +195,7 @@ class _Case:
                 pixels=None if self.mode == "heads" else self.image_in,
                 tokens=self.text_in if isinstance(self.text_in, dict) else None,
                 encoder=self.encoder,
+                captions=self.captions,
             )
             loss = self.method(out, state).loss
         loss.backward()

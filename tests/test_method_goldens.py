@@ -34,6 +34,7 @@ import copy
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -66,6 +67,26 @@ NOISE_SEED = 1234
 
 #: ProCLIP's per-caption distillation targets (written by :func:`_proclip_setup`).
 PROCLIP_TARGETS = Path(tempfile.gettempdir()) / "workbench-golden-proclip-targets.safetensors"
+
+
+def _revision_alignment(kind: str) -> dict[str, Any]:
+    """Fixed (32-d) alignment statistics for the ReVision cases: fitted on seeded unpaired sets."""
+    from workbench.methods.revision import fit_alignment
+
+    g = torch.Generator().manual_seed(7)
+    images, texts = torch.randn(64, 32, generator=g) + 1.0, torch.randn(48, 32, generator=g) - 1.0
+    return fit_alignment(kind, images.double().numpy(), texts.double().numpy(), c3_sigma=0.05)
+
+
+#: Captions of the golden batch for methods that score captions (``needs_captions``, ReVision).
+#: Their LM is ``lm="random"``: the shipped architecture and vocabulary at its seeded init.
+GOLDEN_CAPTIONS = [
+    "a small red circle on the left", "two large blue squares", "a photo of a sneaker",
+    "clip art of a frog", "grinning face", "a black and white photo of a bag", "a frog",
+    "a medium-sized solid orange heart at the top right", "a pink cross", "red apple",
+    "a photo of a t-shirt", "two purple diamonds in a column", "joker", "a penguin",
+    "a greyscale photo of a dress", "three green stars seen from the left",
+]  # fmt: skip
 
 #: case name → (registry name, constructor overrides, training mode).
 CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -106,10 +127,25 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
         True,
     ),
     "proclip/direct": ("proclip/direct", {"targets": str(PROCLIP_TARGETS)}, True),
+    "revision": ("revision", {"lm": "random"}, True),
+    "revision/image": ("revision", {"lm": "random", "source": "image"}, True),
+    "revision/c3": (
+        "revision",
+        {"lm": "random", "align": "c3", "alignment": _revision_alignment("c3")},
+        True,
+    ),
+    "revision/realign": (
+        "revision",
+        {"lm": "random", "align": "full", "alignment": _revision_alignment("full")},
+        True,
+    ),
 }
 #: Cases stored outside ``methods.safetensors`` (by registry name), so adding a method never
 #: rewrites another method's goldens.
-CASE_FILES: dict[str, Path] = {"degla": GOLDENS / "methods_degla.safetensors"}
+CASE_FILES: dict[str, Path] = {
+    "degla": GOLDENS / "methods_degla.safetensors",
+    "revision": GOLDENS / "methods_revision.safetensors",
+}
 
 #: Token methods (CDDS, VSE) on :func:`golden_token_batch`: case → (registry name, overrides).
 _TOKEN_SMALL = {"image_dim": 12, "text_dim": 10, "dim": 16, "heads": 2}
@@ -179,8 +215,18 @@ def degla_batch(method, out: BatchOutputs) -> BatchOutputs:
     return out
 
 
+def revision_batch(method, out: BatchOutputs) -> BatchOutputs:
+    """The golden batch plus what ReVision needs: its captions, and its LM and projector
+    attached for the batch's 32-d features under a fixed seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        method.attach(SimpleNamespace(embed_dim=out.image_features.shape[1]))
+    out.captions = GOLDEN_CAPTIONS
+    return out
+
+
 #: Registry name → builder adding what that method needs beyond :func:`golden_batch`.
-BATCHES = {"degla": degla_batch}
+BATCHES = {"degla": degla_batch, "revision": revision_batch}
 
 
 def _proclip_setup(method: Any, out: BatchOutputs, stage: str) -> StepState:

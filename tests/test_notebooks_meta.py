@@ -40,6 +40,7 @@ CONFIGS = {
     "proclip": "workbench.experiments.proclip:ProCLIPConfig",
     "cdds": "workbench.experiments.cdds:CDDSStudyConfig",
     "methods_leaderboard": "workbench.experiments.leaderboard:LeaderboardConfig",
+    "revision": "workbench.experiments.revision:ReVisionConfig",
 }
 
 

@@ -20,6 +20,9 @@ module                    holds
 ``leaderboard``           ``methods_leaderboard.ipynb`` (every method, one budget; run reading and
                           the table in ``leaderboard_runs``, figures in ``leaderboard_figures``,
                           per-row inputs in ``leaderboard_data``)
+``revision``              ``revision.ipynb`` (ReVision: text-only projector pretraining, captions)
+``revision_runs``         its scoring and the loop over rows × seeds
+``revision_report``       its tables, claims, paper numbers and figures
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -48,6 +51,9 @@ _SUBMODULES = (
     "leaderboard_runs",
     "leaderboard_data",
     "leaderboard_figures",
+    "revision",
+    "revision_runs",
+    "revision_report",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

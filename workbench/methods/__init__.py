@@ -45,6 +45,7 @@ _METHOD_MODULES = (
     "proclip",
     "degla",
     "earth_adapter",
+    "revision",
 )
 for _mod in _METHOD_MODULES:
     if importlib.util.find_spec(f"{__name__}.{_mod}") is not None:
