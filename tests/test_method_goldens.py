@@ -79,6 +79,14 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "fanoise/text_query": ("fanoise", {"query": "text"}, True),
 }
 
+#: Methods whose inputs the plain golden batch lacks (pixels, an encoder, a denoiser): their
+#: golden ``LossOutput`` lives in the named test module (``tests/goldens.check_golden``).
+OWN_GOLDENS: dict[str, str] = {
+    "dcr": "test_dcr_goldens",
+    "dcr/naive": "test_dcr_goldens",
+    "dcr/recon": "test_dcr_goldens",
+}
+
 #: Methods whose short training run is stored as a loss trace.
 TRACES = ("infonce", "sde", "fanoise")
 
@@ -198,7 +206,9 @@ def library_methods() -> list[str]:
 
 
 def test_every_registered_method_has_a_golden():
-    covered = {registry_name for registry_name, _, _ in CASES.values()}
+    covered = {registry_name for registry_name, _, _ in CASES.values()} | set(OWN_GOLDENS)
+    for module in set(OWN_GOLDENS.values()):
+        assert (Path(__file__).parent / f"{module}.py").is_file(), module
     assert {"infonce", "infonce/vlm2vec", "sde", "fanoise"} <= set(library_methods())
     assert set(library_methods()) <= covered, sorted(set(library_methods()) - covered)
     assert {f"sde/{row}" for row in ABLATIONS} <= set(CASES)

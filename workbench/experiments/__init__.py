@@ -11,6 +11,7 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``dcr``, ``dcr_theory``   ``dcr.ipynb`` (DCR: Fig. 1(d), 2, 5, Tab. 4(b), Theorem 1)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -19,6 +20,16 @@ as ``workbench.experiments.<name>`` (``from workbench import experiments as E``)
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+_SUBMODULES = (
+    "grid",
+    "tables",
+    "stats",
+    "sde",
+    "fanoise",
+    "modality_gap",
+    "dp_ability",
+    "dcr",
+    "dcr_theory",
+)
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
