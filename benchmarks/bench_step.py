@@ -11,6 +11,11 @@ Modes:
           ``--blocks`` blocks and both heads training (text side on cached features).
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
+  dcr     methods that run a denoiser on pixels (``needs_towers``: DCR and its baselines),
+          as ``towers`` at batch ``--dcr-batch`` (16, the code's per-GPU batch) with the tiny
+          32-px denoiser, Stage 2 (``enhance``: projector frozen): InfoNCE, reconstruction
+          only, the naive method, DCR with ``--dcr-negatives`` sampled negatives and DCR with
+          all B−1 (the code's B×B pass). Other modes skip ``needs_towers`` methods.
 
 Every registered method is timed (``--methods`` picks some). Each method gets its own copy of
 the model built from the same seed, and its ``attach`` runs on it (extra modules, adapters,
@@ -20,6 +25,7 @@ the table reports the median ms/step and its ratio to InfoNCE.
 
     python benchmarks/bench_step.py                       # everything (CPU: heads + towers)
     python benchmarks/bench_step.py --modes heads --batches 256 --dims 256
+    python benchmarks/bench_step.py --modes dcr --dims 256 --threads 2   # the DCR CPU target
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ class _Case:
     own trainable modules train and its adapters or teachers are in place.
     """
 
-    def __init__(self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+    def __init__(
+        self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device
+    ) -> None:
         torch.manual_seed(0)  # every method's copy of the model starts from the same weights
         g = torch.Generator().manual_seed(0)
         self.device, self.amp = device, None
@@ -71,13 +79,14 @@ class _Case:
             self.params = list(self.encoder.parameters())
             self.image_in = torch.randn(batch, 1280, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
-        elif mode == "towers":
+        elif mode in ("towers", "dcr"):
             import workbench as wb
 
             self.encoder = wb.load_encoder("default", embed_dim=dim)
             self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
             self.image_in = torch.randn(batch, 3, 96, 96, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
+            self.state = StepState(step=1, total_steps=2, stage="enhance")
         else:  # vitb32
             import workbench as wb
 
@@ -90,7 +99,8 @@ class _Case:
         method.attach(self.encoder)
         self.method = method.to(device)
         self.encoder.requires_grad_(False)
-        self.params += [p for p in method.parameters() if p.requires_grad]
+        if mode != "dcr":  # Stage 2 of DCR and its baselines: the projector is frozen
+            self.params += [p for p in method.parameters() if p.requires_grad]
         for p in self.params:
             p.requires_grad_(True)
         self.encoder.to(device)
@@ -107,7 +117,7 @@ class _Case:
         if self.mode == "heads":
             return self.image_in, self.text_in
         image = enc.image_tower(self.image_in)
-        if self.mode == "towers":
+        if self.mode in ("towers", "dcr"):
             return image, self.text_in
         with torch.no_grad():
             return image, enc.text_tower(self.text_in)
@@ -136,15 +146,36 @@ class _Case:
                 tokens=self.text_in if isinstance(self.text_in, dict) else None,
                 encoder=self.encoder,
             )
-            loss = self.method(out, state).loss
+            loss = self.method(out, getattr(self, "state", state)).loss
         loss.backward()
         self.opt.step()
         _sync(self.device)
         return time.perf_counter() - t0
 
 
-def make_cases(mode, batch, dim, names, blocks, device) -> dict[str, _Case]:
+def dcr_methods(negatives: int) -> dict[str, tuple[str, dict]]:
+    """Column → (registry name, arguments) of the ``dcr`` mode (tiny denoiser: the shipped one,
+    or its untrained architecture when the weights are absent — the same cost)."""
+    from workbench.methods.dcr.tiny import SHIPPED
+
+    den = {"denoiser": "tiny" if SHIPPED.exists() else "tiny:random"}
+    return {
+        "infonce": ("infonce", {}),
+        "dcr/recon": ("dcr/recon", den),
+        "dcr/naive": ("dcr/naive", den),
+        f"dcr[K={negatives}]": ("dcr", {**den, "negatives": negatives}),
+        "dcr[all]": ("dcr", {**den, "negatives": "all"}),
+    }
+
+
+def make_cases(mode, batch, dim, names, blocks, device, negatives=7) -> dict[str, _Case]:
     """One :class:`_Case` (its own model copy, method attached) per method name."""
+    if mode == "dcr":
+        return {
+            col: _Case(methods.get(n, **kw), mode, batch, dim, blocks, device)
+            for col, (n, kw) in dcr_methods(negatives).items()
+        }
+    names = [n for n in names if not methods.get(n).needs_towers]
     return {n: _Case(methods.get(n), mode, batch, dim, blocks, device) for n in names}
 
 
@@ -163,9 +194,12 @@ def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, 
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
 
 
-def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str, float]:
+def bench(
+    mode, batch, dim, names, repeats, warmup, blocks, device, negatives=7
+) -> dict[str, float]:
     """Median ms per step of each method in ``names`` (one model copy each), round-robin."""
-    return time_cases(make_cases(mode, batch, dim, names, blocks, device), repeats, warmup)
+    cases = make_cases(mode, batch, dim, names, blocks, device, negatives)
+    return time_cases(cases, repeats, warmup)
 
 
 def main() -> None:
@@ -178,12 +212,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--blocks", type=int, default=2, help="trainable last image-tower blocks")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--dcr-batch", type=int, default=16, help="batch of the dcr mode")
+    ap.add_argument("--dcr-negatives", type=int, default=7, help="sampled DCR negatives")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    modes = args.modes or (["heads", "towers", "vitb32"] if cuda else ["heads", "towers"])
+    modes = args.modes or (
+        ["heads", "towers", "dcr", "vitb32"] if cuda else ["heads", "towers", "dcr"]
+    )
     names = _available(args.methods or methods.names())
     if "infonce" not in names:
         raise SystemExit("infonce must be among --methods (it is the reference)")
@@ -191,22 +229,27 @@ def main() -> None:
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks}"
     )
-    header = f"{'mode':7} {'batch':>5} {'dim':>4}  " + "  ".join(
-        f"{n + ' ms':>12} {'×':>5}" for n in names
-    )
-    print(header)
-    print("-" * len(header))
+    skipped = [n for n in names if methods.get(n).needs_towers]
+    if skipped:
+        print(f"[dcr mode only] {skipped} run a denoiser on pixels")
     for mode in modes:
         if mode == "vitb32" and not cuda:
             print("[skip] vitb32 needs CUDA")
             continue
-        shapes = (
-            [(1024, 512)] if mode == "vitb32" else [(b, d) for b in args.batches for d in args.dims]
-        )
+        if mode == "vitb32":
+            shapes = [(1024, 512)]
+        elif mode == "dcr":
+            shapes = [(args.dcr_batch, d) for d in args.dims]
+        else:
+            shapes = [(b, d) for b in args.batches for d in args.dims]
         for batch, dim in shapes:
-            res = bench(mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device)
-            cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
-            print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+            res = bench(
+                mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device,
+                args.dcr_negatives,
+            )  # fmt: skip
+            print(f"{mode:7} {batch:5d} {dim:4d}  " + "  ".join(
+                f"{n} {res[n]:.1f} ms ({res[n] / res['infonce']:.2f}×)" for n in res
+            ), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ __all__ = [
     "run_arm",
     "score_runs",
     "study_points",
+    "table_as_figure",
 ]
 
 #: The paper's numbers quoted beside ours (spec §1.2, §1.7, §1.8; OpenAI ViT-L/14@224, MMVP-VLM).
@@ -93,6 +94,7 @@ class DCRStudyConfig:
         theorem_per_class: Digits per class in the Theorem-1 check (balanced).
         tsne_samples: Digits test embeddings in the Fig. 5 t-SNE.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        threads: torch CPU threads (1: the shared machine).
         run_root: Where run directories go (``None``: a temporary directory).
         output_dir: Figures and ``summary.json``.
     """
@@ -125,6 +127,7 @@ class DCRStudyConfig:
     theorem_per_class: int = 30
     tsne_samples: int = 500
     device: str = "cpu"
+    threads: int = 1
     run_root: str | None = None
     output_dir: str = "figures/dcr"
 
@@ -430,4 +433,14 @@ def denoiser_samples_figure(samples: Any, captions: Sequence[str], cols: int = 4
     fig.update_yaxes(visible=False)
     fig.update_layout(template="plotly_white", title="tiny denoiser: DDIM-50 samples (32 px)",
                       font={"size": 9}, height=220 * rows)  # fmt: skip
+    return fig
+
+
+def table_as_figure(table: Any, title: str) -> Any:
+    """A plotly table of a small DataFrame (for PNG/HTML next to ``summary.json``)."""
+    import plotly.graph_objects as go
+
+    cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in table[c]] for c in table]
+    fig = go.Figure(go.Table(header={"values": list(table.columns)}, cells={"values": cells}))
+    fig.update_layout(title=title, template="plotly_white", height=120 + 32 * len(table))
     return fig

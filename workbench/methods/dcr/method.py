@@ -159,11 +159,20 @@ class DCR(Method):
                and denoiser_image_size >= 8), "denoiser_image_size", denoiser_image_size,
                "None or an int ≥ 8")  # fmt: skip
         self.projector_hidden, self.denoiser_image_size = projector_hidden, denoiser_image_size
-        self.grad_probe = ("con", "rec") if objective == "naive" else None
+        self._stage: str | None = None
         self.projector: nn.Module | None = None
         object.__setattr__(self, "_denoiser", None)  # outside the module tree (see docstring)
 
     # -- wiring ---------------------------------------------------------------------------
+    @property
+    def grad_probe(self) -> tuple[str, str] | None:
+        """``("con", "rec")`` for the naive method, in the stages that have both terms: Stage 1
+        (projector only, L_rec) has no L_con, so the loop's probe skips it (Fig. 2 is about the
+        encoder's two gradients). The loop reads this after :meth:`compute` set the stage."""
+        if self.objective != "naive" or (self._stage == "align"):
+            return None
+        return ("con", "rec")
+
     def trainable_spec(self) -> str:
         """The ``TrainConfig.trainable`` a run of this method needs: ``"method+<encoder parts>"``."""
         return f"method+{self.encoder_trainable}"
@@ -215,6 +224,7 @@ class DCR(Method):
         if self.projector is None or self._denoiser is None:
             raise ValueError(f"method {self.name!r}: call attach(encoder) first (the loop does)")
         stage = state.stage if state.stage in ("align", "enhance", "joint") else "joint"
+        self._stage = stage
         enc = out.encoder
         if stage != "align" and not any(p.requires_grad for p in enc.parameters()):
             raise ValueError(
