@@ -94,5 +94,8 @@ class NormalisedToy(ToyEncoder):
 
     def preprocess(self, images):
         px = super().preprocess(images)
-        mean, std = torch.tensor(self.MEAN).view(1, 3, 1, 1), torch.tensor(self.STD).view(1, 3, 1, 1)
+        mean, std = (
+            torch.tensor(self.MEAN).view(1, 3, 1, 1),
+            torch.tensor(self.STD).view(1, 3, 1, 1),
+        )
         return (px - mean) / std
