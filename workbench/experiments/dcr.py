@@ -38,6 +38,7 @@ __all__ = [
     "method_config",
     "run_arm",
     "score_runs",
+    "starting_encoder",
     "study_points",
     "table_as_figure",
 ]
@@ -71,6 +72,13 @@ class DCRStudyConfig:
 
     Attributes:
         encoder: The starting encoder (DCR enhances a *pretrained* CLIP's image side).
+        start_heads: ``"as-loaded"`` keeps the encoder's heads; ``"infonce"`` first fits both
+            heads (+ temperature) by InfoNCE on the training mixture's cached tower features
+            (LiT-style, ``heads_steps`` steps), so the start is an *aligned* model. The default
+            is ``"infonce"`` while ``load_encoder("default")`` ships random heads (issue 21):
+            with random heads every arm's P (MMVP-style pairs need image–text alignment) is
+            at chance. Switch to ``"as-loaded"`` once the pretrained default lands.
+        heads_steps: Steps of that head fit (batch 256, lr 1e-3).
         denoiser: Denoiser registry name (``"tiny"``: the shipped pixel DDPM).
         train_mixture: ``(dataset, split, size)`` the arms train on (the tiny denoiser's
             mixture, subsampled; its held-out items are excluded). Digits stays out.
@@ -100,6 +108,8 @@ class DCRStudyConfig:
     """
 
     encoder: str = "default"
+    start_heads: str = "infonce"
+    heads_steps: int = 300
     denoiser: str = "tiny"
     train_mixture: tuple[tuple[str, str, int | None], ...] = (
         ("openclipart", "all", 800),
@@ -145,6 +155,12 @@ class DCRStudyConfig:
             )
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if self.start_heads not in ("as-loaded", "infonce"):
+            raise ValueError(
+                f"start_heads must be 'as-loaded' or 'infonce', got {self.start_heads!r}"
+            )
+        if not (isinstance(self.heads_steps, int) and self.heads_steps >= 1):
+            raise ValueError(f"heads_steps must be an int ≥ 1, got {self.heads_steps!r}")
         if not (isinstance(self.steps, int) and self.steps >= 2):
             raise ValueError(f"steps must be an int ≥ 2, got {self.steps!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 3):
@@ -256,18 +272,41 @@ class DCRRun:
     run_dir: Path | None = None
 
 
-def run_arm(config: DCRStudyConfig, arm: str, seed: int, data: Dataset, run_root: str) -> DCRRun:
-    """Train one arm × seed from ``config.encoder`` (the code's AdamW settings, constant LR
-    with 10 warm-up steps per stage, clip 1.0); the naive arm logs the gradient cosine on
-    every step."""
-    from workbench import methods
+def starting_encoder(config: DCRStudyConfig, data: Dataset, run_root: str) -> Any:
+    """The encoder every arm starts from: ``config.encoder`` as loaded, or with InfoNCE-fitted
+    heads (``start_heads="infonce"``; heads + logit scale on cached tower features of ``data``,
+    the code's AdamW betas, cosine LR, 10 % warm-up)."""
     from workbench.encoders import load_encoder
+    from workbench.train import TrainConfig, train
+
+    enc = load_encoder(config.encoder)
+    if config.start_heads == "as-loaded":
+        return enc.eval()
+    tc = TrainConfig(
+        method="infonce", encoder=None, dataset=None, steps=config.heads_steps,
+        batch_size=min(256, len(data) // 2), lr=1e-3, warmup=max(1, config.heads_steps // 10),
+        trainable="heads+logit_scale", data="cached", holdout=0, snapshot_every=0,
+        log_every=max(1, config.heads_steps // 10), seed=0, device=config.device,
+        run_root=run_root, run_name="start-heads",
+    )  # fmt: skip
+    return train(tc, encoder=enc, dataset=data, progress=False).encoder.eval()
+
+
+def run_arm(
+    config: DCRStudyConfig, arm: str, seed: int, data: Dataset, run_root: str, start: Any
+) -> DCRRun:
+    """Train one arm × seed from a copy of ``start`` (:func:`starting_encoder`) with the code's
+    AdamW settings (β = (0.9, 0.999), wd 0.01, ε = 1e-8), a constant LR with 10 warm-up steps per
+    stage and clipping at 1.0; the naive arm logs the gradient cosine on every step."""
+    import copy
+
+    from workbench import methods
     from workbench.train import RunDir, TrainConfig, train
 
     name, cfg = method_config(config, arm)
     m = methods.get(name, **cfg)
     tc = TrainConfig(
-        method=name, method_config=cfg, encoder=config.encoder, dataset=None,
+        method=name, method_config=cfg, encoder=None, dataset=None,
         steps=config.steps, batch_size=config.batch_size, lr=config.stage1_lr,
         weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8, warmup=10, schedule="constant",
         grad_clip=1.0, seed=seed, device=config.device, trainable=m.trainable_spec(),
@@ -276,21 +315,19 @@ def run_arm(config: DCRStudyConfig, arm: str, seed: int, data: Dataset, run_root
         grad_probe_every=1 if m.grad_probe else 0, run_root=run_root,
         run_name=f"{arm}-s{seed}",
     )  # fmt: skip
-    run = train(tc, encoder=load_encoder(config.encoder), dataset=data, progress=False)
+    run = train(tc, encoder=copy.deepcopy(start), dataset=data, progress=False)
     return DCRRun(arm, seed, run.encoder, run.method, RunDir(run.run_dir).log(), run.run_dir)
 
 
-def score_runs(config: DCRStudyConfig, runs: Sequence[DCRRun], *, baseline: bool = True) -> Any:
+def score_runs(config: DCRStudyConfig, runs: Sequence[DCRRun], start: Any = None) -> Any:
     """Tidy D/P table (``encoder`` = arm, ``seed`` = training seed) of every run, plus the
-    starting encoder scored once per seed (its suite seeds) when ``baseline``."""
+    starting encoder ``start`` (label ``"pretrained"``) scored with each seed's suite."""
     import pandas as pd
 
-    from workbench.encoders import load_encoder
     from workbench.evals.dp_suite import score_encoder
 
     tables = []
-    if baseline:
-        start = load_encoder(config.encoder)
+    if start is not None:
         for s in config.seeds:
             tables.append(score_encoder(start, config.suite([s]), label="pretrained"))
     for r in runs:
@@ -442,5 +479,5 @@ def table_as_figure(table: Any, title: str) -> Any:
 
     cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in table[c]] for c in table]
     fig = go.Figure(go.Table(header={"values": list(table.columns)}, cells={"values": cells}))
-    fig.update_layout(title=title, template="plotly_white", height=120 + 32 * len(table))
+    fig.update_layout(title=title, template="plotly_white", height=160 + 48 * len(table))
     return fig

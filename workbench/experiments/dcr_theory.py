@@ -162,9 +162,9 @@ def theorem1_figure(table: Any) -> Any:
     from plotly.subplots import make_subplots
 
     t = table[table["split"] == "held-out"]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=(
-        "S_inner (solid) ≤ S_inner^ε/m² (dash)", "S_inter (solid) ≥ κS_inter^ε − ηS_inner^ε (dash)",
-        "distortion M/m"))  # fmt: skip
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09, subplot_titles=(
+        "(a) S_inner ≤ S_inner^ε/m²", "(b) S_inter ≥ κS_inter^ε − ηS_inner^ε",
+        "(c) distortion M/m"))  # fmt: skip
     for i, (name, g) in enumerate(t.groupby("encoder", sort=False)):
         color = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")[i % 4]
         kw = {"mode": "lines+markers", "legendgroup": name, "line": {"color": color}}
@@ -178,8 +178,8 @@ def theorem1_figure(table: Any) -> Any:
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=3)
     fig.update_xaxes(title_text="timestep t")
-    fig.update_layout(template="plotly_white", title="Theorem 1 on digits (constants from one "
-                      "half, bounds checked on the other)")  # fmt: skip
+    fig.update_layout(template="plotly_white", title="Theorem 1 on digits: measured (solid) vs "
+                      "bound (dashed); constants from one half, checked on the other")  # fmt: skip
     return fig
 
 
