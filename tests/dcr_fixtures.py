@@ -17,7 +17,7 @@ def pixel_batch(b: int = 8, seed: int = 0, encoder: ToyEncoder | None = None) ->
     toy encoder's image tower and head (with gradient where it trains), the encoder itself."""
     enc = encoder or ToyEncoder(seed=seed)
     data = ToyDataset(max(b, 16), seed=seed)
-    px = enc.preprocess([data[i].image for i in range(b)])
+    px = enc.preprocess([data[i].image for i in range(b)]).to(next(enc.parameters()).device)
     raw = enc.image_head(enc.image_tower(px))  # (B, D)
     return BatchOutputs(
         F.normalize(raw, dim=-1), F.normalize(raw, dim=-1), torch.tensor(10.0), raw, raw,

@@ -381,3 +381,31 @@ def test_normalisation_reads_the_encoder_preprocess_config():
     assert mean.shape == (1, 3, 1, 1) and float(std.flatten()[0]) == 0.25
     mean, std = normalisation(ToyEncoder(), torch.zeros(1))  # none: pixels already in [0, 1]
     assert float(mean.sum()) == 0 and float(std.flatten()[0]) == 1
+
+
+@pytest.mark.gpu
+def test_dcr_bf16_on_cuda():
+    """On CUDA the denoiser runs in bf16 (the code's setting) and the loss stays float32 and
+    close to the same step with a float32 denoiser."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    losses = {}
+    for kind in ("fp32", "bf16"):
+        enc = ToyEncoder().cuda()
+        m = methods.get("dcr", denoiser="tiny:random", negatives=3)
+        m.attach(enc)
+        m.cuda()
+        if kind == "fp32":
+            m.denoiser.to(device="cuda", dtype=torch.float32)
+        torch.manual_seed(0)
+        batch = pixel_batch(6, encoder=enc)
+        batch.pixels = batch.pixels.cuda()
+        with torch.random.fork_rng(devices=[0]):
+            torch.manual_seed(1)
+            lo = m(batch, StepState(0, 10, "align"))
+        assert lo.loss.dtype == torch.float32 and torch.isfinite(lo.loss)
+        assert next(m.denoiser.parameters()).dtype == getattr(
+            torch, {"fp32": "float32", "bf16": "bfloat16"}[kind]
+        )
+        losses[kind] = float(lo.loss.detach())
+    assert abs(losses["bf16"] - losses["fp32"]) < 5e-2

@@ -48,8 +48,10 @@ def test_goldens_hold_on_cuda(case, monkeypatch):
 
 @pytest.mark.parametrize("name", methods.names())
 def test_bf16_autocast_loss_is_close_to_fp32(name):
-    out = _on_cuda(golden_batch())
     method = methods.get(name).cuda().eval()
+    if method.needs_towers:
+        pytest.skip("runs a denoiser on pixels: tests/test_dcr.py::test_dcr_bf16_on_cuda")
+    out = _on_cuda(golden_batch())
     with torch.random.fork_rng(devices=[0]):
         torch.manual_seed(NOISE_SEED)
         fp32 = method(out, STATE).loss

@@ -91,6 +91,7 @@ class DCRStudyConfig:
         negatives: DCR negatives per anchor (7 sampled: the CPU target; ``"all"`` = B−1).
         stage1_lr: Stage-1 LR (1e-3: 10× the code's 1e-4, for a 100-step Stage 1).
         stage2_lr: Stage-2 LR (1e-4: 10× the code's 1e-5, for a ~100-step Stage 2).
+        joint_lr: The joint arm's single LR (``None`` = ``stage1_lr``).
         encoder_trainable: Stage-2 parts (:data:`LAST_BLOCKS_LORA`).
         gt_target: ``"eps"`` (paper) or ``"v"`` (code).
         augment_before_normalise: ``False`` = the code's quirk.
@@ -125,6 +126,7 @@ class DCRStudyConfig:
     negatives: int | str = 7
     stage1_lr: float = 1e-3
     stage2_lr: float = 1e-4
+    joint_lr: float | None = None
     encoder_trainable: str = LAST_BLOCKS_LORA
     gt_target: str = "eps"
     augment_before_normalise: bool = False
@@ -205,6 +207,7 @@ def method_config(config: DCRStudyConfig, arm: str) -> tuple[str, dict[str, Any]
         "stage1_fraction": config.stage1_fraction,
         "stage1_lr": config.stage1_lr,
         "stage2_lr": config.stage2_lr,
+        "joint_lr": config.joint_lr,
         "encoder_trainable": config.encoder_trainable,
         "gt_target": config.gt_target,
         "negatives": config.negatives,

@@ -76,8 +76,10 @@ class DCR(Method):
             100k + 4.6k steps do not scale down; 0.5 by default].
         stage1_loss: ``"dcr"`` (the code: the same contrastive block) or ``"mse"`` (the
             secondary source: L_rec); ``None`` = ``"dcr"`` for DCR, ``"mse"`` for the baselines.
-        stage1_lr: Stage-1 learning rate [code: 1e-4]; also the joint protocol's.
+        stage1_lr: Stage-1 learning rate [code: 1e-4].
         stage2_lr: Stage-2 learning rate [code: 1e-5].
+        joint_lr: The joint protocol's single learning rate (``None`` = ``stage1_lr``: the
+            projector must align from scratch) [our reading; the paper's is not recovered].
         encoder_trainable: ``TrainConfig.trainable`` parts of the encoder in Stage 2 (LoRA
             [code] or e.g. ``"image_blocks:2+image_head"``); default :data:`DEFAULT_LORA`.
         gt_target: ``"eps"`` (the paper, default) or ``"v"`` (the code's v-target).
@@ -111,6 +113,7 @@ class DCR(Method):
         stage1_loss: str | None = None,
         stage1_lr: float = 1e-4,
         stage2_lr: float = 1e-5,
+        joint_lr: float | None = None,
         encoder_trainable: str = DEFAULT_LORA,
         gt_target: str = "eps",
         tau: float = 0.1,
@@ -132,8 +135,9 @@ class DCR(Method):
         _check(stage1_loss in ("dcr", "mse"), "stage1_loss", stage1_loss, "'dcr' or 'mse'")
         _check(stage1_loss == "mse" or objective == "dcr", "stage1_loss", stage1_loss,
                "'mse' for the naive and recon objectives")  # fmt: skip
+        joint_lr = stage1_lr if joint_lr is None else joint_lr
         for key, val in (("stage1_lr", stage1_lr), ("stage2_lr", stage2_lr), ("tau", tau),
-                         ("con_tau", con_tau)):  # fmt: skip
+                         ("con_tau", con_tau), ("joint_lr", joint_lr)):  # fmt: skip
             _check(isinstance(val, (int, float)) and val > 0, key, val, "a positive number")
         for key, val in (("lambda_con", lambda_con), ("lambda_rec", lambda_rec)):
             _check(isinstance(val, (int, float)) and val >= 0, key, val, "a number ≥ 0")
@@ -148,6 +152,7 @@ class DCR(Method):
         self.objective, self.denoiser_name, self.protocol = objective, denoiser, protocol
         self.stage1_fraction, self.stage1_loss = float(stage1_fraction), stage1_loss
         self.stage1_lr, self.stage2_lr = float(stage1_lr), float(stage2_lr)
+        self.joint_lr = float(joint_lr)
         self.encoder_trainable, self.gt_target, self.tau = encoder_trainable, gt_target, float(tau)
         self.negatives, self.augment_before_normalise = negatives, bool(augment_before_normalise)
         self.lambda_con, self.lambda_rec, self.con_tau = (
@@ -179,7 +184,7 @@ class DCR(Method):
 
     def stages(self, total_steps: int) -> list[Stage]:
         if self.protocol == "joint":
-            return [Stage("joint", total_steps, self.trainable_spec(), self.stage1_lr)]
+            return [Stage("joint", total_steps, self.trainable_spec(), self.joint_lr)]
         n1 = round(self.stage1_fraction * total_steps)
         out = []
         if n1 > 0:
