@@ -155,7 +155,9 @@ class UNetDenoiser(Denoiser):
 
     ``patch`` > 1 runs the UNet on ``pixel_unshuffle(x, patch)`` (a lossless (3, H, W) →
     (3p², H/p, W/p) reshape, as patchified diffusion models do) and reshapes the prediction
-    back, so noise, targets and predictions all live in plain (3, H, W) pixel space.
+    back, so noise, targets and predictions all live in plain (3, H, W) pixel space. A UNet
+    built with a class-embedding path (``class_embed_type``) also receives the mean of the
+    condition tokens there (the tiny denoiser's convention; SD has none).
     """
 
     space = "pixel"
@@ -186,7 +188,10 @@ class UNetDenoiser(Denoiser):
     def _predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         dtype = next(self.unet.parameters()).dtype
         x = F.pixel_unshuffle(x_t, self.patch) if self.patch > 1 else x_t  # (N, 3p², s/p, s/p)
-        out = self.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample
+        cond = cond.to(dtype)
+        # a UNet with a class-embedding path also gets the condition's token mean (N, D) there
+        extra = {"class_labels": cond.mean(1)} if self.unet.config.class_embed_type else {}
+        out = self.unet(x.to(dtype), t, encoder_hidden_states=cond, **extra).sample
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (N, 3, s, s)
 
 

@@ -59,6 +59,12 @@ class TinyDenoiserRecipe:
             to it by the UNet's ``encoder_hid_proj``).
         attention_head_dim: Per-head width in the UNet's attention blocks.
         norm_num_groups: GroupNorm groups (must divide every width).
+        global_condition: Also feed the condition (the mean of its tokens) into every ResNet
+            block through the time embedding (diffusers ``class_embed_type="projection"``), not
+            only through cross-attention. Off in the shipped recipe: the shipped weights use
+            cross-attention only, and a 300-step A/B on 3k items did not make predictions
+            caption-sensitive either way (cos(ε̂ | caption, ε̂ | another caption) 0.99986 with,
+            0.99995 without; measured at t = 100, loaded 2-core machine) [our reading].
         cond_tokens: T, tokens the caption embedding is broadcast over ("a few tokens").
         cond_dropout: Probability a caption is replaced by the empty caption [our reading:
             classifier-free-guidance-style training, so the empty prompt means "no condition"].
@@ -84,6 +90,7 @@ class TinyDenoiserRecipe:
     cross_attention_dim: int = 128
     attention_head_dim: int = 16
     norm_num_groups: int = 8
+    global_condition: bool = False
     cond_tokens: int = 4
     cond_dropout: float = 0.1
     steps: int = 1500
@@ -164,6 +171,14 @@ def build_unet(recipe: TinyDenoiserRecipe, cond_dim: int = 384):
             encoder_hid_dim=cond_dim,
             attention_head_dim=recipe.attention_head_dim,
             norm_num_groups=recipe.norm_num_groups,
+            **(
+                {
+                    "class_embed_type": "projection",
+                    "projection_class_embeddings_input_dim": cond_dim,
+                }
+                if recipe.global_condition
+                else {}
+            ),
         )
 
 
@@ -222,7 +237,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"last 100 steps {card['final_train_loss']:.4f}.",
         "- Held-out ε-MSE of the shipped weights (same noise and t for each condition): "
         + ", ".join(f"{k} caption {v:.4f}" for k, v in held.items())
-        + ". True < empty/shuffled means the model uses its condition, which DCR relies on.",
+        + f"; the true caption lowers it by {_gap(held):.2%} relative to a shuffled one "
+        "(DCR relies on predictions that depend on the condition; a small gap means a weak "
+        "dependence).",
         f"- Wall time: data {card['wall_seconds']['data']:.0f} s, training "
         f"{card['wall_seconds']['train']:.0f} s on a shared, loaded 2-core machine.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items())}.",
@@ -234,6 +251,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _gap(held: dict[str, float]) -> float:
+    """Relative held-out ε-MSE drop of the true caption vs a shuffled one (0 if not measured)."""
+    if "true" not in held or "shuffled" not in held:
+        return 0.0
+    return 1 - held["true"] / held["shuffled"]
 
 
 def cache_path(recipe: TinyDenoiserRecipe, cache_dir: str | Path | None = None) -> Path:

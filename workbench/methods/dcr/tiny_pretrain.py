@@ -26,6 +26,7 @@ __all__ = [
     "PretrainResult",
     "denoising_loss",
     "heldout_losses",
+    "mixture_key",
     "prepare_mixture",
     "pretrain_tiny_denoiser",
     "sample",
@@ -56,14 +57,58 @@ class MixtureData:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def prepare_mixture(recipe: TinyDenoiserRecipe, encoder=None, batch: int = 256) -> MixtureData:
+def mixture_key(recipe: TinyDenoiserRecipe, encoder) -> str:
+    """16-hex digest of what the prepared data depends on: mixture, hold-out fraction, image
+    size and the encoder's towers (their fingerprint covers preprocessing too)."""
+    import hashlib
+    import json
+
+    from workbench.encoders.heads import tower_fingerprint
+
+    d = {"mixture": recipe.to_dict()["mixture"], "holdout": recipe.holdout,
+         "image_size": recipe.image_size, "towers": tower_fingerprint(encoder)}  # fmt: skip
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_mixture(
+    recipe: TinyDenoiserRecipe, encoder=None, batch: int = 256, cache_dir=None
+) -> MixtureData:
     """Load the recipe's datasets, preprocess as the encoder does (then resize to ``image_size``)
-    and embed every distinct caption with the encoder's text tower (default: ``"default"``)."""
-    from workbench.data import load_dataset
+    and embed every distinct caption with the encoder's text tower (default: ``"default"``).
+
+    The result is cached as ``<cache>/denoisers/mixture-<key>.safetensors`` (+ ``.json``; key
+    :func:`mixture_key`): decoding openclipart's PNGs is most of the cost.
+    """
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
     from workbench.encoders import load_encoder
+    from workbench.encoders.cache import default_cache_dir
 
     enc = encoder if encoder is not None else load_encoder("default")
     enc.eval()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / "denoisers" / f"mixture-{mixture_key(recipe, enc)}.safetensors"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        t, js = load_file(str(path)), json.loads(meta.read_text())
+        return MixtureData(t["images"], js["caption_ids"], t["caption_emb"], js["captions"],
+                           t["empty"], t["holdout"], t["source"], js["counts"])  # fmt: skip
+    data = _prepare(recipe, enc, batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"images": data.images, "caption_emb": data.caption_emb, "empty": data.empty,
+               "holdout": data.holdout, "source": data.source}  # fmt: skip
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    meta.write_text(json.dumps({"caption_ids": data.caption_ids, "captions": data.captions,
+                                "counts": data.counts}))  # fmt: skip
+    return data
+
+
+def _prepare(recipe: TinyDenoiserRecipe, enc, batch: int) -> MixtureData:
+    from workbench.data import load_dataset
+
     mean = torch.tensor(enc.preprocess_config["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(enc.preprocess_config["std"]).view(1, 3, 1, 1)
     images, caption_ids, holdout, source = [], [], [], []
