@@ -12,6 +12,10 @@ module                    holds
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
 ``dcr``, ``dcr_theory``   ``dcr.ipynb`` (DCR: Fig. 1(d), 2, 5, Tab. 4(b), Theorem 1)
+``degla``                 ``degla.ipynb`` (DeGLA Table 7, Figs. 5–6; data in ``degla_data``)
+``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
+                          figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
+                          ``tinyclip``)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -30,6 +34,11 @@ _SUBMODULES = (
     "dp_ability",
     "dcr",
     "dcr_theory",
+    "degla",
+    "proclip",
+    "proclip_data",
+    "proclip_figures",
+    "tinyclip",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
