@@ -36,7 +36,7 @@ __all__ = [
     "fig2_figure",
     "joint_table",
     "method_config",
-    "run_arm",
+    "run_dcr_arm",
     "score_runs",
     "starting_encoder",
     "study_points",
@@ -295,7 +295,7 @@ def starting_encoder(config: DCRStudyConfig, data: Dataset, run_root: str) -> An
     return train(tc, encoder=enc, dataset=data, progress=False).encoder.eval()
 
 
-def run_arm(
+def run_dcr_arm(
     config: DCRStudyConfig, arm: str, seed: int, data: Dataset, run_root: str, start: Any
 ) -> DCRRun:
     """Train one arm × seed from a copy of ``start`` (:func:`starting_encoder`) with the code's
