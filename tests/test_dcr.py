@@ -409,3 +409,34 @@ def test_dcr_bf16_on_cuda():
         )
         losses[kind] = float(lo.loss.detach())
     assert abs(losses["bf16"] - losses["fp32"]) < 5e-2
+
+
+def test_shipped_tiny_denoiser_is_the_default_recipe_and_small():
+    from workbench.methods.dcr.tiny import SHIPPED, TinyDenoiserRecipe, read_card
+
+    card = read_card(SHIPPED)
+    assert card["recipe_key"] == TinyDenoiserRecipe().key()  # "tiny" loads it, never trains
+    assert TinyDenoiserRecipe.from_dict(card["recipe"]) == TinyDenoiserRecipe()
+    assert SHIPPED.stat().st_size < 20 * 2**20  # ships inside the package
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"arms": "dcr"}, TypeError, "arms"),
+        ({"seeds": (0, 0)}, ValueError, "seeds must be distinct"),
+        ({"d_datasets": ("digts",)}, ValueError, r"unknown dataset 'digts'\. Did you mean"),
+        ({"train_mixture": (("fashon-mnist", "train", 10),)}, ValueError, "train_mixture"),
+        ({"train_mixture": "digits"}, TypeError, "train_mixture"),
+        ({"encoder": "defualt"}, ValueError, r"unknown encoder 'defualt'"),
+        ({"steps": 1.5}, (TypeError, ValueError), "steps"),
+        ({"theorem_timesteps": (100, 1000)}, ValueError, "theorem_timesteps"),
+        ({"device": "gpu"}, ValueError, "device"),
+        ({"negatives": 0}, ValueError, "negatives"),
+    ],
+)
+def test_study_config_refuses_bad_parameters_by_name(kwargs, error, match):
+    from workbench.experiments.dcr import DCRStudyConfig
+
+    with pytest.raises(error, match=match):
+        DCRStudyConfig(**kwargs)

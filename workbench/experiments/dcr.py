@@ -144,34 +144,60 @@ class DCRStudyConfig:
     output_dir: str = "figures/dcr"
 
     def __post_init__(self) -> None:
-        for name in ("arms", "seeds", "joint_seeds", "d_datasets", "theorem_timesteps"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise TypeError(f"{name} must be a sequence, not the string {value!r}")
-            setattr(self, name, tuple(value))
-        self.train_mixture = tuple(tuple(m) for m in self.train_mixture)
+        from workbench._validate import as_int, as_int_tuple, as_names
+        from workbench.data import check_dataset_name, dataset_names
+        from workbench.encoders.registry import check_encoder_name
+
+        own = "DCRStudyConfig"
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        self.arms = as_names(self.arms, "arms", owner=own, unique=True)
         bad = [a for a in self.arms if a not in ARMS]
-        if bad or not self.arms:
+        if bad:
             raise ValueError(
-                f"arms must be a non-empty subset of {list(ARMS)}, got {list(self.arms)}"
+                f"{own}: arms must be a non-empty subset of {list(ARMS)}, got {list(self.arms)}"
             )
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
+        self.seeds = as_int_tuple(self.seeds, "seeds", owner=own, lo=0, unique=True)
+        self.joint_seeds = as_int_tuple(
+            self.joint_seeds, "joint_seeds", owner=own, lo=0, min_len=0, unique=True
+        )
+        self.d_datasets = dataset_names(self.d_datasets, "d_datasets", owner=own)
+        self.theorem_timesteps = as_int_tuple(
+            self.theorem_timesteps, "theorem_timesteps", owner=own, lo=0
+        )
+        if isinstance(self.train_mixture, str) or not self.train_mixture:
+            raise TypeError(
+                f"{own}: train_mixture must be a non-empty sequence of (dataset, split, size) "
+                f"triples, got {self.train_mixture!r}"
+            )
+        mix = []
+        for i, m in enumerate(self.train_mixture):
+            if isinstance(m, str) or len(m) != 3:
+                raise TypeError(
+                    f"{own}: train_mixture[{i}] must be a (dataset, split, size) triple, got {m!r}"
+                )
+            check_dataset_name(m[0], f"train_mixture[{i}]", owner=own)
+            size = None if m[2] is None else as_int(m[2], f"{own}: train_mixture[{i}] size", lo=1)
+            mix.append((m[0], m[1], size))
+        self.train_mixture = tuple(mix)
         if self.start_heads not in ("as-loaded", "infonce"):
             raise ValueError(
-                f"start_heads must be 'as-loaded' or 'infonce', got {self.start_heads!r}"
+                f"{own}: start_heads must be 'as-loaded' or 'infonce', got {self.start_heads!r}"
             )
-        if not (isinstance(self.heads_steps, int) and self.heads_steps >= 1):
-            raise ValueError(f"heads_steps must be an int ≥ 1, got {self.heads_steps!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 2):
-            raise ValueError(f"steps must be an int ≥ 2, got {self.steps!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 3):
-            raise ValueError(f"batch_size must be an int ≥ 3, got {self.batch_size!r}")
-        if not all(0 <= t < 1000 for t in self.theorem_timesteps) or not self.theorem_timesteps:
-            raise ValueError(f"theorem_timesteps must be in [0, 999], got {self.theorem_timesteps}")
+        self.heads_steps = as_int(self.heads_steps, f"{own}: heads_steps", lo=1)
+        self.steps = as_int(self.steps, f"{own}: steps", lo=2)
+        self.batch_size = as_int(self.batch_size, f"{own}: batch_size", lo=3)
+        self.threads = as_int(self.threads, f"{own}: threads", lo=1)
+        if not all(t < 1000 for t in self.theorem_timesteps):
+            raise ValueError(
+                f"{own}: theorem_timesteps must be in [0, 999], got {self.theorem_timesteps}"
+            )
         for name in ("suite_samples", "theorem_per_class", "tsne_samples"):
-            if getattr(self, name) < 5:
-                raise ValueError(f"{name} must be ≥ 5, got {getattr(self, name)}")
+            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=5))
+        self.mmvp_pairs_per_category = as_int(
+            self.mmvp_pairs_per_category, f"{own}: mmvp_pairs_per_category", lo=1
+        )
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"{own}: device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
         # the method validates the rest (lrs, negatives, gt_target, ...) before any work
         for arm in (*self.arms, *(("dcr-joint",) if self.joint_seeds else ())):
             name, cfg = method_config(self, arm)
