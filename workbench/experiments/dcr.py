@@ -208,6 +208,23 @@ class DCRStudyConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check_data(self) -> None:
+        """Build every dataset the study scores (as :meth:`suite` loads them, plus digits for
+        Theorem 1 and Fig. 5), so a missing one fails before any training or writing."""
+        from workbench.data import load_dataset
+
+        suite = self.suite()
+        wanted = {name: suite.dataset_kwargs.get(name, {}) for name in suite.datasets}
+        wanted.setdefault("digits", {"split": "test"})
+        for name, kwargs in wanted.items():
+            try:
+                load_dataset(name, **kwargs)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f"DCRStudyConfig: dataset {name!r} cannot be built: {err} — install its "
+                    "files or drop it from the study"
+                ) from err
+
     def suite(self, seeds: Sequence[int] | None = None) -> Any:
         """The D/P scoring suite (synthetic-world scored on its test split)."""
         from workbench.evals.dp_suite import SuiteConfig
