@@ -70,6 +70,13 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
 class DCRStudyConfig:
     """Parameters of ``notebooks/dcr.ipynb``; every field validated in ``__post_init__``.
 
+    The defaults are sized to the session's shared 2-core machine (load average ≈ 15, a process
+    gets ~1/6 of a core): 30 steps at batch 8 with 4 sampled negatives, 3 seeds, one joint seed,
+    so one default run finishes in ≈ 25 minutes. They are a smoke-sized study, far below the
+    code's 100k + 4.6k steps at batch 256; on an idle machine or a GPU raise ``steps`` (200),
+    ``batch_size`` (16), ``negatives`` (7 or ``"all"``), ``joint_seeds`` (0, 1, 2) and the
+    scoring sizes (``suite_samples`` 300, ``mmvp_pairs_per_category`` 10).
+
     Attributes:
         encoder: The starting encoder (DCR enhances a *pretrained* CLIP's image side).
         start_heads: ``"as-loaded"`` keeps the encoder's heads; ``"infonce"`` first fits both
@@ -89,8 +96,8 @@ class DCRStudyConfig:
         stage1_fraction: Share of steps in Stage 1 (projector alignment).
         batch_size: Images per step (16: the code's per-GPU batch).
         negatives: DCR negatives per anchor (7 sampled: the CPU target; ``"all"`` = B−1).
-        stage1_lr: Stage-1 LR (1e-3: 10× the code's 1e-4, for a 100-step Stage 1).
-        stage2_lr: Stage-2 LR (1e-4: 10× the code's 1e-5, for a ~100-step Stage 2).
+        stage1_lr: Stage-1 LR (1e-3: 10× the code's 1e-4, for a Stage 1 of tens of steps).
+        stage2_lr: Stage-2 LR (1e-4: 10× the code's 1e-5, for a Stage 2 of tens of steps).
         joint_lr: The joint arm's single LR (``None`` = ``stage1_lr``).
         encoder_trainable: Stage-2 parts (:data:`LAST_BLOCKS_LORA`).
         gt_target: ``"eps"`` (paper) or ``"v"`` (code).
@@ -110,20 +117,20 @@ class DCRStudyConfig:
 
     encoder: str = "default"
     start_heads: str = "infonce"
-    heads_steps: int = 300
+    heads_steps: int = 150
     denoiser: str = "tiny"
     train_mixture: tuple[tuple[str, str, int | None], ...] = (
-        ("openclipart", "all", 800),
-        ("fashion-mnist", "train", 800),
-        ("synthetic-world", "train", 800),
+        ("openclipart", "all", 400),
+        ("fashion-mnist", "train", 400),
+        ("synthetic-world", "train", 400),
     )
     arms: tuple[str, ...] = ("recon", "naive", "dcr")
     seeds: tuple[int, ...] = (0, 1, 2)
-    joint_seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 200
+    joint_seeds: tuple[int, ...] = (0,)
+    steps: int = 30
     stage1_fraction: float = 0.5
-    batch_size: int = 16
-    negatives: int | str = 7
+    batch_size: int = 8
+    negatives: int | str = 4
     stage1_lr: float = 1e-3
     stage2_lr: float = 1e-4
     joint_lr: float | None = None
@@ -132,12 +139,12 @@ class DCRStudyConfig:
     augment_before_normalise: bool = False
     lambda_con: float = 1.0
     lambda_rec: float = 1.0
-    suite_samples: int = 300
-    mmvp_pairs_per_category: int = 10
+    suite_samples: int = 150
+    mmvp_pairs_per_category: int = 8
     d_datasets: tuple[str, ...] = ("digits", "fashion-mnist", "synthetic-world")
-    theorem_timesteps: tuple[int, ...] = (100, 300, 500, 700, 900)
-    theorem_per_class: int = 30
-    tsne_samples: int = 500
+    theorem_timesteps: tuple[int, ...] = (100, 500, 900)
+    theorem_per_class: int = 15
+    tsne_samples: int = 300
     device: str = "cpu"
     threads: int = 1
     run_root: str | None = None
