@@ -118,7 +118,7 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
         rows.append((f"step {name} ({what})", f"{value:9.1f} ms  ×{value / ms['infonce']:.2f}"))
     if len(plain) < len(methods.names()):  # DCR and its baselines: pixels + the tiny denoiser
         try:
-            dcr = bench_step.make_cases("dcr", 16, sizes.step_dim, [], 2, device)
+            dcr = bench_step.make_cases("dcr", 16, sizes.step_dim, [], 2, device, k=7)
             ms = bench_step.time_cases(dcr, sizes.step_repeats, sizes.step_warmup)
             for name, value in ms.items():
                 rows.append(
