@@ -50,11 +50,13 @@ PAPER: dict[str, Any] = {
     "mmvp_avg_L224": {"original": 19.2, "DIVA": 25.9, "GenHancer": 31.9, "DCR": 33.3},
 }
 
-#: The default encoder's LoRA on its last two blocks (+ conv_head, image head): r = α = 16,
-#: dropout 0.1 as the code; two blocks keep the tower's backward within the CPU step budget.
+#: The default encoder's LoRA on its last two blocks (+ conv_head, the two Linears of the
+#: pretrained default's MLP image head): r = α = 16, dropout 0.1 as the code; two blocks keep the
+#: tower's backward within the CPU step budget. (peft cannot wrap the head's ``Sequential``
+#: itself; a linear head, ``heads="random"``, is not matched and stays frozen.)
 LAST_BLOCKS_LORA = (
     "lora:r=16,alpha=16,dropout=0.1,targets=blocks.5.3.conv_pw|blocks.5.3.conv_pwl|"
-    "blocks.6.0.conv_pw|blocks.6.0.conv_pwl|conv_head|image_head"
+    "blocks.6.0.conv_pw|blocks.6.0.conv_pwl|conv_head|image_head.0|image_head.2"
 )
 
 #: Arm name → (method registry name, fixed method arguments).
@@ -79,12 +81,11 @@ class DCRStudyConfig:
 
     Attributes:
         encoder: The starting encoder (DCR enhances a *pretrained* CLIP's image side).
-        start_heads: ``"as-loaded"`` keeps the encoder's heads; ``"infonce"`` first fits both
-            heads (+ temperature) by InfoNCE on the training mixture's cached tower features
-            (LiT-style, ``heads_steps`` steps), so the start is an *aligned* model. The default
-            is ``"infonce"`` while ``load_encoder("default")`` ships random heads (issue 21):
-            with random heads every arm's P (MMVP-style pairs need image–text alignment) is
-            at chance. Switch to ``"as-loaded"`` once the pretrained default lands.
+        start_heads: ``"as-loaded"`` (default) fine-tunes the encoder as loaded: the shipped
+            pretrained default (MLP heads + trained temperature, issue 21). ``"infonce"`` first
+            fits both heads (+ temperature) by InfoNCE on the training mixture's cached tower
+            features (LiT-style, ``heads_steps`` steps): the stand-in used before the pretrained
+            default landed, kept for encoders loaded with ``heads="random"``.
         heads_steps: Steps of that head fit (batch 256, lr 1e-3).
         denoiser: Denoiser registry name (``"tiny"``: the shipped pixel DDPM).
         train_mixture: ``(dataset, split, size)`` the arms train on (the tiny denoiser's
@@ -116,7 +117,7 @@ class DCRStudyConfig:
     """
 
     encoder: str = "default"
-    start_heads: str = "infonce"
+    start_heads: str = "as-loaded"
     heads_steps: int = 150
     denoiser: str = "tiny"
     train_mixture: tuple[tuple[str, str, int | None], ...] = (

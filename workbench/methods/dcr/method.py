@@ -50,8 +50,11 @@ OBJECTIVES = ("dcr", "naive", "recon")
 PROTOCOLS = ("two-stage", "joint")
 
 #: The default encoder's analogue of the code's ``target_modules="all-linear"`` LoRA (r = α = 16,
-#: dropout 0.1 [code]): every 1×1 convolution of EfficientNet-Lite0 and the image head.
-DEFAULT_LORA = "lora:r=16,alpha=16,dropout=0.1,targets=conv_pw|conv_pwl|conv_head|image_head"
+#: dropout 0.1 [code]): every 1×1 convolution of EfficientNet-Lite0 and the Linears of the
+#: pretrained default's MLP image head (peft cannot wrap the head's ``Sequential``).
+DEFAULT_LORA = (
+    "lora:r=16,alpha=16,dropout=0.1,targets=conv_pw|conv_pwl|conv_head|image_head.0|image_head.2"
+)
 
 
 def sample_negatives(b: int, k: int, device: torch.device | None = None) -> torch.Tensor:
