@@ -246,7 +246,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- sha256 of the weights: `{card['sha256']}` (checked on load).",
         "- Samples: `figures/dcr/tiny_denoiser_samples.png` (DDIM, 50 steps, held-out captions).",
         "",
-        "Retrain: `workbench.experiments.dcr.build_tiny_denoiser()` (the shipped recipe); another",
+        "Retrain: `workbench.experiments.dcr_denoiser.build_tiny_denoiser()` (the shipped recipe); another",
         "`TinyDenoiserRecipe` is trained into the cache and loaded by `load_tiny(recipe=...)`.",
         "",
     ]
@@ -324,7 +324,8 @@ def load_tiny(
     if not weights.is_file() or not weights.with_suffix(".json").is_file():
         raise FileNotFoundError(
             f"no tiny denoiser at {weights} (+ .json card); train it once with "
-            "workbench.experiments.dcr.build_tiny_denoiser(recipe) (≈ 20 min on 2 cores)"
+            "workbench.experiments.dcr_denoiser.build_tiny_denoiser(recipe) (the shipped recipe: "
+            "≈ 110 min on a loaded 2-core machine)"
         )
     card = read_card(weights)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
