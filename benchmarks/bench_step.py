@@ -25,6 +25,11 @@ Modes:
           lengths, read from a float32 table as the token trainer does; ratios to ``vse``, with
           the memory a step holds (tensors saved for backward, plus parameters and AdamW state).
           The methods' configuration is the notebook's (``CDDSStudyConfig``).
+  dcr     methods that run a denoiser on pixels (``needs_towers``: DCR and its baselines),
+          as ``towers`` at batch ``--dcr-batch`` (16, the code's per-GPU batch) with the tiny
+          32-px denoiser, Stage 2 (``enhance``: projector frozen): InfoNCE, reconstruction
+          only, the naive method, DCR with ``--dcr-negatives`` sampled negatives and DCR with
+          all B−1 (the code's B×B pass). Other modes skip ``needs_towers`` methods.
 
 Every registered method is timed (``--methods`` picks some), in the last of its stages
 (ProCLIP: ``"tune"``, the EMA teacher's forward and update included). A method whose attach
@@ -38,6 +43,7 @@ the table reports the median ms/step and its ratio to InfoNCE.
 
     python benchmarks/bench_step.py                       # everything (CPU: heads + towers)
     python benchmarks/bench_step.py --modes heads --batches 256 --dims 256
+    python benchmarks/bench_step.py --modes dcr --dims 256 --threads 2   # the DCR CPU target
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ class _Case:
             select_params = lambda: list(self.encoder.parameters())  # noqa: E731
             self.image_in = torch.randn(batch, 1280, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
-        elif mode == "towers":
+        elif mode in ("towers", "dcr"):
             import workbench as wb
 
             self.encoder = wb.load_encoder("default", heads="random", embed_dim=dim)
@@ -138,7 +144,8 @@ class _Case:
         self.params = select_params()
         self.method = method.to(device)
         self.encoder.requires_grad_(False)
-        self.params += [p for p in method.parameters() if p.requires_grad]
+        if mode != "dcr":  # Stage 2 of DCR and its baselines: the projector is frozen
+            self.params += [p for p in method.parameters() if p.requires_grad]
         for p in self.params:
             p.requires_grad_(True)
         self.encoder.to(device)
@@ -157,7 +164,7 @@ class _Case:
         if self.mode == "heads":
             return self.image_in, self.text_in
         image = enc.image_tower(self.image_in)
-        if self.mode == "towers":
+        if self.mode in ("towers", "dcr"):
             return image, self.text_in
         with torch.no_grad():
             return image, enc.text_tower(self.text_in)
@@ -283,6 +290,21 @@ def bench_tokens(batch: int, repeats: int, warmup: int, device: torch.device) ->
               f"{cases[n].memory_mb:9.1f}", flush=True)  # fmt: skip
 
 
+def dcr_methods(negatives: int) -> dict[str, tuple[str, dict]]:
+    """Column → (registry name, arguments) of the ``dcr`` mode (tiny denoiser: the shipped one,
+    or its untrained architecture when the weights are absent — the same cost)."""
+    from workbench.methods.dcr.tiny import SHIPPED
+
+    den = {"denoiser": "tiny" if SHIPPED.exists() else "tiny:random"}
+    return {
+        "infonce": ("infonce", {}),
+        "dcr/recon": ("dcr/recon", den),
+        "dcr/naive": ("dcr/naive", den),
+        f"dcr[K={negatives}]": ("dcr", {**den, "negatives": negatives}),
+        "dcr[all]": ("dcr", {**den, "negatives": "all"}),
+    }
+
+
 def method_for(name: str, mode: str, **config):
     """The method as a mode needs it: where tower blocks train (``towers``, ``vitb32``) DeGLA's
     EMA teacher copies the whole encoder (its default copies the heads, exact only while the
@@ -300,6 +322,12 @@ REFERENCES = {"proclip": ("proclip[λ=0]", {"lambda_reg": 0.0})}
 def make_cases(mode, batch, dim, names, blocks, device, k=4) -> dict[str, _Case]:
     """One :class:`_Case` (its own model copy, method attached) per method name, plus the
     same-parts references of :data:`REFERENCES`."""
+    if mode == "dcr":  # Stage 2 (its last stage): the projector is frozen
+        return {
+            col: _Case(methods.get(n, **kw), mode, batch, dim, blocks, device, k)
+            for col, (n, kw) in dcr_methods(k).items()
+        }
+    names = [n for n in names if not methods.get(n).needs_towers]
     cases = {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
     for n, (ref, config) in REFERENCES.items():
         if n in names:
@@ -337,6 +365,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--blocks", type=int, default=2, help="trainable last image-tower blocks")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--dcr-batch", type=int, default=16, help="batch of the dcr mode")
+    ap.add_argument(
+        "--dcr-negatives", type=int, default=7, help="sampled DCR negatives (the dcr mode's K)"
+    )
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     args = ap.parse_args()
     if args.threads:
@@ -344,7 +376,9 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     modes = args.modes or (
-        ["heads", "towers", "vitb32", "tokens"] if cuda else ["heads", "towers", "tokens"]
+        ["heads", "towers", "dcr", "vitb32", "tokens"]
+        if cuda
+        else ["heads", "towers", "dcr", "tokens"]
     )
     # token methods (CDDS, VSE) refuse pooled features; the tokens mode times them
     pooled = [n for n in methods.names() if not getattr(methods.get(n), "needs_tokens", False)]
@@ -355,11 +389,9 @@ def main() -> None:
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks} K={args.negatives}"
     )
-    header = f"{'mode':7} {'batch':>5} {'dim':>4}  " + "  ".join(
-        f"{n + ' ms':>12} {'×':>5}" for n in names
-    )
-    print(header)
-    print("-" * len(header))
+    skipped = [n for n in names if methods.get(n).needs_towers]
+    if skipped:
+        print(f"[dcr mode only] {skipped} run a denoiser on pixels")
     for mode in modes:
         if mode == "tokens":
             bench_tokens(args.token_batch, args.repeats, args.warmup, device)
@@ -367,15 +399,19 @@ def main() -> None:
         if mode == "vitb32" and not cuda:
             print("[skip] vitb32 needs CUDA")
             continue
-        shapes = (
-            [(1024, 512)] if mode == "vitb32" else [(b, d) for b in args.batches for d in args.dims]
-        )
+        if mode == "vitb32":
+            shapes = [(1024, 512)]
+        elif mode == "dcr":
+            shapes = [(args.dcr_batch, d) for d in args.dims]
+        else:
+            shapes = [(b, d) for b in args.batches for d in args.dims]
         for batch, dim in shapes:
             res = bench(
                 mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device,
-                args.negatives,
+                args.dcr_negatives if mode == "dcr" else args.negatives,
             )  # fmt: skip
-            cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
+            cols = list(res) if mode == "dcr" else [n for n in names if n in res]
+            cells = "  ".join(f"{n} {res[n]:.1f} ms ({res[n] / res['infonce']:.2f}×)" for n in cols)
             print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
             for n, (ref, _) in REFERENCES.items():
                 if ref in res:

@@ -99,9 +99,12 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     """One row per registered method: ms/step and ratio to InfoNCE (or the method's error)."""
     device = torch.device(sizes.device)
     rows, ok, cases = [], True, {}
-    for name in methods.names():
-        if getattr(methods.get(name), "needs_tokens", False):
-            continue  # token methods (CDDS, VSE): timed on token batches by token_step_times
+    plain = [
+        n
+        for n in methods.names()
+        if not methods.get(n).needs_towers and not getattr(methods.get(n), "needs_tokens", False)
+    ]
+    for name in plain:  # pixel methods (DCR) and token methods (CDDS, VSE) are timed apart
         try:  # build and run one step now, so a broken method cannot stop the others
             case = bench_step._Case(
                 bench_step.method_for(name, sizes.step_mode), sizes.step_mode, sizes.step_batch,
@@ -118,6 +121,17 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     what = f"{sizes.step_mode}, B={sizes.step_batch}" + (", bf16" if device.type == "cuda" else "")
     for name, value in ms.items():
         rows.append((f"step {name} ({what})", f"{value:9.1f} ms  ×{value / ms['infonce']:.2f}"))
+    if len(plain) < len(methods.names()):  # DCR and its baselines: pixels + the tiny denoiser
+        try:
+            dcr = bench_step.make_cases("dcr", 16, sizes.step_dim, [], 2, device, k=7)
+            ms = bench_step.time_cases(dcr, sizes.step_repeats, sizes.step_warmup)
+            for name, value in ms.items():
+                rows.append(
+                    (f"step {name} (dcr, B=16)", f"{value:9.1f} ms  ×{value / ms['infonce']:.2f}")
+                )
+        except Exception as err:
+            rows.append(("step dcr", f"error: {type(err).__name__}: {err}"[:120]))
+            ok = False
     return sorted(rows), ok
 
 

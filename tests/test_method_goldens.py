@@ -162,6 +162,14 @@ TOKEN_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "vse/sampling": ("vse", {**_TOKEN_SMALL, "sampling": True}),
 }
 
+#: Methods whose inputs the plain golden batch lacks (pixels, an encoder, a denoiser): their
+#: golden ``LossOutput`` lives in the named test module (``tests/goldens.check_golden``).
+OWN_GOLDENS: dict[str, str] = {
+    "dcr": "test_dcr_goldens",
+    "dcr/naive": "test_dcr_goldens",
+    "dcr/recon": "test_dcr_goldens",
+}
+
 #: Methods whose short training run is stored as a loss trace.
 TRACES = ("infonce", "sde", "fanoise")
 
@@ -426,8 +434,10 @@ def library_methods() -> list[str]:
 
 
 def test_every_registered_method_has_a_golden():
-    covered = {registry_name for registry_name, _, _ in CASES.values()}
+    covered = {registry_name for registry_name, _, _ in CASES.values()} | set(OWN_GOLDENS)
     covered |= {registry_name for registry_name, _ in TOKEN_CASES.values()}
+    for module in set(OWN_GOLDENS.values()):
+        assert (Path(__file__).parent / f"{module}.py").is_file(), module
     assert {"infonce", "infonce/vlm2vec", "sde", "fanoise"} <= set(library_methods())
     assert set(library_methods()) <= covered, sorted(set(library_methods()) - covered)
     assert {f"sde/{row}" for row in ABLATIONS} <= set(CASES)

@@ -105,8 +105,10 @@ def test_token_methods_bf16_autocast_stays_close_to_fp32(case):
 
 @pytest.mark.parametrize("name", POOLED)
 def test_bf16_autocast_loss_is_close_to_fp32(name):
-    out = _on_cuda(golden_batch())
     method = methods.get(name)
+    if method.needs_towers:
+        pytest.skip("runs a denoiser on pixels: tests/test_dcr.py::test_dcr_bf16_on_cuda")
+    out = _on_cuda(golden_batch())
     if getattr(method, "needs_captions", False):  # ReVision: its LM, projector and captions
         out = revision_batch(method, out)
     method = method.cuda().eval()

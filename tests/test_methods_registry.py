@@ -69,6 +69,10 @@ def test_every_registered_method_is_callable_both_ways():
             with pytest.raises(ValueError, match="stage"):
                 m(x, y, scale)
             continue
+        if m.needs_towers:  # runs towers/denoisers on pixels: plain features must be refused
+            with pytest.raises(ValueError, match="pixels"):
+                m(x, y, scale)
+            continue
         negatives = None
         if m.needs_hard_negatives:  # DeGLA: the plain call must say what it lacks
             with pytest.raises(ValueError, match="hard negatives"):

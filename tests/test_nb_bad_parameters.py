@@ -23,6 +23,7 @@ CASES = {
     "modality_gap.ipynb": {"dataset": MISSING},
     "dp_ability.ipynb": {"datasets": ["digits", MISSING]},
     "explore_spectra.ipynb": {"dataset": MISSING},
+    "dcr.ipynb": {"d_datasets": ["digits", MISSING], "train_mixture": [["digits", "train", 8]]},
 }
 
 
@@ -31,7 +32,11 @@ def _fails_before_writing(name: str, params: dict, tmp_path, match: str) -> None
 
     out = tmp_path / "out"
     runs = tmp_path / "runs"
-    extra = {"run_root": str(runs)} if name in ("dp_ability.ipynb", "explore_spectra.ipynb") else {}
+    extra = (
+        {"run_root": str(runs)}
+        if name in ("dp_ability.ipynb", "explore_spectra.ipynb", "dcr.ipynb")
+        else {}
+    )
     with pytest.raises(pm.PapermillExecutionError, match=match):
         run_notebook(name, {**params, **extra, "output_dir": str(out)}, tmp_path)
     assert not out.exists() or not any(out.iterdir()), f"{name} wrote {list(out.iterdir())}"

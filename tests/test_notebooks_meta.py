@@ -41,6 +41,7 @@ CONFIGS = {
     "cdds": "workbench.experiments.cdds:CDDSStudyConfig",
     "methods_leaderboard": "workbench.experiments.leaderboard:LeaderboardConfig",
     "revision": "workbench.experiments.revision:ReVisionConfig",
+    "dcr": "workbench.experiments.dcr:DCRStudyConfig",
 }
 
 

@@ -11,6 +11,8 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``dcr``, ``dcr_theory``   ``dcr.ipynb`` (DCR: Fig. 1(d), 2, 5, Tab. 4(b), Theorem 1);
+                          ``dcr_denoiser`` pretrains the tiny denoiser once
 ``degla``                 ``degla.ipynb`` (DeGLA Table 7, Figs. 5–6; data in ``degla_data``)
 ``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
                           figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
@@ -39,6 +41,9 @@ _SUBMODULES = (
     "fanoise",
     "modality_gap",
     "dp_ability",
+    "dcr",
+    "dcr_theory",
+    "dcr_denoiser",
     "degla",
     "proclip",
     "proclip_data",
