@@ -15,6 +15,6 @@ Every name in a submodule's ``__all__`` is available here, e.g. ``workbench.eval
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("task_suite", "task_builder", "dp_suite", "hooks")
+_SUBMODULES = ("task_suite", "task_builder", "dp_suite", "hooks", "segmentation")
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
