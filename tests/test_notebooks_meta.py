@@ -35,6 +35,7 @@ CONFIGS = {
     "modality_gap": "workbench.experiments.modality_gap:ModalityGapConfig",
     "dp_ability": "workbench.experiments.dp_ability:DPStudyConfig",
     "explore_spectra": "workbench.viz.explorers:ExploreConfig",
+    "earth_adapter": "workbench.experiments.earth_adapter:EarthAdapterConfig",
 }
 
 

@@ -11,6 +11,9 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``segtrain``              the segmentation trainer (adapters + head) and per-domain mIoU
+``earth_adapter``         ``earth_adapter.ipynb``: DG/DA tables, ablation, ρ sweep
+``earth_adapter_figures`` its figures' numbers (frequency parts, router weights, masks)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -19,6 +22,17 @@ as ``workbench.experiments.<name>`` (``from workbench import experiments as E``)
 
 from workbench._lazy import lazy_exports
 
-_SUBMODULES = ("grid", "tables", "stats", "sde", "fanoise", "modality_gap", "dp_ability")
+_SUBMODULES = (
+    "grid",
+    "tables",
+    "stats",
+    "sde",
+    "fanoise",
+    "modality_gap",
+    "dp_ability",
+    "segtrain",
+    "earth_adapter",
+    "earth_adapter_figures",
+)
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
