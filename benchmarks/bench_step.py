@@ -11,6 +11,13 @@ Modes:
           ``--blocks`` blocks and both heads training (text side on cached features).
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
           run, the image tower's last ``--blocks`` blocks and both heads train.
+  segment segmentation methods (Earth-Adapter and its variants) on the default encoder at
+          ``--resolution`` px (128, the notebook's): the adapted image tower + head forward,
+          per-pixel cross-entropy, backward, AdamW step; ratios to ``earth_adapter/head_only``
+          (the frozen tower with a head only), in wall and in thread-CPU time (the CPU time of
+          the one compute thread, which a loaded machine inflates far less than wall time).
+
+Segmentation methods have no contrastive step: the other modes skip them (``NotContrastive``).
 
 Every registered method is timed (``--methods`` picks some). Each method gets its own copy of
 the model built from the same seed, and its ``attach`` runs on it (extra modules, adapters,
@@ -36,6 +43,10 @@ from workbench.methods import BatchOutputs, StepState
 from workbench.train.params import select
 
 
+class NotContrastive(ValueError):
+    """A method without a contrastive step (a segmentation method): time it with ``segment``."""
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -59,6 +70,10 @@ class _Case:
     """
 
     def __init__(self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+        if getattr(method, "task", "contrastive") != "contrastive":
+            raise NotContrastive(
+                f"{method.name} is a {method.task} method: bench_step.py --modes segment"
+            )
         torch.manual_seed(0)  # every method's copy of the model starts from the same weights
         g = torch.Generator().manual_seed(0)
         self.device, self.amp = device, None
@@ -144,8 +159,83 @@ class _Case:
 
 
 def make_cases(mode, batch, dim, names, blocks, device) -> dict[str, _Case]:
-    """One :class:`_Case` (its own model copy, method attached) per method name."""
-    return {n: _Case(methods.get(n), mode, batch, dim, blocks, device) for n in names}
+    """One :class:`_Case` (its own model copy, method attached) per contrastive method name."""
+    return {
+        n: _Case(methods.get(n), mode, batch, dim, blocks, device)
+        for n in names
+        if getattr(methods.get(n), "task", "contrastive") == "contrastive"
+    }
+
+
+class _SegCase:
+    """One segmentation method attached to its own default encoder; ``step()`` = one training step."""
+
+    def __init__(
+        self, name: str, batch: int, resolution: int, device: torch.device, first: int | None = None
+    ):
+        import workbench as wb
+        from workbench.train.config import TrainConfig
+        from workbench.train.params import prepare_model
+
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        self.device = device
+        self.encoder = wb.load_encoder("default", resolution=resolution)
+        config = {} if first is None else {"adapter_layers": list(range(first, 16))}
+        self.method = methods.get(name, **config)
+        cfg = TrainConfig(method=name, method_config=config, trainable="adapters+method")
+        prepare_model(self.encoder, self.method, cfg)
+        self.params = select(cfg.trainable_parts(), self.encoder, list(self.method.parameters()))
+        self.encoder.requires_grad_(False)
+        for p in self.params:
+            p.requires_grad_(True)
+        self.encoder.to(device)
+        self.method.to(device).train()
+        self.segmenter = self.method.segmenter(self.encoder)
+        self.pixels = torch.randn(batch, 3, resolution, resolution, generator=g).to(device)
+        self.labels = torch.randint(
+            0, self.method.n_classes, (batch, resolution, resolution), generator=g
+        ).to(device)
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.amp = torch.bfloat16 if device.type == "cuda" else None
+
+    def step(self) -> tuple[float, float]:
+        from workbench.methods.earth_adapter import segmentation_loss
+
+        _sync(self.device)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        self.opt.zero_grad(set_to_none=True)
+        ctx = (
+            torch.autocast("cuda", dtype=self.amp)
+            if self.amp
+            else torch.autocast("cpu", enabled=False)
+        )
+        with ctx:
+            logits = self.segmenter(self.pixels)
+        segmentation_loss(logits, self.labels).backward()
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def bench_segment(
+    names, batch, resolution, repeats, warmup, device, first=None
+) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, thread-CPU ms) per step of each segmentation method, round-robin;
+    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule."""
+    cases = {n: _SegCase(n, batch, resolution, device, first) for n in names}
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
+    order = list(cases)
+    for i in range(warmup + repeats):
+        order = order[1:] + order[:1]
+        for n in order:
+            t = cases[n].step()
+            if i >= warmup:
+                times[n].append(t)
+    return {
+        n: (statistics.median(w for w, _ in v) * 1e3, statistics.median(c for _, c in v) * 1e3)
+        for n, v in times.items()
+    }
 
 
 def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, float]:
@@ -170,7 +260,7 @@ def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32")
+    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32 segment")
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     ap.add_argument("--dims", nargs="+", type=int, default=[256, 768])
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered one")
@@ -178,6 +268,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--blocks", type=int, default=2, help="trainable last image-tower blocks")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--resolution", type=int, default=128, help="segment mode: image side (px)")
+    ap.add_argument("--seg-batch", type=int, default=16, help="segment mode: images per step")
+    ap.add_argument(
+        "--seg-first-block",
+        type=int,
+        default=None,
+        help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,6 +283,15 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     modes = args.modes or (["heads", "towers", "vitb32"] if cuda else ["heads", "towers"])
     names = _available(args.methods or methods.names())
+    seg_names = [
+        n for n in names if getattr(methods.get(n), "task", "contrastive") == "segmentation"
+    ]
+    names = [n for n in names if n not in seg_names]
+    if "segment" in modes:
+        modes = [m for m in modes if m != "segment"]
+        _print_segment(args, device, seg_names)
+        if not modes:
+            return
     if "infonce" not in names:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(
@@ -207,6 +314,27 @@ def main() -> None:
             res = bench(mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device)
             cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
             print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+
+
+def _print_segment(args, device, seg_names) -> None:
+    base = "earth_adapter/head_only"
+    if base not in seg_names:
+        raise SystemExit(f"{base} must be among --methods (the frozen tower + head reference)")
+    first = args.seg_first_block
+    print(
+        f"segment: device={device} threads={torch.get_num_threads()} batch={args.seg_batch} "
+        f"resolution={args.resolution} repeats={args.repeats} warmup={args.warmup} "
+        f"adapters on image blocks {'5 (stride 16)' if first is None else first}..15"
+    )
+    res = bench_segment(
+        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first
+    )
+    print(f"{'method':26} {'wall ms':>9} {'×':>5} {'cpu ms':>9} {'×':>5}")
+    for n, (wall, cpu) in res.items():
+        print(
+            f"{n:26} {wall:9.1f} {wall / res[base][0]:5.2f} {cpu:9.1f} {cpu / res[base][1]:5.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

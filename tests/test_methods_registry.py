@@ -46,6 +46,10 @@ def test_every_registered_method_is_callable_both_ways():
         if name.startswith("test-"):  # test doubles other modules register (loop, parts, teachers)
             continue
         m = methods.get(name)
+        if getattr(m, "task", "contrastive") != "contrastive":  # Earth-Adapter: pixels + labels
+            with pytest.raises(ValueError, match="segmentation"):
+                m(x, y, scale)
+            continue
         direct = m(x, y, scale)
         assert direct.ndim == 0 and torch.isfinite(direct), name
         out = m(BatchOutputs(x, y, scale, x, y), StepState.standalone())
