@@ -269,9 +269,6 @@ class EarthAdapter(Method):
             "workbench.experiments.segtrain.train_segmenter (notebooks/earth_adapter.ipynb)"
         )
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-
 
 def _indices(value: Any, name: str) -> tuple[int, ...] | None:
     if value is None:
