@@ -1,8 +1,14 @@
-"""Per-step training time of InfoNCE, SDE and FANoise, as ratios to InfoNCE.
+"""Per-step training time of every registered method, as ratios to InfoNCE.
 
 One "step" is what :mod:`workbench.train`'s loop does per optimiser step, minus logging:
 zero grads → features (heads on cached tower features, or the image tower on pixels) →
-L2 normalise → ``method(BatchOutputs, StepState)`` → backward → AdamW step.
+L2 normalise → ``method(BatchOutputs, StepState)`` → backward → AdamW step → the method's
+``on_step_end`` (EMA teachers).
+
+Hard negatives: a method that needs them (``needs_hard_negatives``, DeGLA) gets ``--negatives``
+K per sample as the loop hands them over while the text tower is frozen: tower features looked
+up from its cache (here: fixed random (B, K, D_txt) rows, drawn once), then the text head and L2
+normalisation inside the timed step.
 
 Modes:
   heads   heads-only training on cached tower features (random, default-encoder widths
@@ -19,7 +25,11 @@ Modes:
 
 Segmentation methods have no contrastive step: the other modes skip them (``NotContrastive``).
 
-Every registered method is timed (``--methods`` picks some). Each method gets its own copy of
+Every registered method is timed (``--methods`` picks some), in the last of its stages
+(ProCLIP: ``"tune"``, the EMA teacher's forward and update included). A method whose attach
+changes the trainable parts (ProCLIP's adapter as the text head) is also compared with the same
+parts under plain InfoNCE: ``proclip[λ=0]`` (ProCLIP's stage 2 without its regulariser is
+InfoNCE on the adapter's outputs), printed as its own ratio line. Each method gets its own copy of
 the model built from the same seed, and its ``attach`` runs on it (extra modules, adapters,
 teachers), with its own trainable parameters added to the optimiser. Methods are timed
 round-robin (one step each, order rotated every round) so machine-load drift hits them alike;
@@ -69,7 +79,9 @@ class _Case:
     own trainable modules train and its adapters or teachers are in place.
     """
 
-    def __init__(self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device):
+    def __init__(
+        self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device, k: int = 4
+    ):
         if getattr(method, "task", "contrastive") != "contrastive":
             raise NotContrastive(
                 f"{method.name} is a {method.task} method: bench_step.py --modes segment"
@@ -83,26 +95,36 @@ class _Case:
             self.encoder.text_head = torch.nn.Linear(384, dim, bias=False)
             self.encoder.logit_scale = torch.nn.Parameter(torch.tensor(2.6592))
             self.encoder.embed_dim = dim
-            self.params = list(self.encoder.parameters())
+            select_params = lambda: list(self.encoder.parameters())  # noqa: E731
             self.image_in = torch.randn(batch, 1280, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
         elif mode == "towers":
             import workbench as wb
 
             self.encoder = wb.load_encoder("default", embed_dim=dim)
-            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            select_params = lambda: select(["heads", f"image_blocks:{blocks}"], self.encoder, [])  # noqa: E731
             self.image_in = torch.randn(batch, 3, 96, 96, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)
         else:  # vitb32
             import workbench as wb
 
             self.encoder = wb.load_encoder("open_clip:ViT-B-32")
-            self.params = select(["heads", f"image_blocks:{blocks}"], self.encoder, [])
+            select_params = lambda: select(["heads", f"image_blocks:{blocks}"], self.encoder, [])  # noqa: E731
             self.image_in = torch.randn(batch, 3, 224, 224, generator=g)
             self.text_in = {"input_ids": torch.randint(1, 49000, (batch, 77), generator=g)}
             self.amp = torch.bfloat16
         self.mode = mode
-        method.attach(self.encoder)
+        self.neg_in = None
+        if getattr(method, "needs_hard_negatives", False):
+            if isinstance(self.text_in, dict):  # the loop's cache holds the frozen tower's rows
+                with torch.no_grad():
+                    width = self.encoder.text_tower({"input_ids": self.text_in["input_ids"][:1]})
+                width = width.shape[-1]
+            else:
+                width = self.text_in.shape[-1]
+            self.neg_in = torch.randn(batch, k, width, generator=g)
+        method.attach(self.encoder)  # may replace a head (ProCLIP's adapter): select after it
+        self.params = select_params()
         self.method = method.to(device)
         self.encoder.requires_grad_(False)
         self.params += [p for p in method.parameters() if p.requires_grad]
@@ -110,6 +132,8 @@ class _Case:
             p.requires_grad_(True)
         self.encoder.to(device)
         self.image_in = self.image_in.to(device)
+        if self.neg_in is not None:
+            self.neg_in = self.neg_in.to(device)
         self.text_in = (
             {k: v.to(device) for k, v in self.text_in.items()}
             if isinstance(self.text_in, dict)
@@ -127,6 +151,11 @@ class _Case:
         with torch.no_grad():
             return image, enc.text_tower(self.text_in)
 
+    def state(self, total: int) -> StepState:
+        """A mid-run state in the method's last stage (SDE's α(t), λ(t) are active there)."""
+        stage = self.method.stages(total)[-1].name
+        return StepState(step=total // 3, total_steps=total, stage=stage)
+
     def step(self, state: StepState) -> float:
         _sync(self.device)
         t0 = time.perf_counter()
@@ -139,12 +168,17 @@ class _Case:
         with ctx:
             it, tt = self._towers()
             zi, zt = self.encoder.image_head(it), self.encoder.text_head(tt)
+            negs = None
+            if self.neg_in is not None:
+                negs = F.normalize(self.encoder.text_head(self.neg_in), dim=-1)  # (B, K, D)
             out = BatchOutputs(
                 F.normalize(zi, dim=-1),
                 F.normalize(zt, dim=-1),
                 self.encoder.logit_scale.exp(),
                 zi,
                 zt,
+                hard_negatives=negs,
+                hard_negative_tower=self.neg_in,
                 image_tower=it,
                 text_tower=tt,
                 pixels=None if self.mode == "heads" else self.image_in,
@@ -154,17 +188,34 @@ class _Case:
             loss = self.method(out, state).loss
         loss.backward()
         self.opt.step()
+        self.method.on_step_end(self.encoder, state)  # EMA teachers update here
         _sync(self.device)
         return time.perf_counter() - t0
 
 
-def make_cases(mode, batch, dim, names, blocks, device) -> dict[str, _Case]:
-    """One :class:`_Case` (its own model copy, method attached) per contrastive method name."""
-    return {
-        n: _Case(methods.get(n), mode, batch, dim, blocks, device)
-        for n in names
-        if getattr(methods.get(n), "task", "contrastive") == "contrastive"
-    }
+def method_for(name: str, mode: str, **config):
+    """The method as a mode needs it: where tower blocks train (``towers``, ``vitb32``) DeGLA's
+    EMA teacher copies the whole encoder (its default copies the heads, exact only while the
+    towers are frozen), so the teacher forward includes the training tower."""
+    method = methods.get(name, **config)
+    if mode != "heads" and method.needs_hard_negatives:
+        method = methods.get(name, teacher="encoder", **config)
+    return method
+
+
+#: Same-trainable-parts InfoNCE references of methods that change the parts: name → config.
+REFERENCES = {"proclip": ("proclip[λ=0]", {"lambda_reg": 0.0})}
+
+
+def make_cases(mode, batch, dim, names, blocks, device, k=4) -> dict[str, _Case]:
+    """One :class:`_Case` (its own model copy, method attached) per contrastive method name, plus the
+    same-parts references of :data:`REFERENCES`."""
+    names = [n for n in names if getattr(methods.get(n), "task", "contrastive") == "contrastive"]
+    cases = {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
+    for n, (ref, config) in REFERENCES.items():
+        if n in names:
+            cases[ref] = _Case(method_for(n, mode, **config), mode, batch, dim, blocks, device, k)
+    return cases
 
 
 class _SegCase:
@@ -246,16 +297,15 @@ def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, 
     for i in range(total):
         order = order[1:] + order[:1]  # rotate so no method always runs first in a round
         for n in order:
-            # mid-run state: SDE's α(t), λ(t) are active (not the identity at the end)
-            t = cases[n].step(StepState(step=total // 3, total_steps=total))
+            t = cases[n].step(cases[n].state(total))
             if i >= warmup:
                 times[n].append(t)
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
 
 
-def bench(mode, batch, dim, names, repeats, warmup, blocks, device) -> dict[str, float]:
+def bench(mode, batch, dim, names, repeats, warmup, blocks, device, k=4) -> dict[str, float]:
     """Median ms per step of each method in ``names`` (one model copy each), round-robin."""
-    return time_cases(make_cases(mode, batch, dim, names, blocks, device), repeats, warmup)
+    return time_cases(make_cases(mode, batch, dim, names, blocks, device, k), repeats, warmup)
 
 
 def main() -> None:
@@ -276,6 +326,7 @@ def main() -> None:
         default=None,
         help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
     )
+    ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,7 +347,7 @@ def main() -> None:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-        f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks}"
+        f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks} K={args.negatives}"
     )
     header = f"{'mode':7} {'batch':>5} {'dim':>4}  " + "  ".join(
         f"{n + ' ms':>12} {'×':>5}" for n in names
@@ -311,9 +362,18 @@ def main() -> None:
             [(1024, 512)] if mode == "vitb32" else [(b, d) for b in args.batches for d in args.dims]
         )
         for batch, dim in shapes:
-            res = bench(mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device)
+            res = bench(
+                mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device,
+                args.negatives,
+            )  # fmt: skip
             cells = "  ".join(f"{res[n]:12.1f} {res[n] / res['infonce']:5.2f}" for n in names)
             print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+            for n, (ref, _) in REFERENCES.items():
+                if ref in res:
+                    print(
+                        f"{'':20}{n} / {ref} (same trainable parts): "
+                        f"{res[n]:.1f} / {res[ref]:.1f} ms = {res[n] / res[ref]:.2f}×"
+                    )
 
 
 def _print_segment(args, device, seg_names) -> None:

@@ -101,9 +101,10 @@ def step_times(sizes: Sizes) -> tuple[list[tuple[str, str]], bool]:
     for name in methods.names():
         try:  # build and run one step now, so a broken method cannot stop the others
             case = bench_step._Case(
-                methods.get(name), sizes.step_mode, sizes.step_batch, sizes.step_dim, 2, device
-            )
-            case.step(methods.StepState(step=1, total_steps=3))
+                bench_step.method_for(name, sizes.step_mode), sizes.step_mode, sizes.step_batch,
+                sizes.step_dim, 2, device,
+            )  # fmt: skip
+            case.step(case.state(3))  # in the method's last stage, as bench_step times it
             cases[name] = case
         except bench_step.NotContrastive as why:  # segmentation methods: their own bench mode
             rows.append((f"step {name}", f"skipped: {why}"[:120]))

@@ -98,7 +98,8 @@ def test_resume_after_crash_is_bit_identical(tmp_path, toy, case):
             **data_kw,
         )
     (crashed,) = [p for p in tmp_path.iterdir() if p != full.run_dir]
-    assert RunDir(crashed).checkpoint_steps() == [2, 4]
+    # the eval at step 4 runs before step 4's checkpoint: the crash inside it leaves [2]
+    assert RunDir(crashed).checkpoint_steps() == [2]
     resumed = train(
         resume=crashed,
         encoder=copy.deepcopy(enc),
@@ -122,6 +123,10 @@ def test_resume_after_crash_is_bit_identical(tmp_path, toy, case):
     ]
     events = [r["event"] for r in RunDir(crashed).records("event")]
     assert events == ["start", "resume", "end"]
+    evals_full, evals_res = RunDir(full.run_dir).evals(), RunDir(crashed).evals()
+    assert [r["step"] for r in evals_res] == [0, 2, 4, 6, 8, 10][: len(evals_full)]
+    assert evals_res == evals_full  # the eval the crash interrupted was re-run, not lost
+    assert RunDir(crashed).summary == RunDir(full.run_dir).summary
 
 
 def test_resume_refuses_a_changed_config(tmp_path, toy):

@@ -9,7 +9,7 @@ import pytest
 
 from workbench.data import DATASETS, load_dataset
 from workbench.data.fashion_mnist import DEBIAN_ROOT as FASHION_ROOT
-from workbench.data.fashion_mnist import FASHION_CLASSES, read_idx
+from workbench.data.fashion_mnist import FASHION_CLASSES, FASHION_TEMPLATES, read_idx
 from workbench.data.openclipart import DEBIAN_ROOT as OPENCLIPART_ROOT
 from workbench.data.openclipart import captions_from_metadata, clean_title, parse_svg_metadata
 
@@ -35,7 +35,7 @@ def _check_items(ds, n=5):
 def test_registry_knows_every_dataset_and_rejects_typos():
     assert set(DATASETS.names()) >= {
         "synthetic-world", "digits", "skimage-photos", "fashion-mnist", "openclipart",
-        "coco-captions", "flickr30k", "mmvp-vlm", "imagefolder",
+        "coco-captions", "flickr30k", "mmvp-vlm", "imagefolder", "emoji", "tuxpaint-stamps",
     }  # fmt: skip
     with pytest.raises(KeyError, match="fashion-mnist"):
         load_dataset("fashion-mnst")
@@ -97,6 +97,19 @@ def test_fashion_mnist_from_the_debian_files():
         it.id for it in load_dataset("fashion-mnist", split="train", size=50, seed=3)
     ]
     assert sub.config["size"] == 50 and sub.config["split"] == "train"
+
+
+@needs_fashion
+def test_fashion_mnist_items_carry_every_caption_template():
+    ds = load_dataset("fashion-mnist", split="test", size=40, seed=0)
+    boot = next(it for it in ds if ds.class_names[it.label] == "ankle boot")
+    # the first two are the captions items always had (cached embeddings hold captions[0])
+    assert boot.captions[:2] == [
+        "a photo of an ankle boot",
+        "a black and white photo of an ankle boot",
+    ]
+    assert len(boot.captions) == len(FASHION_TEMPLATES) == len(set(boot.captions))
+    assert all("an ankle boot" in c for c in boot.captions)
 
 
 def test_fashion_mnist_missing_files_say_what_to_install(tmp_path):

@@ -133,3 +133,26 @@ def test_two_processes_match_one_on_the_global_batch(tmp_path):
 def test_gather_is_identity_without_distribution():
     x = F.normalize(torch.randn(4, 3), dim=-1)
     assert gather_features(x, DistInfo()) is x
+
+
+def test_degla_two_processes_match_one(tmp_path):
+    # DeGLA's hard negatives and EMA-teacher features are gathered like the features: the
+    # global softmax sees every rank's negatives, TGC and the distillation every rank's rows.
+    kw = {"method": "degla", "data": "cached", "trainable": "heads+logit_scale",
+          "method_config": {"ema_decay": 0.5}, "snapshot_every": 0}  # fmt: skip
+    enc = ToyEncoder()
+    single = train(
+        _config(str(tmp_path / "single"), **kw),
+        encoder=copy.deepcopy(enc),
+        embeddings=toy_embeddings(enc, ToyDataset(80)),
+        progress=False,
+    )
+    out = str(tmp_path / "result")
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), out, kw), nprocs=2, join=True)
+    r0 = torch.load(f"{out}.0")
+    for name, p in single.encoder.state_dict().items():
+        torch.testing.assert_close(r0["state"][name], p, rtol=0, atol=1e-6, msg=name)
+    for a, b in zip(RunDir(single.run_dir).log(), RunDir(r0["run_dir"]).log(), strict=True):
+        assert set(a["terms"]) == {"base", "igc", "tgc", "distill"}
+        for term, value in a["terms"].items():
+            assert value == pytest.approx(b["terms"][term], rel=1e-5, abs=1e-6), term

@@ -76,5 +76,7 @@ def test_every_case_is_a_registered_segmentation_method(name):
 
 
 def test_every_registered_segmentation_method_has_a_case():
-    registered = {n for n in methods.names() if getattr(methods.get(n), "task", None) == "segmentation"}
+    registered = {
+        n for n in methods.names() if getattr(methods.get(n), "task", None) == "segmentation"
+    }
     assert registered <= {r for r, _ in SEGMENTATION_CASES.values()}

@@ -66,7 +66,12 @@ def test_loop_call_equals_open_clip_style_call():
 def test_vlm2vec_form_is_one_directional_cross_entropy_at_tau_002():
     x, y = _pair(12, 5)
     m = methods.get("infonce/vlm2vec")
-    assert m.config == {"temperature": 0.02, "symmetric": False, "query": "image"}
+    assert m.config == {
+        "temperature": 0.02,
+        "symmetric": False,
+        "query": "image",
+        "caption_positives": False,
+    }
     expected = F.cross_entropy(x @ y.T / 0.02, torch.arange(12))
     # The learnable scale passed in is ignored when the temperature is fixed.
     torch.testing.assert_close(m(x, y, torch.tensor(3.0)), expected)
@@ -162,3 +167,28 @@ def test_bf16_inputs_give_finite_float32_loss_close_to_fp32(cfg):
 def test_info_nce_function_is_the_module_loss():
     x, y = _pair(6, 4)
     torch.testing.assert_close(info_nce(x, y, 10.0), methods.get("infonce")(x, y, 10.0))
+
+
+def test_caption_positives_treat_repeated_captions_as_positives():
+    from workbench.methods.feature_loss import same_caption_positives
+
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.normalize(torch.randn(4, 5, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(4, 5, generator=g), dim=-1)
+    scale = torch.tensor(7.0)
+    distinct = BatchOutputs(img, txt, scale, captions=["a", "b", "c", "d"])
+    plain = methods.get("infonce")(distinct, StepState.standalone()).loss
+    dedup = methods.get("infonce", caption_positives=True)
+    assert torch.equal(dedup(distinct, StepState.standalone()).loss, plain)  # no repeats: CLIP
+    caps = ["a photo of a shirt", "a dog", "a photo of a shirt", "a cat"]
+    out = dedup(BatchOutputs(img, txt, scale, captions=caps), StepState.standalone())
+    # by hand: rows 0 and 2 share their caption, so each has two positives with weight 1/2
+    logits = scale * img @ txt.T
+    pos = same_caption_positives(caps).float()
+    soft = pos / pos.sum(1, keepdim=True)
+    want_i = -(soft * logits.log_softmax(1)).sum(1).mean()
+    want_t = -(soft * logits.T.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(out.loss, (want_i + want_t) / 2)
+    assert out.logs["dup_positives"] == 0.5  # two extra positives over four rows
+    with pytest.raises(ValueError, match="one caption per row"):
+        dedup(BatchOutputs(img, txt, scale, captions=caps[:3]), StepState.standalone())

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from test_train_toy import ToyDataset, ToyEncoder, toy_embeddings
 
 from workbench import methods
 from workbench.methods import BatchOutputs, StepState
+from workbench.methods.degla import ABLATIONS as DEGLA_ROWS
 from workbench.methods.sde import ABLATIONS
 from workbench.train import RunDir, TrainConfig, train
 
@@ -58,6 +60,9 @@ TRACE_TOL = 1e-5
 STATE = StepState(step=3, total_steps=40)
 #: Global torch seed set right before each method call (FANoise draws its noise from it).
 NOISE_SEED = 1234
+
+#: ProCLIP's per-caption distillation targets (written by :func:`_proclip_setup`).
+PROCLIP_TARGETS = Path(tempfile.gettempdir()) / "workbench-golden-proclip-targets.safetensors"
 
 #: case name → (registry name, constructor overrides, training mode).
 CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -78,7 +83,30 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "fanoise/target_side": ("fanoise", {"side": "target", "renormalize": True}, True),
     "fanoise/learnable_symmetric": ("fanoise", {"temperature": None, "symmetric": True}, True),
     "fanoise/text_query": ("fanoise", {"query": "text"}, True),
+    **{f"degla/{row}": ("degla", dict(kw), True) for row, kw in DEGLA_ROWS.items()},
+    "degla/tgc_code_layout": ("degla", {"tgc_negatives": "code"}, True),
+    "degla/lambdas": (
+        "degla",
+        {"lambda_igc": 0.3, "lambda_tgc": 0.2, "lambda_distill": 0.05},
+        True,
+    ),
+    "proclip/distill": ("proclip", {"targets": str(PROCLIP_TARGETS)}, True),
+    "proclip/distill_squared": (
+        "proclip",
+        {"targets": str(PROCLIP_TARGETS), "struct_form": "squared"},
+        True,
+    ),
+    "proclip/tune": ("proclip", {"targets": str(PROCLIP_TARGETS)}, True),
+    "proclip/tune_frozen_short": (
+        "proclip",
+        {"targets": str(PROCLIP_TARGETS), "teacher": "frozen", "long_captions": False},
+        True,
+    ),
+    "proclip/direct": ("proclip/direct", {"targets": str(PROCLIP_TARGETS)}, True),
 }
+#: Cases stored outside ``methods.safetensors`` (by registry name), so adding a method never
+#: rewrites another method's goldens.
+CASE_FILES: dict[str, Path] = {"degla": GOLDENS / "methods_degla.safetensors"}
 
 #: Methods whose short training run is stored as a loss trace.
 TRACES = ("infonce", "sde", "fanoise")
@@ -108,15 +136,88 @@ def golden_batch() -> BatchOutputs:
     return BatchOutputs(image, text, scale, image_raw, text_raw)
 
 
+def degla_batch(method, out: BatchOutputs) -> BatchOutputs:
+    """The golden batch plus what DeGLA needs: K = 4 seeded hard negatives per row (a leaf with
+    gradient) and an attached EMA teacher of two linear heads that has drifted from the student,
+    with seeded tower features for it to project."""
+    g = torch.Generator().manual_seed(1)
+    b, d, k, d_img, d_txt = 16, 32, 4, 24, 20
+    student = torch.nn.Module()
+    student.image_head = torch.nn.Linear(d_img, d, bias=False)
+    student.text_head = torch.nn.Linear(d_txt, d, bias=False)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    method.attach(student)
+    drift = torch.Generator().manual_seed(2)  # its own stream: every row sees the same batch
+    with torch.no_grad():  # a teacher some EMA steps behind: not the student itself
+        for p in method.teacher.parameters() if method.teacher is not None else ():
+            p.add_(torch.randn(p.shape, generator=drift) * 0.05)
+    neg_raw = out.text_features.detach()[:, None] + 0.3 * torch.randn(b, k, d, generator=g)
+    out.hard_negatives = F.normalize(neg_raw, dim=-1).requires_grad_(True)  # (B, K, D)
+    out.image_tower = torch.randn(b, d_img, generator=g)
+    out.text_tower = torch.randn(b, d_txt, generator=g)
+    out.hard_negative_tower = torch.randn(b, k, d_txt, generator=g)
+    return out
+
+
+#: Registry name → builder adding what that method needs beyond :func:`golden_batch`.
+BATCHES = {"degla": degla_batch}
+
+
+def _proclip_setup(method: Any, out: BatchOutputs, stage: str) -> StepState:
+    """ProCLIP needs more than features: captions with distillation targets (half with a long
+    caption), pre-projection image features for its teacher, and an encoder to attach its
+    adapter (20 → 32) and image-head teacher (24 → 32) to — all seeded."""
+    from workbench.methods.proclip import write_distill_targets
+
+    g = torch.Generator().manual_seed(7)
+    b, d = out.image_features.shape
+    out.captions = [f"caption {i}" for i in range(b)]
+    long_in = torch.randn(b, 20, generator=g)
+    long_in[1::2] = float("nan")
+    write_distill_targets(
+        PROCLIP_TARGETS, out.captions, torch.randn(b, d, generator=g), long_in,
+        torch.randn(b, d, generator=g),
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        encoder = torch.nn.Module()
+        encoder.image_head = torch.nn.Linear(24, d, bias=False)
+        encoder.text_head = torch.nn.Linear(20, d, bias=False)
+        encoder.embed_dim = d
+        method.attach(encoder)
+    out.encoder = encoder
+    out.image_tower = torch.randn(b, 24, generator=g)
+    return StepState(step=3, total_steps=40, stage=stage, stage_step=3, stage_steps=20)
+
+
+#: The stage each ProCLIP case runs in (the cases need more than :func:`golden_batch`).
+PROCLIP_STAGE = {
+    "proclip/distill": "distill",
+    "proclip/distill_squared": "distill",
+    "proclip/tune": "tune",
+    "proclip/tune_frozen_short": "tune",
+    "proclip/direct": "tune",
+}
+
+
 def case_outputs(name: str) -> dict[str, torch.Tensor]:
     """``{"<name>|loss", "<name>|terms.<t>", "<name>|logs.<l>", "<name>|grad.<x>"}`` of one case."""
     registry_name, config, training = CASES[name]
     method = methods.get(registry_name, **config).train(training)
     out = golden_batch()
+    if registry_name in BATCHES:
+        out = BATCHES[registry_name](method, out)
+    state = STATE
+    if name in PROCLIP_STAGE:
+        state = _proclip_setup(method, out, PROCLIP_STAGE[name])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(NOISE_SEED)
-        lo = method(out, STATE)
+        lo = method(out, state)
     inputs = {"image": out.image_features, "text": out.text_features, "scale": out.logit_scale}
+    if out.hard_negatives is not None:
+        inputs["negatives"] = out.hard_negatives
     grads = torch.autograd.grad(lo.loss, list(inputs.values()), allow_unused=True)
     result = {f"{name}|loss": lo.loss.detach()}
     result.update({f"{name}|terms.{k}": v.detach() for k, v in lo.terms.items()})
@@ -127,7 +228,7 @@ def case_outputs(name: str) -> dict[str, torch.Tensor]:
         }
     )
     for (key, x), g in zip(inputs.items(), grads):
-        result[f"{name}|grad.{key}"] = torch.zeros_like(x) if g is None else g
+        result[f"{name}|grad.{key}"] = torch.zeros_like(x) if g is None else g.contiguous()
     return result
 
 
@@ -161,9 +262,21 @@ def _stored(path: Path, compute) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _case_file(case: str) -> Path:
+    return CASE_FILES.get(CASES[case][0], LOSS_FILE)
+
+
 @pytest.fixture(scope="module")
 def loss_goldens() -> dict[str, torch.Tensor]:
-    return _stored(LOSS_FILE, lambda: {k: v for c in CASES for k, v in case_outputs(c).items()})
+    stored: dict[str, torch.Tensor] = {}
+    for path in dict.fromkeys(_case_file(c) for c in CASES):
+        cases = [c for c in CASES if _case_file(c) == path]
+        stored.update(
+            _stored(
+                path, lambda cases=cases: {k: v for c in cases for k, v in case_outputs(c).items()}
+            )
+        )
+    return stored
 
 
 @pytest.fixture(scope="module")

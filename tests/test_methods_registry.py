@@ -18,7 +18,12 @@ def test_names_lists_infonce_and_its_vlm2vec_variant():
 def test_get_records_full_config_with_defaults():
     m = methods.get("infonce", temperature=0.05)
     assert isinstance(m, Method)
-    assert m.config == {"temperature": 0.05, "symmetric": True, "query": "image"}
+    assert m.config == {
+        "temperature": 0.05,
+        "symmetric": True,
+        "query": "image",
+        "caption_positives": False,
+    }
     assert m.registry_name == "infonce"
 
 
@@ -50,9 +55,19 @@ def test_every_registered_method_is_callable_both_ways():
             with pytest.raises(ValueError, match="segmentation"):
                 m(x, y, scale)
             continue
-        direct = m(x, y, scale)
-        assert direct.ndim == 0 and torch.isfinite(direct), name
-        out = m(BatchOutputs(x, y, scale, x, y), StepState.standalone())
+        if not getattr(m, "standalone", True):  # needs the loop's stage (ProCLIP): it says so
+            with pytest.raises(ValueError, match="stage"):
+                m(x, y, scale)
+            continue
+        negatives = None
+        if m.needs_hard_negatives:  # DeGLA: the plain call must say what it lacks
+            with pytest.raises(ValueError, match="hard negatives"):
+                m(x, y, scale)
+            negatives = torch.nn.functional.normalize(torch.randn(8, 4, 6, generator=g), dim=-1)
+        else:
+            direct = m(x, y, scale)
+            assert direct.ndim == 0 and torch.isfinite(direct), name
+        out = m(BatchOutputs(x, y, scale, x, y, hard_negatives=negatives), StepState.standalone())
         assert isinstance(out, LossOutput), name
         assert torch.isfinite(out.loss), name
 

@@ -35,6 +35,9 @@ CONFIGS = {
     "modality_gap": "workbench.experiments.modality_gap:ModalityGapConfig",
     "dp_ability": "workbench.experiments.dp_ability:DPStudyConfig",
     "explore_spectra": "workbench.viz.explorers:ExploreConfig",
+    "pretrain_default": "workbench.experiments.pretrain:PretrainConfig",
+    "degla": "workbench.experiments.degla:DeGLAStudyConfig",
+    "proclip": "workbench.experiments.proclip:ProCLIPConfig",
     "earth_adapter": "workbench.experiments.earth_adapter:EarthAdapterConfig",
 }
 

@@ -46,10 +46,23 @@ def test_ties_count_against_the_query():
 def test_bad_inputs_raise_clearly():
     with pytest.raises(ValueError, match="caption_owner"):
         retrieval_scores(np.ones((2, 3)))
-    with pytest.raises(ValueError, match="index images"):
+    with pytest.raises(ValueError, match="caption_owner entries must lie in"):
         retrieval_scores(np.ones((2, 3)), caption_owner=[0, 1, 2])
 
 
 def test_similarity_is_cosine():
     s = similarity(np.array([[2.0, 0.0], [0.0, 3.0]]), np.array([[1.0, 1.0], [5.0, 0.0]]))
     assert np.allclose(s, [[np.sqrt(0.5), 1.0], [np.sqrt(0.5), 0.0]])
+
+
+def test_identical_captions_can_count_as_hits():
+    # images 0 and 2 share the caption "a frog": strict R@1 cannot be 1 for both, keyed R@1 is
+    sim = np.array([[0.9, 0.1, 0.8], [0.1, 0.9, 0.2], [0.95, 0.2, 0.9]])
+    caps = ["a frog", "a car", "a frog"]
+    strict = retrieval_scores(sim)
+    keyed = retrieval_scores(sim, text_keys=caps)
+    assert strict["i2t_R@1"] == pytest.approx(2 / 3) and keyed["i2t_R@1"] == 1.0
+    assert strict["t2i_R@1"] == pytest.approx(2 / 3) and keyed["t2i_R@1"] == 1.0
+    assert retrieval_scores(sim, text_keys=["x", "y", "z"]) == strict  # distinct keys: strict
+    with pytest.raises(ValueError, match="one entry per caption"):
+        retrieval_scores(sim, text_keys=caps[:2])

@@ -13,9 +13,11 @@ from workbench.viz.save import browser_path, save_figure, write_summary
 
 def test_summary_merges_and_converts_numpy(tmp_path) -> None:
     write_summary(tmp_path, {"a": np.float32(1.5), "arr": np.arange(3)})
-    write_summary(tmp_path, {"b": {"nested": np.int64(2)}, "nan": float("nan")})
+    write_summary(
+        tmp_path, {"b": {"nested": np.int64(2)}, "nan": float("nan"), "npnan": np.float64("nan")}
+    )
     data = json.loads((tmp_path / "summary.json").read_text())
-    assert data == {"a": 1.5, "arr": [0, 1, 2], "b": {"nested": 2}, "nan": None}
+    assert data == {"a": 1.5, "arr": [0, 1, 2], "b": {"nested": 2}, "nan": None, "npnan": None}
 
 
 def test_bad_figure_name_is_refused(tmp_path) -> None:

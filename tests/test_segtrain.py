@@ -51,16 +51,22 @@ def test_only_adapter_router_scale_and_head_parameters_train(tmp_path, source):
     for key, value in before.items():  # every tower weight and BN statistic untouched
         assert torch.equal(after[key], value), key
     adapter_keys = [k for k in after if k.startswith("earth_adapter.")]
-    assert any(".router." in k for k in adapter_keys) and any(k.endswith(".scale") for k in adapter_keys)
+    assert any(".router." in k for k in adapter_keys) and any(
+        k.endswith(".scale") for k in adapter_keys
+    )
     assert set(after) == set(before) | set(adapter_keys)
-    trained = {id(p) for p in select(["adapters", "method"], run.encoder, list(run.method.parameters()))}
+    trained = {
+        id(p) for p in select(["adapters", "method"], run.encoder, list(run.method.parameters()))
+    }
     expected = [*run.encoder.earth_adapter.parameters(), *run.method.head.parameters()]
     assert trained == {id(p) for p in expected}
     assert run.n_trainable == sum(p.numel() for p in expected)
     torch.manual_seed(0)  # the same seed's initial adapters: every one moved
     fresh = TinyConvEncoder()
     wb.methods.get("earth_adapter", **TINY).attach(fresh)
-    for (k, p0), p1 in zip(fresh.earth_adapter.state_dict().items(), run.encoder.earth_adapter.state_dict().values()):
+    for (k, p0), p1 in zip(
+        fresh.earth_adapter.state_dict().items(), run.encoder.earth_adapter.state_dict().values()
+    ):
         assert not torch.equal(p0, p1), k
 
 
@@ -71,7 +77,7 @@ def test_a_run_round_trips_through_load_encoder_run(tmp_path, source):
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(reloaded.image_tower(pixels), run.encoder.image_tower(pixels))
-    encoder, method, segmenter = load_segmenter(run.run_dir)
+    _encoder, method, segmenter = load_segmenter(run.run_dir)
     with torch.no_grad():
         assert torch.equal(segmenter(pixels), run.segmenter(pixels))
     assert method.adapter_layers_ == (1, 2, 3)
@@ -92,7 +98,9 @@ def test_the_prefix_cache_gives_the_same_run(tmp_path, source):
                                  caches={"clean": cache})  # fmt: skip
     assert res_plain["clean"]["miou"] == pytest.approx(res_cache["clean"]["miou"], abs=1e-6)
     with pytest.raises(ValueError, match="encoder"):
-        _train(tmp_path, source, source_cache=cache.__class__(1, cache.outputs, ("default", {}), "x"))
+        _train(
+            tmp_path, source, source_cache=cache.__class__(1, cache.outputs, ("default", {}), "x")
+        )
 
 
 def test_domain_adaptation_continues_a_source_run_with_pseudo_labels(tmp_path, source):

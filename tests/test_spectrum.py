@@ -214,7 +214,7 @@ def test_from_singular_values_sorts_and_feeds_every_probe():
     np.testing.assert_array_equal(s.singular_values, [3.0, 2.0, 1.0])
     assert s.cumulative_energy[-1] == 1.0 and not s.center
     assert effective_rank(s, "stable-rank") == pytest.approx(14 / 9)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="singular_values must be ≥ 0"):
         Spectrum.from_singular_values([1.0, -1.0], 2, 2)
 
 

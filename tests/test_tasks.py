@@ -27,6 +27,7 @@ CFG = dict(
     n_per_dataset=40,
     mmvp_pairs_per_category=2,
     cache=False,
+    skip_missing=True,  # the test loader has no fashion-mnist: it is skipped and reported
 )
 
 
@@ -198,6 +199,7 @@ def test_real_datasets_join_when_present():
         n_per_dataset=40,
         mmvp_pairs_per_category=0,
         cache=False,
+        skip_missing=True,
     )
     suite = build_task_suite(TinyEncoder(), cfg)
     assert suite.datasets_used == ["fashion-mnist", "openclipart"]

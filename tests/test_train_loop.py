@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,12 @@ def test_run_directory_format(tmp_path, toy):
     assert rd.config == run.config
     assert rd.meta["method"] == {
         "name": "infonce",
-        "config": {"temperature": None, "symmetric": True, "query": "image"},
+        "config": {
+            "temperature": None,
+            "symmetric": True,
+            "query": "image",
+            "caption_positives": False,
+        },
     }
     steps = rd.log()
     assert [r["step"] for r in steps] == list(range(1, 7))
@@ -388,3 +394,39 @@ def test_snapshot_partition_is_the_probe_partition_of_the_batch():
     torch.testing.assert_close(
         torch.tensor(snap["singular_values"]), torch.linalg.svdvals(x.double())[:8].float()
     )
+
+
+# -- hold-out by id, frozen temperature -----------------------------------------------------------
+def test_holdout_by_id_is_fixed_by_the_ids_and_keeps_items_together():
+    from workbench.data.splits import id_unit
+    from workbench.train.source import split_rows
+
+    ids = [f"item-{i}" for i in range(200)]
+    train_a, held_a = split_rows(200, 0.25, seed=0, by="id", ids=ids)
+    _, held_b = split_rows(200, 0.25, seed=7, by="id", ids=ids)
+    np.testing.assert_array_equal(held_a, held_b)  # the seed does not move it
+    assert {ids[i] for i in held_a} == {i for i in ids if id_unit(i, "val") < 0.25}
+    assert len(set(train_a) | set(held_a)) == 200 and not set(train_a) & set(held_a)
+    # the same rows subset from a reversed order hold out the same ids
+    _, held_rev = split_rows(200, 0.25, seed=0, by="id", ids=ids[::-1])
+    assert {ids[::-1][i] for i in held_rev} == {ids[i] for i in held_a}
+    # two captions of one image (rows sharing attributes["item_id"]) land on the same side
+    rows = [f"img-{i // 2}#{i % 2}" for i in range(100)]
+    attrs = [{"item_id": f"img-{i // 2}"} for i in range(100)]
+    _, held = split_rows(100, 0.3, seed=0, by="id", ids=rows, attributes=attrs)
+    assert all((i ^ 1) in set(held) for i in held)
+    with pytest.raises(ValueError, match="fraction"):
+        split_rows(100, 16, seed=0, by="id", ids=rows)
+
+
+def test_train_holds_out_by_id_when_asked(tmp_path, toy):
+    run = _run(tmp_path, toy, holdout=0.25, holdout_by="id")
+    meta = RunDir(run.run_dir).meta["data"]
+    assert meta["holdout"] + meta["train"] == 80 and 0 < meta["holdout"] < 80
+    with pytest.raises(ValueError, match="holdout_by"):
+        _cfg(tmp_path, holdout_by="hash")
+
+
+def test_a_frozen_learnable_temperature_is_reported(tmp_path, toy):
+    with pytest.warns(UserWarning, match=r"logit_scale does not train.*\+logit_scale"):
+        _run(tmp_path, toy, trainable="heads")

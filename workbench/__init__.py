@@ -31,6 +31,7 @@ _FUNCTIONS = {
     "load_encoder": "workbench.encoders",
     "load_dataset": "workbench.data",
     "embed": "workbench.encoders.embed",
+    "open_embeddings": "workbench.encoders.embed",
     "Embeddings": "workbench.encoders.embeddings",
 }
 _SUBPACKAGES = ("data", "encoders", "probes", "evals", "methods", "train", "viz", "experiments")

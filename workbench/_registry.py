@@ -82,21 +82,27 @@ class Registry(Generic[T]):
         """Canonical registered names, sorted (aliases not included)."""
         return sorted(self._entries)
 
-    def resolve(self, name: str) -> tuple[str, T, str | None]:
-        """Return ``(canonical_name, entry, spec)`` for ``name``; raise ``KeyError`` with suggestions."""
+    def canonical(self, name: str) -> tuple[str, str | None]:
+        """``(canonical_name, spec)`` for ``name`` without importing a lazy entry; ``KeyError``
+        with suggestions when it is not registered (what configs check before any work)."""
         if not isinstance(name, str) or not name:
             raise KeyError(f"{self.kind} name must be a non-empty string, got {name!r}")
         key = self._aliases.get(name, name)
         if key in self._entries:
-            return key, self._load(key), None
+            return key, None
         head, sep, rest = name.partition(":")
         head = self._aliases.get(head, head)
         if sep and head in self._takes_spec:
-            return head, self._load(head), rest
+            return head, rest
         known = self.names() + sorted(self._aliases)
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}.")
+
+    def resolve(self, name: str) -> tuple[str, T, str | None]:
+        """Return ``(canonical_name, entry, spec)`` for ``name``; raise ``KeyError`` with suggestions."""
+        key, spec = self.canonical(name)
+        return key, self._load(key), spec
 
     def get(self, name: str) -> T:
         """The registered entry for ``name`` (without applying any spec)."""

@@ -21,6 +21,7 @@ from workbench._registry import Registry
 from workbench.data.base import MMVP_CATEGORIES, Dataset, Item, MMVPPair, subset_indices
 from workbench.data.builtin import Digits, SkimagePhotos
 from workbench.data.captions import CocoCaptions, Flickr30k
+from workbench.data.emoji import Emoji
 from workbench.data.fashion_mnist import FashionMNIST
 from workbench.data.imagefolder import ImageFolder
 from workbench.data.mmvp import MMVPVLM
@@ -28,6 +29,7 @@ from workbench.data.negatives import hard_negatives
 from workbench.data.openclipart import OpenClipart
 from workbench.data.segworld import SegWorld
 from workbench.data.synthetic import SyntheticWorld, mmvp_pairs
+from workbench.data.tuxpaint import TuxPaintStamps
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset")
 for _name, _cls, _aliases in (
@@ -36,6 +38,8 @@ for _name, _cls, _aliases in (
     ("skimage-photos", SkimagePhotos, ("skimage",)),
     ("fashion-mnist", FashionMNIST, ("fashion_mnist",)),
     ("openclipart", OpenClipart, ()),
+    ("emoji", Emoji, ("noto-emoji",)),
+    ("tuxpaint-stamps", TuxPaintStamps, ("tuxpaint",)),
     ("coco-captions", CocoCaptions, ("coco",)),
     ("flickr30k", Flickr30k, ()),
     ("mmvp-vlm", MMVPVLM, ("mmvp",)),
@@ -43,6 +47,41 @@ for _name, _cls, _aliases in (
     ("synthetic-world-seg", SegWorld, ("segworld",)),
 ):
     DATASETS.register(_name, aliases=_aliases)(_cls)
+
+
+def dataset_names(value: Any, field: str = "datasets", *, owner: str = "") -> tuple[str, ...]:
+    """Validate a config's sequence of dataset names against :data:`DATASETS`.
+
+    A bare string is refused (never split into characters), and an unknown name raises with
+    the registry's "did you mean". Returns the names as a tuple (aliases kept as written).
+
+    >>> dataset_names(["digits"])
+    ('digits',)
+    >>> dataset_names(["digts"], owner="SuiteRunConfig")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: SuiteRunConfig: datasets: unknown dataset 'digts'. Did you mean 'digits'? ...
+    """
+    from workbench._validate import as_names
+
+    names = as_names(value, field, owner=owner, unique=True)
+    for name in names:
+        check_dataset_name(name, field, owner=owner)
+    return names
+
+
+def check_dataset_name(name: Any, field: str = "dataset", *, owner: str = "") -> str:
+    """Validate one dataset name against :data:`DATASETS` (``ValueError`` with suggestions)."""
+    prefix = f"{owner}: " if owner else ""
+    if isinstance(name, str) and not name:
+        raise ValueError(f"{prefix}{field} is empty; name one (see the registry's names)")
+    if not isinstance(name, str):
+        raise TypeError(f"{prefix}{field} must be a dataset name (str), got {name!r}")
+    try:
+        DATASETS.resolve(name)
+    except KeyError as err:
+        raise ValueError(f"{prefix}{field}: {err.args[0]}") from None
+    return name
 
 
 def load_dataset(name: str, **kwargs: Any) -> Dataset:
@@ -65,6 +104,8 @@ __all__ = [
     "Dataset",
     "Item",
     "MMVPPair",
+    "check_dataset_name",
+    "dataset_names",
     "hard_negatives",
     "load_dataset",
     "mmvp_pairs",

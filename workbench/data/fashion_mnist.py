@@ -17,6 +17,20 @@ FASHION_CLASSES = (
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )  # fmt: skip
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
+#: Caption templates of every item, ``{}`` = "a t-shirt" / "an ankle boot". The first two are the
+#: captions items always had (``captions[0]`` is what cached embeddings hold); the others vary the
+#: wording and say what the pictures are (28 px greyscale product shots on black), so a
+#: multi-caption option has real variety to sample from.
+FASHION_TEMPLATES = (
+    "a photo of {}",
+    "a black and white photo of {}",
+    "a greyscale photo of {}",
+    "a low resolution photo of {}",
+    "a product photo of {}",
+    "{} on a plain black background",
+    "a small picture of {}",
+    "a photo of {}, an item of clothing",
+)
 _FILES = {"train": "train-{}-idx{}-ubyte", "test": "t10k-{}-idx{}-ubyte"}
 
 
@@ -64,7 +78,8 @@ class FashionMNIST(Dataset):
 
     The idx files are read once on construction; only the selected rows are kept (a copy, so a
     small subset does not pin 47 MB), and PIL images are made on access. Images are kept as in the
-    files: a light garment on a black background. Captions ``["a photo of a sneaker", ...]``.
+    files: a light garment on a black background. Captions: :data:`FASHION_TEMPLATES` filled with the
+    class ("a photo of a sneaker", "a black and white photo of a sneaker", ...).
     """
 
     name = "fashion-mnist"
@@ -126,7 +141,7 @@ class FashionMNIST(Dataset):
         return Item(
             id=f"fashion-mnist-{self.split}-{int(self._rows[i])}",
             image=image,
-            captions=[f"a photo of {article} {cls}", f"a black and white photo of {article} {cls}"],
+            captions=[t.format(f"{article} {cls}") for t in FASHION_TEMPLATES],
             label=label,
             attributes={"index": int(self._rows[i])},
         )

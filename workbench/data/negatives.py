@@ -22,10 +22,13 @@ second noun). Otherwise rules over a small vocabulary (:data:`ATTRIBUTE_GROUPS`,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+#: A predicate on replacement words (``None`` = every word allowed).
+Allow = Callable[[str], bool] | None
 
 KINDS = ("swap_attributes", "swap_nouns", "reorder", "replace_attribute", "replace_noun")
 
@@ -218,21 +221,23 @@ def _alternatives(word: str) -> list[str]:
     return [w for w in ATTRIBUTE_GROUPS[kind] if not _same_meaning(low, w)]
 
 
-def _text_replace_attribute(t: _Tagged, rng: np.random.Generator) -> list[str]:
+def _text_replace_attribute(t: _Tagged, rng: np.random.Generator, allow: Allow) -> list[str]:
     out = []
     for i in t.attrs:
-        options = _alternatives(t.tokens[i])
+        options = [w for w in _alternatives(t.tokens[i]) if allow is None or allow(w)]
         if options:
             out.append(t.text({i: options[int(rng.integers(len(options)))]}))
     return out
 
 
-def _text_replace_noun(t: _Tagged, rng: np.random.Generator) -> list[str]:
+def _text_replace_noun(t: _Tagged, rng: np.random.Generator, allow: Allow) -> list[str]:
     out = []
     for i in t.nouns:
         lemma, plural, group = _noun_info(t.tokens[i], _digit_slot(t, i))
         pool = DIGIT_WORDS if group == "digits" else NOUN_GROUPS[group]
-        options = [n for n in pool if n != lemma]
+        options = [n for n in pool if n != lemma and (allow is None or allow(n))]
+        if not options:
+            continue
         pick = options[int(rng.integers(len(options)))]
         out.append(t.text({i: _inflect(pick, plural, group)}))
     return out
@@ -259,7 +264,9 @@ def _text_reorder(caption: str, t: _Tagged, rng: np.random.Generator) -> list[st
     return out
 
 
-def _is_synthetic(caption: str, attributes: Mapping[str, Any] | None) -> bool:
+def is_synthetic_caption(caption: str, attributes: Mapping[str, Any] | None) -> bool:
+    """True when ``attributes`` is a synthetic-world factor dict whose canonical caption is
+    ``caption`` (then negatives are exact factor edits)."""
     if attributes is None:
         return False
     from workbench.data import synthetic
@@ -273,7 +280,7 @@ def _is_synthetic(caption: str, attributes: Mapping[str, Any] | None) -> bool:
 
 
 def _synthetic_negatives(
-    kind: str, attrs: Mapping[str, Any], rng: np.random.Generator
+    kind: str, attrs: Mapping[str, Any], rng: np.random.Generator, allow: Allow = None
 ) -> list[str]:
     from workbench.data import synthetic as sw
 
@@ -313,16 +320,23 @@ def _synthetic_negatives(
             values = (2, 3) if factor == "count" and n > 1 else sw.FACTORS[factor]
             if factor == "count" and n == 1:
                 continue  # 1 → 2 would add an arrangement too: two changes, not one
-            options = [v for v in values if v != attrs[factor]]
+            options = [v for v in values if v != attrs[factor] and (allow is None or allow(str(v)))]
+            if not options:
+                continue
             variants.append({**attrs, factor: options[int(rng.integers(len(options)))]})
     if kind == "replace_noun":
         same_kind = [
             s for s in sw.FACTORS["shape"]
             if s != attrs["shape"] and (s in sw.ORIENTABLE_SHAPES) == (attrs["shape"] in sw.ORIENTABLE_SHAPES)
+            and (allow is None or allow(s))
         ]  # fmt: skip
-        variants.append({**attrs, "shape": same_kind[int(rng.integers(len(same_kind)))]})
-        glyphs = [g for g in sw.FACTORS["text"] if g != attrs["text"]]
-        variants.append({**attrs, "text": glyphs[int(rng.integers(len(glyphs)))]})
+        if same_kind:
+            variants.append({**attrs, "shape": same_kind[int(rng.integers(len(same_kind)))]})
+        glyphs = [
+            g for g in sw.FACTORS["text"] if g != attrs["text"] and (allow is None or allow(g))
+        ]
+        if glyphs:
+            variants.append({**attrs, "text": glyphs[int(rng.integers(len(glyphs)))]})
     return [sw.caption(v) for v in variants]
 
 
@@ -332,6 +346,7 @@ def hard_negatives(
     kinds: Sequence[str] = KINDS,
     seed: int = 0,
     max_per_kind: int | None = 3,
+    allow: Allow = None,
 ) -> dict[str, list[str]]:
     """Hard-negative captions of ``caption``, by kind.
 
@@ -342,6 +357,10 @@ def hard_negatives(
         kinds: Which of :data:`KINDS` to produce.
         seed: Seeds the choice of replacements and permutations (same seed → same output).
         max_per_kind: Keep at most this many per kind (seeded choice; ``None`` keeps all).
+        allow: Predicate on replacement words (``replace_*`` kinds; synthetic factor values as
+            ``str``): only words it accepts replace one, so two generators with disjoint
+            vocabularies never produce the same replacement (a held-out vocabulary split).
+            ``None`` allows every word.
 
     Returns:
         ``{kind: [negative, ...]}`` for every requested kind: distinct strings, none equal to the
@@ -352,13 +371,13 @@ def hard_negatives(
         raise ValueError(f"unknown hard-negative kinds {unknown}; choose from {KINDS}")
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
-    structured = _is_synthetic(caption, attributes)
+    structured = is_synthetic_caption(caption, attributes)
     tagged = _Tagged(caption)
     out: dict[str, list[str]] = {}
     for k, kind in enumerate(kinds):
         rng = np.random.default_rng([seed, k])
         if structured and kind != "reorder":
-            found = _synthetic_negatives(kind, attributes, rng)  # type: ignore[arg-type]
+            found = _synthetic_negatives(kind, attributes, rng, allow)  # type: ignore[arg-type]
         elif kind == "swap_attributes":
             found = _text_swap_attributes(tagged)
         elif kind == "swap_nouns":
@@ -366,9 +385,9 @@ def hard_negatives(
         elif kind == "reorder":
             found = _text_reorder(caption, tagged, rng)
         elif kind == "replace_attribute":
-            found = _text_replace_attribute(tagged, rng)
+            found = _text_replace_attribute(tagged, rng, allow)
         else:
-            found = _text_replace_noun(tagged, rng)
+            found = _text_replace_noun(tagged, rng, allow)
         unique = [c for c in dict.fromkeys(found) if c.casefold() != caption.casefold()]
         if max_per_kind is not None and len(unique) > max_per_kind:
             keep = sorted(rng.choice(len(unique), size=max_per_kind, replace=False).tolist())

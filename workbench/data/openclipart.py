@@ -13,13 +13,25 @@ Drawings left with no usable text are not part of the dataset.
 
 Parsing uses ``xml.etree`` on the ``<metadata>`` block only, never resolves external entities and
 never touches the network. The index is built once per root and process and kept in memory.
+
+Oversized PNGs: a few drawings were exported at poster size (up to 20,990 × 29,700 px, ≈ 2.5 GB
+to decode; PIL refuses them as decompression bombs). Any PNG whose header declares more than
+``PIL.Image.MAX_IMAGE_PIXELS`` pixels is rasterised from its SVG at the working size instead
+(:func:`rasterise_svg`: CairoSVG, else ``rsvg-convert``); with neither installed those drawings
+are left out with a warning that names them.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import math
 import os
 import re
+import shutil
+import struct
+import subprocess
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -27,6 +39,7 @@ from typing import Any
 from PIL import Image
 
 from workbench.data.base import Dataset, Item, missing_files_error, subset_indices, to_rgb
+from workbench.data.splits import check_split, in_split
 
 DEBIAN_ROOT = Path("/usr/share/openclipart")
 _NS = {
@@ -48,6 +61,9 @@ _BOILERPLATE_WORDS = re.compile(
     re.I,
 )
 _BYLINE = re.compile(r"^clip ?art by [^-]+ - ", re.I)
+_DESC_BOILERPLATE = re.compile(
+    r"^(created|made|drawn|done) (with|in|using) (inkscape|sodipodi)\b|public domain", re.I
+)
 _BAD_KEYWORDS = {
     "hash", "unsorted", "magick", "theme", "icons", "icon", "clipart", "clip art", "svg",
     "openclipart", "special", "media", "lemon_theme_icon", "mapsym", "action", "application",
@@ -106,13 +122,15 @@ def clean_description(
     authors: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> str | None:
     """Description without URLs, cut to its first sentence (≤ 200 chars); ``None`` if empty,
-    boilerplate, the title again or an author's name."""
+    boilerplate (a tool or licence note included), the title again or an author's name."""
     desc = re.sub(r"https?://\S+|www\.\S+|HASH\(0x[0-9a-f]+\)", "", " ".join(desc.split()))
     desc = desc.strip(" .-:")
     if not desc:
         return None
     desc = re.split(r"(?<=[.!?])\s", desc, maxsplit=1)[0][:200].strip()
     if len(re.sub(r"[^a-zA-Z]", "", desc)) < 3 or _BOILERPLATE_WORDS.search(desc) or "@" in desc:
+        return None
+    if _DESC_BOILERPLATE.search(desc):  # tool and licence notes say nothing about the drawing
         return None
     if title and desc.casefold().rstrip(".") == title.casefold():
         return None
@@ -195,13 +213,73 @@ def captions_from_metadata(meta: dict[str, Any]) -> list[str]:
     return out
 
 
+def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` from a PNG's IHDR chunk, without decoding (or bomb-checking) it."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise ValueError(f"{path} is not a PNG file")
+    return struct.unpack(">II", head[16:24])
+
+
+def svg_rasteriser() -> str | None:
+    """The SVG rasteriser available offline: ``"cairosvg"``, ``"rsvg-convert"`` or ``None``."""
+    try:
+        import cairosvg  # noqa: F401  (needs the system's libcairo2)
+    except (ImportError, OSError):
+        return "rsvg-convert" if shutil.which("rsvg-convert") else None
+    return "cairosvg"
+
+
+def rasterise_svg(path: str | os.PathLike[str], width: int, height: int) -> Image.Image:
+    """Render an SVG at ``width`` × ``height`` px as RGBA.
+
+    CairoSVG runs in its default safe mode (no external entities or files); ``rsvg-convert``
+    only reads files beside the SVG.
+
+    Raises:
+        RuntimeError: neither CairoSVG nor ``rsvg-convert`` is installed.
+    """
+    tool = svg_rasteriser()
+    if tool == "cairosvg":
+        import cairosvg
+
+        data = cairosvg.svg2png(url=str(path), output_width=width, output_height=height)
+    elif tool == "rsvg-convert":
+        cmd = ["rsvg-convert", "-w", str(width), "-h", str(height), "-f", "png", str(path)]
+        data = subprocess.run(cmd, check=True, capture_output=True, timeout=120).stdout
+    else:
+        raise RuntimeError(
+            "no SVG rasteriser: `pip install cairosvg` or `apt-get install librsvg2-bin`"
+        )
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGBA")
+
+
+def _target_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """Size an oversized drawing is rendered at: longer side ``max_side``, else PIL's pixel budget."""
+    w, h = size
+    if max_side is not None:
+        scale = max_side / max(w, h)
+    else:
+        scale = math.sqrt(Image.MAX_IMAGE_PIXELS / (w * h)) if Image.MAX_IMAGE_PIXELS else 1.0
+    scale = min(scale, 1.0)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _is_oversized(record: dict[str, Any]) -> bool:
+    w, h = record["png_size"]
+    return Image.MAX_IMAGE_PIXELS is not None and w * h > Image.MAX_IMAGE_PIXELS
+
+
 @functools.lru_cache(maxsize=4)
 def build_index(root: str) -> tuple[dict[str, Any], ...]:
     """Every drawing under ``root`` with usable captions (cached per root for the process).
 
     Returns:
         Records sorted by path: ``{"path": "animals/frog.svg", "category": "animals",
-        "captions": [...], "keywords": [...], "title": <raw>, "creators": [...]}``.
+        "captions": [...], "keywords": [...], "title": <raw>, "creators": [...],
+        "png_size": (width, height)}``.
     """
     svg_root, png_root = Path(root) / "svg", Path(root) / "png"
     records = []
@@ -211,7 +289,8 @@ def build_index(root: str) -> tuple[dict[str, Any], ...]:
             if not name.endswith(".svg") or svg.is_symlink():
                 continue
             rel = svg.relative_to(svg_root)
-            if not (png_root / rel.with_suffix(".png")).exists():
+            png = png_root / rel.with_suffix(".png")
+            if not png.exists():
                 continue
             meta = parse_svg_metadata(svg)
             captions = captions_from_metadata(meta) if meta else []
@@ -225,6 +304,7 @@ def build_index(root: str) -> tuple[dict[str, Any], ...]:
                     "keywords": clean_keywords(meta["keywords"], set(meta["creators"])),
                     "title": meta["title"],
                     "creators": meta["creators"],
+                    "png_size": png_size(png),
                 }
             )
     records.sort(key=lambda r: r["path"])
@@ -241,15 +321,20 @@ class OpenClipart(Dataset):
         seed: Seed of that subset.
         categories: Keep only these top-level categories (default: all).
         max_side: Downscale PNGs so their longer side is at most this (default 512; ``None``: as is).
-        split: Only ``"all"`` (accepted so generic code can pass it).
+        split: ``"all"`` (default), or ``"train"``/``"test"``: fixed by a hash of each item's id
+            (:mod:`workbench.data.splits`), so a drawing never changes side whatever ``size``,
+            ``categories`` or the package version.
+        test_fraction: Share of drawings in ``"test"`` (0.3: ≈ 1,100 of the 3,676 captioned
+            drawings, so a ``captions[0]`` retrieval gallery holds over 1,000 captions).
 
-    Items: RGB image (alpha composited on white), captions from :func:`captions_from_metadata`,
-    ``label`` = index of the top-level category directory in ``class_names``, attributes
-    ``{"path", "category", "keywords", "title", "creators"}``.
+    Items: RGB image (alpha composited on white), captions from :func:`captions_from_metadata`
+    (title, description, keyword caption: every text the metadata has), ``label`` = index of the
+    top-level category directory in ``class_names``, attributes
+    ``{"path", "category", "keywords", "title", "creators", "from_svg"}``; ``from_svg`` marks the
+    oversized drawings rendered from their SVG (module docstring).
     """
 
     name = "openclipart"
-    split = "all"
 
     def __init__(
         self,
@@ -259,12 +344,9 @@ class OpenClipart(Dataset):
         categories: list[str] | None = None,
         max_side: int | None = 512,
         split: str = "all",
+        test_fraction: float = 0.3,
     ) -> None:
-        if split != "all":
-            raise ValueError(
-                f"openclipart has no predefined splits (only 'all'), got {split!r}; "
-                "use size=/seed= or categories= to subset"
-            )
+        check_split("openclipart", split, test_fraction)
         if root is None:
             root = os.environ.get("WORKBENCH_OPENCLIPART", DEBIAN_ROOT)
         self.root = Path(root)
@@ -282,13 +364,27 @@ class OpenClipart(Dataset):
             if unknown:
                 raise ValueError(f"unknown openclipart categories {unknown}; have {all_categories}")
             records = tuple(r for r in records if r["category"] in categories)
+        # class names before the split, so a label means the same category in train and test
         self.class_names = sorted({r["category"] for r in records})
+        records = tuple(r for r in records if in_split(_item_id(r), split, test_fraction))
+        self.left_out: list[str] = []
+        if svg_rasteriser() is None:
+            self.left_out = [r["path"] for r in records if _is_oversized(r)]
+            if self.left_out:
+                warnings.warn(
+                    f"openclipart: leaving out {len(self.left_out)} drawings whose PNG is too "
+                    f"large to decode and no SVG rasteriser is installed (`pip install cairosvg` "
+                    f"or `apt-get install librsvg2-bin`): {', '.join(self.left_out)}",
+                    stacklevel=2,
+                )
+                records = tuple(r for r in records if r["path"] not in self.left_out)
         self._records = [records[i] for i in subset_indices(len(records), size, seed)]
         self.size, self.seed, self.categories, self.max_side = size, seed, categories, max_side
+        self.split, self.test_fraction = split, test_fraction
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "name": self.name,
             "split": self.split,
             "size": len(self),
@@ -297,21 +393,37 @@ class OpenClipart(Dataset):
             "categories": self.categories,
             "max_side": self.max_side,
         }
+        if self.split != "all":
+            config["test_fraction"] = self.test_fraction
+        if self.left_out:  # only then, so existing cache keys stay valid
+            config["left_out"] = self.left_out
+        return config
 
     def __len__(self) -> int:
         return len(self._records)
 
     def _get(self, i: int) -> Item:
         rec = self._records[i]
-        png = (self.root / "png" / rec["path"]).with_suffix(".png")
-        with Image.open(png) as raw:
+        from_svg = _is_oversized(rec)
+        if from_svg:
+            svg = self.root / "svg" / rec["path"]
+            raw = rasterise_svg(svg, *_target_size(rec["png_size"], self.max_side))
             image = to_rgb(raw)
+        else:
+            png = (self.root / "png" / rec["path"]).with_suffix(".png")
+            with Image.open(png) as raw:
+                image = to_rgb(raw)
         if self.max_side is not None and max(image.size) > self.max_side:
             image.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS)
+        attributes = {k: rec[k] for k in ("path", "category", "keywords", "title", "creators")}
         return Item(
-            id=f"openclipart-{rec['path']}",
+            id=_item_id(rec),
             image=image,
             captions=list(rec["captions"]),
             label=self.class_names.index(rec["category"]),
-            attributes={k: rec[k] for k in ("path", "category", "keywords", "title", "creators")},
+            attributes={**attributes, "from_svg": from_svg},
         )
+
+
+def _item_id(record: dict[str, Any]) -> str:
+    return f"openclipart-{record['path']}"

@@ -370,6 +370,10 @@ class SyntheticWorld(Dataset):
 
     name = "synthetic-world"
 
+    #: Items are generated, so ``embed(encoder, "synthetic-world", size=n, seed=s)`` builds a
+    #: world of ``n`` scenes from seed ``s`` rather than subsetting the default-size one.
+    generated = True
+
     def __init__(
         self,
         size: int = 1000,

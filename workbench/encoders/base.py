@@ -60,15 +60,20 @@ class EncoderIdentity:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def hash_state_dict(module: nn.Module, exclude: tuple[str, ...] = ()) -> str:
+def hash_state_dict(
+    module: nn.Module, exclude: tuple[str, ...] = (), include: tuple[str, ...] | None = None
+) -> str:
     """sha256 over names, shapes, dtypes and bytes of ``module.state_dict()``.
 
-    Keys starting with any of ``exclude`` are left out (``heads.tower_fingerprint`` hashes the
-    towers alone this way).
+    Keys starting with any of ``exclude`` are left out, and with ``include`` only keys starting
+    with one of those count (``heads.tower_fingerprint`` hashes the towers alone this way,
+    ``embed`` the heads alone).
     """
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
-        if exclude and name.startswith(exclude):
+        if (exclude and name.startswith(exclude)) or (
+            include is not None and not name.startswith(include)
+        ):
             continue
         t = t.detach().cpu().contiguous()
         h.update(name.encode())

@@ -33,11 +33,20 @@ class DefaultEncoderConfig:
     """Options of the embedded default encoder; every field is validated in ``__post_init__``.
 
     Attributes:
-        embed_dim: Width of the shared space both heads project into (256: CLIP-sized spaces are
-            512-1024; 256 keeps CPU training cheap while leaving room for a spectrum).
+        heads: ``"pretrained"`` — the heads and logit scale shipped with the package, trained by
+            ``notebooks/pretrain_default.ipynb`` (model card: ``workbench/encoders/weights/
+            default_heads.md``); ``"random"`` — seeded, untrained heads (the random-init
+            baselines: Mind the Gap's cone, the D/P random-init point, heads from scratch).
         head: ``"linear"`` (bias-free ``nn.Linear``, as CLIP's projections) or ``"mlp"``
-            (Linear → GELU → Linear, hidden width ``mlp_hidden``).
-        mlp_hidden: Hidden width of the ``"mlp"`` head (ignored for ``"linear"``).
+            (Linear → GELU → Linear, hidden width ``mlp_hidden``). ``None`` = the shipped
+            heads' architecture with ``heads="pretrained"``, ``"linear"`` with ``"random"``.
+        mlp_hidden: Hidden width of the ``"mlp"`` head (ignored for ``"linear"``); ``None`` =
+            the shipped heads' width (1024).
+        embed_dim: Width of the shared space both heads project into (256: CLIP-sized spaces are
+            512-1024; 256 keeps CPU training cheap while leaving room for a spectrum). The shipped
+            heads need 256.
+        weights: Another tensor file for ``heads="pretrained"`` (its sha256 must match the card);
+            ``None`` = the shipped one.
         seed: Seeds the heads' initialisation (and the towers' when ``pretrained=False``), so the
             same config always gives the same weights and hence the same identity.
         pretrained: Load the packaged tower weights. ``False`` gives seeded random-init towers
@@ -56,9 +65,11 @@ class DefaultEncoderConfig:
         max_length: Token limit of the text tower (256: all-MiniLM-L6-v2's ``max_seq_length``).
     """
 
+    heads: str = "random"
+    head: str | None = None
+    mlp_hidden: int | None = None
     embed_dim: int = 256
-    head: str = "linear"
-    mlp_hidden: int = 512
+    weights: str | None = None
     seed: int = 0
     pretrained: bool = True
     unfreeze_last: int = 0
@@ -70,6 +81,14 @@ class DefaultEncoderConfig:
     max_length: int = 256
 
     def __post_init__(self) -> None:
+        if self.heads not in ("pretrained", "random"):
+            raise ValueError(f"heads must be 'pretrained' or 'random', got {self.heads!r}")
+        if self.heads == "pretrained":
+            self._check_shipped()
+        if self.head is None:
+            self.head = "linear"
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 1024
         self.mean = tuple(float(m) for m in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(s) for s in self.std)  # type: ignore[assignment]
         if self.embed_dim < 1:
@@ -100,6 +119,26 @@ class DefaultEncoderConfig:
         if not 1 <= self.max_length <= 512:
             raise ValueError(
                 f"max_length must be in [1, 512] (BERT positions), got {self.max_length}"
+            )
+
+    def _check_shipped(self) -> None:
+        """Fill ``head``/``mlp_hidden`` from the shipped card and refuse settings its heads
+        were not trained for."""
+        from .shipped import load_card
+
+        arch = load_card()["architecture"]
+        self.head = arch["head"] if self.head is None else self.head
+        self.mlp_hidden = arch["mlp_hidden"] if self.mlp_hidden is None else self.mlp_hidden
+        for name in ("head", "mlp_hidden", "embed_dim", "resolution", "crop_pct", "max_length"):
+            if name in arch and getattr(self, name) != arch[name]:
+                raise ValueError(
+                    f"the shipped heads were trained with {name}={arch[name]!r}, not "
+                    f"{getattr(self, name)!r}; keep it, or pass heads='random' for untrained heads"
+                )
+        if not self.pretrained:
+            raise ValueError(
+                "the shipped heads sit on the pretrained towers; with pretrained=False pass "
+                "heads='random'"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,6 +270,11 @@ class DefaultEncoder(Encoder):
         if cfg.pretrained:
             source = torch.load(efficientnet_weights_path(), map_location="cpu", weights_only=True)
             load_state_dict_by_position(self.image_net, source, what="efficientnet-lite0 weights")
+        self.card: dict[str, Any] | None = None
+        if cfg.heads == "pretrained":
+            from .shipped import load_shipped_heads
+
+            self.card = load_shipped_heads(self, cfg.weights)
         # channels-last runs EfficientNet's depthwise convolutions ~3x faster on CPU (measured)
         self.image_net.to(memory_format=torch.channels_last)
         self._transform = image_transform(cfg)

@@ -9,6 +9,9 @@ id                                             what it builds
 ``"open_clip:<arch>:<checkpoint file>"``       open_clip weights from a local file
 ``"hf-clip:<local directory>"``                transformers ``CLIPModel`` saved with
                                                ``save_pretrained``
+``"tinyclip"`` / ``"tinyclip:<name>"``         default image side + a 77-token text
+                                               transformer trained from scratch (cached
+                                               weights written by its recipe)
 ``"run:<run directory>"``                      an encoder trained by :mod:`workbench.train`
 =============================================  ==============================================
 
@@ -51,6 +54,13 @@ def _hf_clip(spec: str | None = None, **kwargs: Any) -> Encoder:
     return build_hf_clip(spec, **kwargs)
 
 
+@ENCODERS.register("tinyclip", takes_spec=True)
+def _tinyclip(spec: str | None = None, **kwargs: Any) -> Encoder:
+    from .tinyclip import build_tinyclip
+
+    return build_tinyclip(spec, **kwargs)
+
+
 # Rebuilt by the training package from a run's config.json: a lazy entry, so this floor never
 # imports train/ (which imports encoders/).
 ENCODERS.register_lazy("run", "workbench.train.checkpoint:load_encoder_from_run", takes_spec=True)
@@ -83,6 +93,23 @@ def load_encoder(name: str, **kwargs: Any) -> Encoder:
     return factory(spec=spec, **kwargs)
 
 
+def check_encoder_name(name: Any, field: str = "encoder", *, owner: str = "") -> str:
+    """Validate an encoder name a config will load later: a registry id (with its spec) or a
+    run directory. ``ValueError`` with the registry's suggestions; nothing is built or imported."""
+    prefix = f"{owner}: " if owner else ""
+    if isinstance(name, str) and not name:
+        raise ValueError(f"{prefix}{field} is empty; name one (see the registry's names)")
+    if not isinstance(name, str):
+        raise TypeError(f"{prefix}{field} must be an encoder name (str), got {name!r}")
+    if (Path(name) / "config.json").exists():  # a run directory
+        return name
+    try:
+        ENCODERS.canonical(name)
+    except KeyError as err:
+        raise ValueError(f"{prefix}{field}: {err.args[0]}") from None
+    return name
+
+
 def resolve_encoder(encoder: Any) -> tuple[Any, str]:
     """``(Encoder, label)`` from an Encoder, a registry name, ``"run:<dir>"`` or a run directory."""
     if isinstance(encoder, Path):
@@ -99,4 +126,4 @@ def resolve_encoder(encoder: Any) -> tuple[Any, str]:
     )
 
 
-__all__ = ["ENCODERS", "load_encoder", "resolve_encoder"]
+__all__ = ["ENCODERS", "check_encoder_name", "load_encoder", "resolve_encoder"]

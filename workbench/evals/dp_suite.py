@@ -24,6 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from workbench._validate import (
+    as_bool,
+    as_float,
+    as_int,
+    as_int_tuple,
+    as_labels,
+    as_matrix,
+    as_names,
+)
 from workbench.probes.separability import (
     PROMPT_TEMPLATES,
     class_scatter,
@@ -91,34 +100,48 @@ class SuiteConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        self.datasets = tuple(self.datasets)
+        from workbench.data import dataset_names
+
+        own = "SuiteConfig"
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        if not isinstance(self.dataset_kwargs, dict) or not all(
+            isinstance(v, dict) for v in self.dataset_kwargs.values()
+        ):
+            raise TypeError(f"{own}: dataset_kwargs must map dataset names to dicts of arguments")
         stray = set(self.dataset_kwargs) - set(self.datasets)
         if stray:
-            raise ValueError(f"dataset_kwargs names datasets not in datasets: {sorted(stray)}")
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.templates = tuple(self.templates)
-        if self.negative_kinds is not None:
-            self.negative_kinds = tuple(self.negative_kinds)
-        if self.n_samples < 10:
-            raise ValueError(f"n_samples must be ≥ 10, got {self.n_samples}")
-        if not self.seeds:
-            raise ValueError("seeds is empty; pass at least one seed")
-        if self.knn_k < 1:
-            raise ValueError(f"knn_k must be ≥ 1, got {self.knn_k}")
-        if self.kmeans_restarts < 1:
-            raise ValueError(f"kmeans_restarts must be ≥ 1, got {self.kmeans_restarts}")
-        if not 0.0 < self.probe_test_fraction < 1.0:
             raise ValueError(
-                f"probe_test_fraction must be in (0, 1), got {self.probe_test_fraction}"
+                f"{own}: dataset_kwargs names datasets not in datasets: {sorted(stray)}"
             )
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError("templates must be non-empty format strings each containing '{}'")
-        if self.mmvp_pairs_per_category < 0:
-            raise ValueError("mmvp_pairs_per_category must be ≥ 0 (0 skips synthetic MMVP)")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.compositional_samples < 1:
-            raise ValueError(f"compositional_samples must be ≥ 1, got {self.compositional_samples}")
+        self.seeds = as_int_tuple(self.seeds, "seeds", owner=own, lo=0, unique=True)
+        self.templates = as_names(self.templates, "templates", owner=own)
+        self.negative_kinds = as_names(
+            self.negative_kinds, "negative_kinds", owner=own, none_ok=True
+        )
+        self.n_samples = as_int(self.n_samples, f"{own}: n_samples", lo=10)
+        self.knn_k = as_int(self.knn_k, f"{own}: knn_k", lo=1)
+        self.kmeans_restarts = as_int(self.kmeans_restarts, f"{own}: kmeans_restarts", lo=1)
+        self.probe_test_fraction = as_float(
+            self.probe_test_fraction,
+            f"{own}: probe_test_fraction",
+            lo=0.0,
+            hi=1.0,
+            lo_open=True,
+            hi_open=True,
+        )
+        if any("{}" not in t for t in self.templates):
+            raise ValueError(f"{own}: templates must be format strings each containing '{{}}'")
+        self.mmvp_pairs_per_category = as_int(
+            self.mmvp_pairs_per_category, f"{own}: mmvp_pairs_per_category (0 skips)", lo=0
+        )
+        if self.mmvp_vlm_root is not None and not isinstance(self.mmvp_vlm_root, str):
+            raise TypeError(f"{own}: mmvp_vlm_root must be a path (str) or None")
+        self.retrieval = as_bool(self.retrieval, f"{own}: retrieval")
+        self.compositional = as_bool(self.compositional, f"{own}: compositional")
+        self.batch_size = as_int(self.batch_size, f"{own}: batch_size", lo=1)
+        self.compositional_samples = as_int(
+            self.compositional_samples, f"{own}: compositional_samples", lo=1
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +162,15 @@ def d_ability(
     Returns ``s_inner``, ``s_inter``, ``fisher`` (L2-normalised rows), ``knn_acc``,
     ``linear_probe_acc`` (split seeded by ``seed``), ``kmeans_nmi/acc/ari`` (means over
     k-means seeds ``1000*seed + r``), and ``zero_shot_acc`` when ``class_text`` (K, [T,] D) is given.
+
+    Raises:
+        ValueError: bad ``image`` / ``labels`` (named as such), and the probes' own checks.
     """
+    image = as_matrix(image, "image")
+    labels = as_labels(labels, "labels", n=image.shape[0], rows_of="image", negative=False)
+    seed = as_int(seed, "seed", lo=0)
+    knn_k = as_int(knn_k, "knn_k", lo=1)
+    kmeans_restarts = as_int(kmeans_restarts, "kmeans_restarts", lo=1)
     sc = class_scatter(image, labels)
     km = clustering_scores(
         image, labels, seeds=[1000 * seed + r for r in range(kmeans_restarts)], n_init=1
@@ -272,11 +303,16 @@ def embed_with(
     from workbench.encoders.embed import embed
 
     if tower_source is None:  # tower features too: the same cache entry serves head-only fits
-        return embed(encoder, dataset, size=size, seed=seed, tower_features=True)
+        return embed(encoder, dataset, size=_cap(size, dataset), seed=seed, tower_features=True)
     from workbench.encoders.heads import apply_heads
 
-    base = embed(tower_source, dataset, size=size, seed=seed, tower_features=True)
+    base = embed(tower_source, dataset, size=_cap(size, dataset), seed=seed, tower_features=True)
     return apply_heads(encoder, base)
+
+
+def _cap(size: int | None, dataset: Any) -> int | None:
+    """``size`` as a cap: a data set smaller than it is scored whole (``embed`` refuses more)."""
+    return None if size is None else min(size, len(dataset))
 
 
 def _mmvp_values(result: Any) -> dict[str, float]:

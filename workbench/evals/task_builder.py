@@ -4,6 +4,12 @@ Each dataset's embedded items are split once, deterministically (``seed`` and th
 into train and held-out halves shared by all of that dataset's tasks; MMVP pairs are split by pair
 within each category. Tower features are extracted once and cached on disk with the suite, keyed
 by the config and the towers' fingerprint (:func:`~workbench.encoders.heads.tower_fingerprint`).
+
+A dataset named in the config is built or the build fails: a dataset that is not registered is
+always an error, one whose files are missing (or that poses no task) is an error unless
+``TaskSuiteConfig.skip_missing``, and the always-present synthetic MMVP task never stands in for
+a suite whose datasets all failed. The cache never remembers a dataset as missing: a cached
+suite that skipped one is rebuilt as soon as that dataset loads.
 """
 
 from __future__ import annotations
@@ -218,6 +224,38 @@ def _mmvp_task(towers: _Towers, cfg: TaskSuiteConfig) -> Task:
     )
 
 
+def _load(
+    loader: Callable[[str], Any], name: str, cfg: TaskSuiteConfig, skipped: dict[str, str]
+) -> Any:
+    """``loader(name)``; a missing dataset is recorded in ``skipped`` (``skip_missing``) or raised."""
+    try:
+        return loader(name)
+    except KeyError as exc:  # not registered (a custom loader, or a registry that changed)
+        msg = exc.args[0] if exc.args else repr(exc)
+        raise ValueError(f"dataset {name!r} is not registered: {msg}") from None
+    except FileNotFoundError as exc:
+        if not cfg.skip_missing:
+            raise FileNotFoundError(
+                f"dataset {name!r} cannot be built: {exc} — install its files, drop it from "
+                f"datasets, or pass skip_missing=True to skip it (it is then listed as skipped)"
+            ) from exc
+        skipped[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def _skipped_now_available(suite: TaskSuite, loader: Callable[[str], Any]) -> bool:
+    """True when a dataset the cached ``suite`` skipped for missing files loads now."""
+    for name, why in suite.datasets_skipped.items():
+        if not why.startswith("FileNotFoundError"):
+            continue
+        try:
+            loader(name)
+        except (FileNotFoundError, KeyError):
+            continue
+        return True
+    return False
+
+
 def _cache_path(cfg: TaskSuiteConfig, fingerprint: str, loader: Any) -> Path:
     from workbench import __version__
 
@@ -244,24 +282,35 @@ def build_task_suite(
     Args:
         encoder: an :class:`~workbench.encoders.base.Encoder` or a registry name / ``"run:<dir>"``.
         config: :class:`TaskSuiteConfig` (defaults if ``None``).
-        loader: ``name -> Dataset`` (default :func:`workbench.load_dataset`); a dataset whose
-            loader raises ``FileNotFoundError`` (files absent) or ``KeyError`` (not registered)
-            is skipped and recorded in ``datasets_skipped``.
+        loader: ``name -> Dataset`` (default :func:`workbench.load_dataset`). A ``KeyError`` from
+            it (name not registered) is always an error; a ``FileNotFoundError`` (files absent)
+            or a dataset that poses no task is an error unless ``config.skip_missing``, which
+            records it in ``datasets_skipped`` instead.
 
     Returns:
         A :class:`TaskSuite`. Splits depend only on ``config`` (not on the encoder), so suites
         built for different encoders pose the same queries.
+
+    Raises:
+        FileNotFoundError: a dataset's files are missing (the message says how to install them
+            or to pass ``skip_missing=True``).
+        ValueError: a dataset is not registered, poses no task, or (with ``skip_missing``)
+            every dataset was skipped.
     """
     from workbench.encoders.registry import resolve_encoder
 
     cfg = config or TaskSuiteConfig()
+    if not isinstance(cfg, TaskSuiteConfig):
+        raise TypeError(f"config must be a TaskSuiteConfig, got {type(cfg).__name__}")
     enc, _ = resolve_encoder(encoder)
     fingerprint = tower_fingerprint(enc)
     path = _cache_path(cfg, fingerprint, loader)
-    if cfg.cache and path.exists():
-        return TaskSuite.load(path)
     if loader is None:
         from workbench.data import load_dataset as loader
+    if cfg.cache and path.exists():
+        cached = TaskSuite.load(path)
+        if not _skipped_now_available(cached, loader):
+            return cached
     from workbench.encoders.embed import embed
 
     towers = _Towers(enc, cfg.batch_size)
@@ -269,23 +318,36 @@ def build_task_suite(
     used: list[str] = []
     skipped: dict[str, str] = {}
     for name in cfg.datasets:
-        try:
-            ds = loader(name)
-        except (FileNotFoundError, KeyError) as exc:
-            skipped[name] = f"{type(exc).__name__}: {exc}"
+        ds = _load(loader, name, cfg, skipped)
+        if ds is None:
             continue
-        emb = embed(enc, ds, size=cfg.n_per_dataset, seed=cfg.seed, tower_features=True)
+        size = min(cfg.n_per_dataset, len(ds))  # n_per_dataset is a cap: small sets join whole
+        emb = embed(enc, ds, size=size, seed=cfg.seed, tower_features=True)
         new = _dataset_tasks(name, emb, towers, cfg)
         if new:
             tasks += new
             used.append(name)
-        else:
-            skipped[name] = "no task applies (no labels and captions not distinct)"
+            continue
+        why = "no task applies (no labels, and its captions are not ≥ 90 % distinct)"
+        if not cfg.skip_missing:
+            raise ValueError(
+                f"dataset {name!r} poses no task for meta_tasks {cfg.meta_tasks}: {why}; drop it "
+                f"from datasets or pass skip_missing=True"
+            )
+        skipped[name] = why
+    if cfg.datasets and not used:
+        raise ValueError(
+            f"none of the datasets {cfg.datasets} could be built (skipped: {skipped}); the "
+            f"synthetic MMVP task alone is not a suite — install the data or name others"
+        )
     if "perception" in cfg.meta_tasks and cfg.mmvp_pairs_per_category > 0:
         tasks.append(_mmvp_task(towers, cfg))
         used.append(SYNTHETIC_MMVP)
     if not tasks:
-        raise ValueError(f"no task could be built; skipped datasets: {skipped}")
+        raise ValueError(
+            "no task could be built: datasets is empty and the perception meta-task is off "
+            "(mmvp_pairs_per_category=0 or 'perception' not in meta_tasks)"
+        )
     suite = TaskSuite(tasks, cfg, used, skipped, fingerprint)
     if cfg.cache:
         suite.save(path)

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench._validate import as_bool, as_float, as_int, as_names
 from workbench.encoders.heads import apply_head, as_heads, tower_fingerprint
 from workbench.probes.retrieval import precision_at_1
 
@@ -61,9 +62,11 @@ class TaskSuiteConfig:
     """How :func:`build_task_suite` builds the suite; every field is validated.
 
     Attributes:
-        datasets: Candidate datasets (registry names). Ones whose files are missing are skipped
-            and listed in ``TaskSuite.datasets_skipped``.
-        n_per_dataset: Items drawn per dataset (seeded subset) before the train/held-out split
+        datasets: Datasets to build tasks from (registry names; a bare string is refused, an
+            unknown name raises with suggestions). One whose files are missing, or that poses no
+            task, is an error unless ``skip_missing``.
+        n_per_dataset: Items drawn per dataset at most (seeded subset; a smaller data set joins
+            whole) before the train/held-out split
             (400: 200 held-out queries per task keeps P@1's standard error ≈ 3 points).
         held_out_fraction: Fraction of each dataset's items (and of MMVP pairs, per category)
             held out for evaluation.
@@ -76,7 +79,11 @@ class TaskSuiteConfig:
         meta_tasks: Which meta-tasks to build.
         batch_size: Encoder batch size while extracting tower features.
         cache: Cache the extracted tower features on disk (``$WORKBENCH_CACHE/tasks``), keyed
-            by this config and the towers' weights.
+            by this config and the towers' weights. Availability is never cached: a suite that
+            skipped a dataset is rebuilt once that dataset can be loaded.
+        skip_missing: Skip (and list in ``TaskSuite.datasets_skipped`` and
+            :meth:`TaskSuite.describe`) datasets whose files are missing or that pose no task,
+            instead of raising (False: a dataset you asked for is never silently dropped).
     """
 
     datasets: tuple[str, ...] = ("synthetic-world", "digits", "fashion-mnist", "openclipart")
@@ -90,30 +97,49 @@ class TaskSuiteConfig:
     meta_tasks: tuple[str, ...] = META_TASKS
     batch_size: int = 64
     cache: bool = True
+    skip_missing: bool = False
 
     def __post_init__(self) -> None:
-        self.datasets = tuple(self.datasets)
-        self.templates = tuple(self.templates)
-        self.meta_tasks = tuple(self.meta_tasks)
-        if self.negative_kinds is not None:
-            self.negative_kinds = tuple(self.negative_kinds)
-        if self.n_per_dataset < 4:
-            raise ValueError(f"n_per_dataset must be ≥ 4, got {self.n_per_dataset}")
-        if not 0.0 < self.held_out_fraction < 1.0:
-            raise ValueError(f"held_out_fraction must be in (0, 1), got {self.held_out_fraction}")
-        if self.mmvp_pairs_per_category < 0:
-            raise ValueError("mmvp_pairs_per_category must be ≥ 0")
-        if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError("templates must be non-empty format strings each containing '{}'")
+        from workbench.data import dataset_names
+        from workbench.data.negatives import KINDS
+
+        own = "TaskSuiteConfig"
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        self.templates = as_names(self.templates, "templates", owner=own)
+        self.meta_tasks = as_names(self.meta_tasks, "meta_tasks", owner=own, unique=True)
+        self.negative_kinds = as_names(
+            self.negative_kinds, "negative_kinds", owner=own, none_ok=True
+        )
+        self.n_per_dataset = as_int(self.n_per_dataset, f"{own}: n_per_dataset", lo=4)
+        self.held_out_fraction = as_float(
+            self.held_out_fraction,
+            f"{own}: held_out_fraction",
+            lo=0.0,
+            hi=1.0,
+            lo_open=True,
+            hi_open=True,
+        )
+        self.seed = as_int(self.seed, f"{own}: seed", lo=0)
+        self.mmvp_pairs_per_category = as_int(
+            self.mmvp_pairs_per_category, f"{own}: mmvp_pairs_per_category", lo=0
+        )
+        if any("{}" not in t for t in self.templates):
+            raise ValueError(f"{own}: templates must be format strings each containing '{{}}'")
         unknown = set(self.meta_tasks) - set(META_TASKS)
-        if unknown or not self.meta_tasks:
+        if unknown:
             raise ValueError(
-                f"meta_tasks must be a non-empty subset of {META_TASKS}, got {self.meta_tasks}"
+                f"{own}: meta_tasks must be a non-empty subset of {META_TASKS}, got "
+                f"{self.meta_tasks}"
             )
-        if self.max_candidates < 2:
-            raise ValueError(f"max_candidates must be ≥ 2, got {self.max_candidates}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        bad_kinds = set(self.negative_kinds or ()) - set(KINDS)
+        if bad_kinds:
+            raise ValueError(
+                f"{own}: negative_kinds holds unknown kinds {sorted(bad_kinds)}; choose from {KINDS}"
+            )
+        self.max_candidates = as_int(self.max_candidates, f"{own}: max_candidates", lo=2)
+        self.batch_size = as_int(self.batch_size, f"{own}: batch_size", lo=1)
+        self.cache = as_bool(self.cache, f"{own}: cache")
+        self.skip_missing = as_bool(self.skip_missing, f"{own}: skip_missing")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,22 +283,38 @@ class TaskSuite:
         return chosen
 
     def describe(self) -> Any:
-        """DataFrame: task, meta_task, dataset, n_train, n_held_out, n_candidates."""
+        """DataFrame: task, meta_task, dataset, n_train, n_held_out, n_candidates, skipped.
+
+        A dataset skipped under ``skip_missing`` gets a row of its own (``task`` empty, counts
+        0) with the reason in ``skipped``, so the table never hides what is missing.
+        """
         import pandas as pd
 
-        return pd.DataFrame(
-            [
-                {
-                    "task": t.name,
-                    "meta_task": t.meta_task,
-                    "dataset": t.dataset,
-                    "n_train": len(t.train),
-                    "n_held_out": len(t.queries),
-                    "n_candidates": t.n_candidates,
-                }
-                for t in self.tasks
-            ]
-        )
+        rows = [
+            {
+                "task": t.name,
+                "meta_task": t.meta_task,
+                "dataset": t.dataset,
+                "n_train": len(t.train),
+                "n_held_out": len(t.queries),
+                "n_candidates": t.n_candidates,
+                "skipped": "",
+            }
+            for t in self.tasks
+        ]
+        rows += [
+            {
+                "task": "",
+                "meta_task": "",
+                "dataset": name,
+                "n_train": 0,
+                "n_held_out": 0,
+                "n_candidates": 0,
+                "skipped": why,
+            }
+            for name, why in self.datasets_skipped.items()
+        ]
+        return pd.DataFrame(rows)
 
     def train_pairs(
         self, meta_task: str | None = None, task: str | Sequence[str] | None = None

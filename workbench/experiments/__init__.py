@@ -11,6 +11,10 @@ module                    holds
 ``fanoise``               ``fanoise_figures.ipynb``
 ``modality_gap``          ``modality_gap.ipynb`` (Mind the Gap, ReAlign)
 ``dp_ability``            ``dp_ability.ipynb`` (D-ability vs P-ability)
+``degla``                 ``degla.ipynb`` (DeGLA Table 7, Figs. 5–6; data in ``degla_data``)
+``proclip``               ``proclip.ipynb`` (ProCLIP Tables 5 and 7; data in ``proclip_data``,
+                          figures in ``proclip_figures``, the ``"tinyclip"`` recipe in
+                          ``tinyclip``)
 ``segtrain``              the segmentation trainer (adapters + head) and per-domain mIoU
 ``earth_adapter``         ``earth_adapter.ipynb``: DG/DA tables, ablation, ρ sweep
 ``earth_adapter_figures`` its figures' numbers (frequency parts, router weights, masks)
@@ -30,6 +34,11 @@ _SUBMODULES = (
     "fanoise",
     "modality_gap",
     "dp_ability",
+    "degla",
+    "proclip",
+    "proclip_data",
+    "proclip_figures",
+    "tinyclip",
     "segtrain",
     "earth_adapter",
     "earth_adapter_figures",

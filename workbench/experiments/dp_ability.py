@@ -79,12 +79,22 @@ class DPStudyConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        self.encoders = tuple(self.encoders)
-        self.datasets = tuple(self.datasets)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.extra_x_metrics = tuple(self.extra_x_metrics)
-        if not self.datasets:
-            raise ValueError("datasets is empty; name at least one labelled dataset for D-ability")
+        from workbench._validate import as_int, as_names
+        from workbench.data import dataset_names
+        from workbench.encoders.registry import check_encoder_name
+
+        own = "DPStudyConfig"
+        self.encoders = as_names(self.encoders, "encoders", owner=own, min_len=0, unique=True)
+        for i, name in enumerate(self.encoders):
+            check_encoder_name(name, f"encoders[{i}]", owner=own)
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        self.extra_x_metrics = as_names(
+            self.extra_x_metrics, "extra_x_metrics", owner=own, min_len=0
+        )
+        for name in ("n_samples", "head_steps", "head_train_samples", "head_batch_size"):
+            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=0))
+        if self.mmvp_vlm_root is not None and not isinstance(self.mmvp_vlm_root, str):
+            raise TypeError(f"{own}: mmvp_vlm_root must be a folder (str) or None")
         if self.map_dataset not in self.datasets:
             raise ValueError(
                 f"map_dataset {self.map_dataset!r} must be one of datasets {self.datasets}"
@@ -98,6 +108,24 @@ class DPStudyConfig:
         if self.mmvp_pairs_per_category < 1 and self.y_metric == "mmvp_mean":
             raise ValueError("y_metric 'mmvp_mean' needs mmvp_pairs_per_category ≥ 1")
         self.suite()  # validates the rest
+
+    def check_data(self) -> None:
+        """Build every dataset the study scores (as :meth:`suite` loads them), so a missing one
+        fails in the notebook's config cell — before the head fit trains anything."""
+        from workbench.data import load_dataset
+
+        suite = self.suite()
+        wanted = [(name, suite.dataset_kwargs.get(name, {})) for name in suite.datasets]
+        if self.mmvp_vlm_root is not None:  # the real benchmark, loaded as _real_mmvp does
+            wanted.append(("mmvp-vlm", {"root": self.mmvp_vlm_root, "statement_prefix": ""}))
+        for name, kwargs in wanted:
+            try:
+                load_dataset(name, **kwargs)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f"DPStudyConfig: dataset {name!r} cannot be built: {err} — install its files "
+                    f"or drop it from the study"
+                ) from err
 
     def suite(self) -> SuiteConfig:
         """The :class:`SuiteConfig` every encoder of the study is scored with."""

@@ -76,20 +76,19 @@ class FANoiseFiguresConfig(SuiteRunConfig):
     output_dir: str = "figures/fanoise_figures"
 
     def __post_init__(self) -> None:
+        from workbench._validate import as_float, as_float_tuple, as_int, as_names
         from workbench.methods.fanoise import SCALINGS
 
-        self.alphas = tuple(float(a) for a in self.alphas)
-        self.scalings = tuple(self.scalings)
+        own = "FANoiseFiguresConfig"
+        self.alphas = as_float_tuple(self.alphas, "alphas", owner=own, lo=0.0)
+        self.scalings = as_names(self.scalings, "scalings", owner=own, unique=True)
         super().__post_init__()
-        if not self.alphas or any(a < 0 for a in self.alphas):
-            raise ValueError(f"alphas must be non-empty and ≥ 0, got {self.alphas}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be ≥ 0, got {self.alpha}")
+        self.alpha = as_float(self.alpha, f"{own}: alpha", lo=0.0)
         for s in (self.sweep_scaling, *self.scalings):
             if s not in SCALINGS:
-                raise ValueError(f"scaling {s!r} is not one of {SCALINGS}")
-        if self.spectrum_rows < 2 or self.alignment_k < 1:
-            raise ValueError("spectrum_rows must be ≥ 2 and alignment_k ≥ 1")
+                raise ValueError(f"{own}: scaling {s!r} is not one of {SCALINGS}")
+        self.spectrum_rows = as_int(self.spectrum_rows, f"{own}: spectrum_rows", lo=2)
+        self.alignment_k = as_int(self.alignment_k, f"{own}: alignment_k", lo=1)
         check_arms(self.sweep_arms() + self.scaling_arms())
 
     def sweep_arms(self) -> list[Arm]:

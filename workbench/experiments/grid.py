@@ -64,6 +64,9 @@ class HeadsTraining:
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         snapshot_every: Spectral snapshot cadence of the run log (0 = none; the SDE figures
             read the method's own per-step band logs instead).
+        init: ``"random"`` — each run re-initialises the heads from its seed (heads from
+            scratch); ``"keep"`` — each run fine-tunes the encoder's current heads (e.g. the
+            pretrained default's; seeds then vary the data order and method noise only).
         run_root: Keep run directories here; ``None`` = a temporary directory removed after
             each run (the per-step log is kept in memory).
     """
@@ -75,6 +78,7 @@ class HeadsTraining:
     weight_decay: float = 0.1
     device: str = "cpu"
     snapshot_every: int = 0
+    init: str = "random"
     run_root: str | None = None
 
     def __post_init__(self) -> None:
@@ -86,6 +90,8 @@ class HeadsTraining:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
             raise ValueError(f"warmup must be in [0, steps], got {self.warmup!r}")
+        if self.init not in ("random", "keep"):
+            raise ValueError(f"init must be 'random' or 'keep', got {self.init!r}")
 
     def train_config(self, arm: Arm, seed: int, n_pairs: int, run_root: str) -> Any:
         """The :class:`~workbench.train.TrainConfig` of one heads-only run."""
@@ -171,7 +177,8 @@ def _restore(encoder: Any, state: dict[str, Any]) -> None:
 def train_heads(
     encoder: Any, pairs: Any, arm: Arm, seed: int, training: HeadsTraining | None = None
 ) -> TrainedArm:
-    """Train ``encoder``'s heads from a seeded re-initialisation on ``pairs`` with ``arm``.
+    """Train ``encoder``'s heads on ``pairs`` with ``arm``: from a seeded re-initialisation
+    (``training.init="random"``) or from the heads it has (``"keep"``: fine-tuning).
 
     The heads are trained in place (copying a whole encoder per run costs more than a short
     run) and restored afterwards, so ``encoder`` is unchanged on return; the trained heads come
@@ -189,7 +196,8 @@ def train_heads(
     training = training or HeadsTraining()
     saved = _head_state(encoder)
     try:
-        _reset_heads(encoder, seed)
+        if training.init == "random":
+            _reset_heads(encoder, seed)
         emb = pairs.to_embeddings(encoder)
         with tempfile.TemporaryDirectory(prefix="wb-runs-") as tmp:
             root = training.run_root or tmp
@@ -302,8 +310,14 @@ class SuiteRunConfig:
 
     Attributes:
         encoder: Encoder registry name (``"default"``: the embedded EfficientNet-Lite0 +
-            MiniLM towers; heads start random and are what trains).
-        datasets: Task-suite datasets; ones whose files are missing are skipped and reported.
+            MiniLM towers with its shipped pretrained heads).
+        init: ``"pretrained"`` — every run fine-tunes the encoder's pretrained heads (the
+            papers' setting: SDE and FANoise fine-tune a pretrained VLM); ``"random"`` — heads
+            from scratch, re-initialised per seed (the default encoder then has its seeded linear
+            heads, ``load_encoder("default", heads="random")``).
+        datasets: Task-suite datasets, a sequence of registry names (a bare string is refused,
+            an unknown name raises with suggestions); one that cannot be built stops
+            :func:`load_suite` before any training.
         n_per_dataset: Items per dataset (200 → 100 held-out queries per task; keeps the cold
             run within the 10-minute budget on 2 cores).
         mmvp_pairs_per_category: MMVP-style pairs per category for the perception meta-task.
@@ -320,6 +334,7 @@ class SuiteRunConfig:
     """
 
     encoder: str = "default"
+    init: str = "pretrained"
     datasets: tuple[str, ...] = ("synthetic-world", "digits", "fashion-mnist", "openclipart")
     n_per_dataset: int = 200
     mmvp_pairs_per_category: int = 8
@@ -334,20 +349,31 @@ class SuiteRunConfig:
     output_dir: str = "figures"
 
     def __post_init__(self) -> None:
-        self.datasets = tuple(self.datasets)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        if not self.datasets:
-            raise ValueError("datasets must name at least one dataset")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 or None, got {self.temperature!r}")
-        if self.threads is not None and not (isinstance(self.threads, int) and self.threads >= 1):
-            raise ValueError(f"threads must be an int ≥ 1 or None, got {self.threads!r}")
-        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+        from workbench._validate import as_bool, as_choice, as_float, as_int, as_int_tuple
+        from workbench.data import dataset_names
+        from workbench.encoders.registry import check_encoder_name
+
+        own = type(self).__name__
+        self.init = as_choice(self.init, f"{own}: init", ("pretrained", "random"))
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        self.datasets = dataset_names(self.datasets, "datasets", owner=own)
+        self.seeds = as_int_tuple(self.seeds, "seeds", owner=own, lo=0, unique=True)
+        self.temperature = as_float(
+            self.temperature, f"{own}: temperature", lo=0.0, lo_open=True, none_ok=True
+        )
+        self.symmetric = as_bool(self.symmetric, f"{own}: symmetric")
+        self.threads = as_int(self.threads, f"{own}: threads", lo=1, none_ok=True)
+        for name in ("n_per_dataset", "mmvp_pairs_per_category", "steps", "batch_size"):
+            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=0))
+        self.lr = as_float(self.lr, f"{own}: lr", lo=0.0, lo_open=True)
+        if not isinstance(self.device, str) or (
+            self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:")
+        ):
             raise ValueError(
-                f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
+                f"{own}: device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}"
             )
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise TypeError(f"{own}: output_dir must be a non-empty path, got {self.output_dir!r}")
         self.training()  # validates steps, batch_size, lr
         self.suite_config()  # validates n_per_dataset, mmvp pairs
 
@@ -358,7 +384,11 @@ class SuiteRunConfig:
 
     def training(self) -> HeadsTraining:
         return HeadsTraining(
-            steps=self.steps, batch_size=self.batch_size, lr=self.lr, device=self.device
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            device=self.device,
+            init="keep" if self.init == "pretrained" else "random",
         )
 
     def suite_config(self) -> Any:
@@ -406,6 +436,7 @@ def load_suite(config: SuiteRunConfig) -> tuple[Any, Any, float]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
-    encoder = load_encoder(config.encoder)
+    kw = {"heads": "random"} if config.init == "random" and config.encoder == "default" else {}
+    encoder = load_encoder(config.encoder, **kw)
     suite = build_task_suite(encoder, config.suite_config())
     return encoder, suite, time.perf_counter() - t0

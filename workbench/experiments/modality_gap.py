@@ -78,23 +78,26 @@ class ModalityGapConfig:
     output_dir: str = "figures/modality_gap"
 
     def __post_init__(self) -> None:
-        self.stability_sizes = tuple(int(s) for s in self.stability_sizes)
-        checks = [
-            (isinstance(self.encoder, str) and bool(self.encoder), "encoder must be a registry id"),
-            (isinstance(self.dataset, str) and bool(self.dataset), "dataset must be a registry id"),
-            (int(self.n_fit) >= 10, "n_fit must be >= 10 (unpaired samples per modality)"),
-            (int(self.n_eval) >= max(10, self.k + 1), "n_eval must be >= max(10, k + 1)"),
-            (int(self.k) >= 1, "k must be >= 1"),
-            (float(self.temperature) > 0, "temperature must be > 0"),
-            (float(self.c3_sigma) >= 0, "c3_sigma must be >= 0"),
-            (int(self.cone_inits) >= 2, "cone_inits must be >= 2 (cones are compared)"),
-            (int(self.cone_samples) >= 2, "cone_samples must be >= 2"),
-            (all(s >= 2 for s in self.stability_sizes), "stability_sizes must all be >= 2"),
-            (bool(self.output_dir), "output_dir must be a non-empty path"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"ModalityGapConfig: {msg}")
+        from workbench._validate import as_float, as_int, as_int_tuple
+        from workbench.data import check_dataset_name
+        from workbench.encoders.registry import check_encoder_name
+
+        own = "ModalityGapConfig"
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        check_dataset_name(self.dataset, "dataset", owner=own)
+        self.stability_sizes = as_int_tuple(
+            self.stability_sizes, "stability_sizes", owner=own, lo=2
+        )
+        self.n_fit = as_int(self.n_fit, f"{own}: n_fit", lo=10)
+        self.k = as_int(self.k, f"{own}: k", lo=1)
+        self.n_eval = as_int(self.n_eval, f"{own}: n_eval", lo=max(10, self.k + 1))
+        self.seed = as_int(self.seed, f"{own}: seed", lo=0)
+        self.temperature = as_float(self.temperature, f"{own}: temperature", lo=0.0, lo_open=True)
+        self.c3_sigma = as_float(self.c3_sigma, f"{own}: c3_sigma", lo=0.0)
+        self.cone_inits = as_int(self.cone_inits, f"{own}: cone_inits", lo=2)
+        self.cone_samples = as_int(self.cone_samples, f"{own}: cone_samples", lo=2)
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise ValueError(f"{own}: output_dir must be a non-empty path, got {self.output_dir!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

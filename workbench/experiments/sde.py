@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench._validate import as_int, as_int_tuple, as_names
 from workbench.experiments.grid import (
     Arm,
     GridResult,
@@ -95,7 +96,8 @@ class SDEAblationConfig(SuiteRunConfig):
     output_dir: str = "figures/sde_ablation"
 
     def __post_init__(self) -> None:
-        self.rows = tuple(self.rows)
+        self.rows = as_names(self.rows, "rows", owner="SDEAblationConfig", unique=True)
+        _check_dict(self.sde_config, "sde_config", "SDEAblationConfig")
         super().__post_init__()
         check_arms(self.arms())
 
@@ -119,16 +121,22 @@ class SDEFiguresConfig(SuiteRunConfig):
     output_dir: str = "figures/sde_figures"
 
     def __post_init__(self) -> None:
-        self.cross_task_seeds = tuple(int(s) for s in self.cross_task_seeds)
+        own = "SDEFiguresConfig"
+        self.cross_task_seeds = as_int_tuple(
+            self.cross_task_seeds, "cross_task_seeds", owner=own, lo=0, unique=True
+        )
+        _check_dict(self.sde_config, "sde_config", own)
         super().__post_init__()
-        if not self.cross_task_seeds:
-            raise ValueError("cross_task_seeds must not be empty")
-        if self.spectrum_rows < 2:
-            raise ValueError(f"spectrum_rows must be ≥ 2, got {self.spectrum_rows}")
+        self.spectrum_rows = as_int(self.spectrum_rows, f"{own}: spectrum_rows", lo=2)
         check_arms(self.arms())
 
     def arms(self) -> list[Arm]:
         return sde_ablation_arms(("full",), sde_config=self.sde_config, **self.feat)
+
+
+def _check_dict(value: Any, name: str, owner: str) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{owner}: {name} must be a dict of method arguments, got {value!r}")
 
 
 def band_trace(log: Sequence[dict[str, Any]]) -> Any:

@@ -98,7 +98,11 @@ class BatchOutputs:
         image_raw: (B, D) image embeddings before L2 normalisation (post-head).
         text_raw: (B, D) text embeddings before L2 normalisation.
         hard_negatives: (B, K, D) L2-normalised text embeddings of each sample's K hard
-            negatives, when the method defines :meth:`Method.hard_negative_texts`.
+            negatives, when the method defines :meth:`Method.hard_negative_texts`;
+            ``hard_negatives[i, k]`` is the k-th negative of caption ``i``.
+        hard_negative_tower: (B_local, K, D_txt) text-tower features of the local batch's
+            negatives (the input of ``encoder.text_head``), as ``text_tower`` is for captions.
+        negative_texts: The local batch's negative captions, ``negative_texts[i][k]``.
         image_tower: (B, D_img) pre-projection image features (local batch, not gathered);
             the input of ``encoder.image_head``.
         text_tower: (B, D_txt) pre-projection text features (local batch).
@@ -118,6 +122,8 @@ class BatchOutputs:
     image_raw: torch.Tensor | None = None
     text_raw: torch.Tensor | None = None
     hard_negatives: torch.Tensor | None = None
+    hard_negative_tower: torch.Tensor | None = None
+    negative_texts: Sequence[Sequence[str]] = ()
     image_tower: torch.Tensor | None = None
     text_tower: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
@@ -187,6 +193,9 @@ class Method(nn.Module):
     #: ``True`` when :meth:`compute` needs the towers to run on this step's images/tokens
     #: (e.g. DCR's augmented view): forbids the cached-features path.
     needs_towers: bool = False
+    #: ``True`` when :meth:`compute` needs ``BatchOutputs.hard_negatives`` (DeGLA): the plain
+    #: open_clip-style call then raises ``ValueError`` naming what is missing.
+    needs_hard_negatives: bool = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -26,6 +26,7 @@ the similarity (e.g. adds hard negatives to the logits) overrides :meth:`Feature
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -46,20 +47,52 @@ def contrastive_logits(
     return scale * image @ text.T, scale * text @ image.T
 
 
+def same_caption_positives(captions: Sequence[str]) -> torch.Tensor:
+    """(B, B) bool: ``[i, j]`` is ``True`` when rows i and j carry the same caption string.
+
+    Short templated captions repeat inside a batch ("a photo of a sneaker"); treating those
+    pairs as negatives pushes apart images the text cannot tell apart.
+
+    >>> same_caption_positives(["a cat", "a dog", "a cat"]).int().tolist()
+    [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+    """
+    index: dict[str, int] = {}
+    ids = torch.tensor([index.setdefault(c, len(index)) for c in captions])
+    return ids[:, None] == ids[None, :]
+
+
 def logits_cross_entropy(
     logits_per_image: torch.Tensor,
     logits_per_text: torch.Tensor,
     *,
     symmetric: bool = True,
     query: Side = "image",
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of (B, B) logits against the diagonal (row i's positive is column i).
 
     ``symmetric`` → the mean of both directions (CLIP); else only ``query``'s rows (VLM2Vec).
+    ``positives`` (B, B) bool, diagonal included, makes every marked column a positive of its
+    row with equal weight (soft targets ``positives / positives.sum(1)``; the text side uses its
+    transpose) — e.g. :func:`same_caption_positives`. ``None`` is the plain diagonal.
     Half/bf16 logits are up-cast first, so the loss is float32 (float64 for float64 logits).
     """
     if logits_per_image.dtype in (torch.float16, torch.bfloat16):
         logits_per_image, logits_per_text = logits_per_image.float(), logits_per_text.float()
+    if positives is not None:
+        pos = positives.to(device=logits_per_image.device, dtype=logits_per_image.dtype)
+        if pos.shape != logits_per_image.shape or not bool(torch.diagonal(pos).all()):
+            raise ValueError(
+                f"positives must be a (B, B) mask with a true diagonal, got {tuple(pos.shape)}"
+            )
+        soft_i, soft_t = pos / pos.sum(1, keepdim=True), pos.T / pos.T.sum(1, keepdim=True)
+        if symmetric:
+            return (
+                F.cross_entropy(logits_per_image, soft_i) + F.cross_entropy(logits_per_text, soft_t)
+            ) / 2
+        return F.cross_entropy(
+            *((logits_per_image, soft_i) if query == "image" else (logits_per_text, soft_t))
+        )
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
     if symmetric:
         return (
@@ -148,11 +181,18 @@ class FeatureLoss(Method):
         return contrastive_logits(query, target, self.scale(out))
 
     def contrastive(
-        self, query: torch.Tensor, target: torch.Tensor, out: BatchOutputs
+        self,
+        query: torch.Tensor,
+        target: torch.Tensor,
+        out: BatchOutputs,
+        positives: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """This method's InfoNCE on (B, D) ``query``/``target`` rows (scalar, float32)."""
+        """This method's InfoNCE on (B, D) ``query``/``target`` rows (scalar, float32);
+        ``positives`` as in :func:`logits_cross_entropy`."""
         logits_q, logits_t = self.logits(query, target, out)
-        return logits_cross_entropy(logits_q, logits_t, symmetric=self.symmetric)
+        return logits_cross_entropy(
+            logits_q, logits_t, symmetric=self.symmetric, positives=positives
+        )
 
     def compute(self, out: BatchOutputs, state: StepState) -> LossOutput:
         return self.loss(*self.sides(out), out, state)

@@ -14,7 +14,7 @@ import functools
 import torch
 
 from workbench.methods.base import METHODS, BatchOutputs, LossOutput, StepState
-from workbench.methods.feature_loss import FeatureLoss, Side
+from workbench.methods.feature_loss import FeatureLoss, Side, same_caption_positives
 
 
 class InfoNCE(FeatureLoss):
@@ -25,23 +25,45 @@ class InfoNCE(FeatureLoss):
             ``logit_scale`` (``BatchOutputs.logit_scale`` = exp of it), as CLIP/open_clip.
         symmetric: ``True`` = CLIP's two-way loss; ``False`` = one-directional from ``query``.
         query: ``"image"`` or ``"text"``, the query side of the one-directional form.
+        caption_positives: Rows whose captions are the same string are positives of each other
+            (soft targets, :func:`~workbench.methods.feature_loss.same_caption_positives`) instead
+            of negatives — for data with repeated short captions (templated class captions); the
+            embedded default's pretraining recipe uses it. ``False`` = CLIP exactly.
 
-    Terms logged: ``infonce``; logs: ``temperature`` (the τ in use).
+    Terms logged: ``infonce``; logs: ``temperature`` (the τ in use), and with
+    ``caption_positives`` the mean number of extra positives per row (``dup_positives``).
     """
 
     name = "infonce"
 
     def __init__(
-        self, temperature: float | None = None, symmetric: bool = True, query: Side = "image"
+        self,
+        temperature: float | None = None,
+        symmetric: bool = True,
+        query: Side = "image",
+        caption_positives: bool = False,
     ) -> None:
         super().__init__(temperature, symmetric, query)
+        self.caption_positives = bool(caption_positives)
 
     def loss(
         self, query: torch.Tensor, target: torch.Tensor, out: BatchOutputs, state: StepState
     ) -> LossOutput:
-        loss = self.contrastive(query, target, out)
+        logs: dict[str, float] = {}
+        positives = None
+        if self.caption_positives:
+            if len(out.captions) != query.shape[0]:
+                raise ValueError(
+                    f"infonce(caption_positives=True) needs one caption per row of the (gathered) "
+                    f"batch: {len(out.captions)} captions for {query.shape[0]} rows (in a "
+                    "distributed run the loop gathers features, not captions: run it in one "
+                    "process or leave caption_positives off)"
+                )
+            positives = same_caption_positives(out.captions)
+            logs["dup_positives"] = float(positives.sum() - positives.shape[0]) / positives.shape[0]
+        loss = self.contrastive(query, target, out, positives)
         tau = float(1.0 / torch.as_tensor(self.scale(out)).detach().float())
-        return LossOutput(loss, {"infonce": loss}, {"temperature": tau})
+        return LossOutput(loss, {"infonce": loss}, {"temperature": tau, **logs})
 
 
 METHODS.register("infonce", aliases=("clip",))(InfoNCE)

@@ -109,14 +109,14 @@ def _iter_chunks(X: Any, name: str, chunk_rows: int | None) -> Iterator[tuple[in
         _check_header(X, name)
         return _tensor_chunks(X, chunk_rows)
     if not _is_chunk_iterable(X):
-        A = to_numpy(X)
+        A = to_numpy(X, name)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)  # header checks only
         return _array_chunks(A, chunk_rows)
 
     def gen() -> Iterator[tuple[int, np.ndarray]]:
         offset, width = 0, None
         for i, chunk in enumerate(X):
-            C = to_numpy(chunk)
+            C = to_numpy(chunk, f"{name} chunk {i}")
             label = f"{name} chunk {i} (rows from {offset})"
             if C.ndim != 2:
                 raise ValueError(f"{label} must be 2-D (rows, d), got shape {C.shape}")

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_paired, check_same_dim, l2_normalize
+from workbench._validate import (
+    as_indices,
+    as_int,
+    as_matrix,
+    as_names,
+    check_paired,
+    check_same_dim,
+    l2_normalize,
+)
 
 __all__ = [
     "CompositionalResult",
@@ -61,10 +69,21 @@ def build_negatives(
     negatives per kind and caption (1 = SugarCrepe's one-negative protocol). Item ``i`` uses seed
     ``seed + i`` so the set is deterministic and independent of batch composition.
     """
-    from workbench.data.negatives import hard_negatives
+    from workbench.data.negatives import KINDS, hard_negatives
 
+    captions = as_names(captions, "captions")
+    kinds = as_names(kinds, "kinds", none_ok=True)
+    if kinds is not None:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"kinds holds unknown negative kind(s) {unknown}; choose from {KINDS}")
+    seed = as_int(seed, "seed", lo=0)
+    max_per_kind = as_int(max_per_kind, "max_per_kind", lo=1, none_ok=True)
     if attributes is not None and len(attributes) != len(captions):
-        raise ValueError(f"got {len(attributes)} attribute dicts for {len(captions)} captions")
+        raise ValueError(
+            f"attributes has {len(attributes)} dicts for {len(captions)} captions; pass one per "
+            f"caption (or None)"
+        )
     owner: list[int] = []
     out_kinds: list[str] = []
     texts: list[str] = []
@@ -120,8 +139,7 @@ def compositional_scores(
     check_same_dim(I, N, ("image", "negative_text"))
     if N.shape[0] != len(negatives):
         raise ValueError(f"negative_text has {N.shape[0]} rows for {len(negatives)} negatives")
-    if negatives.owner.min() < 0 or negatives.owner.max() >= I.shape[0]:
-        raise ValueError(f"negatives.owner must index rows in [0, {I.shape[0]})")
+    as_indices(negatives.owner, "negatives.owner", n=I.shape[0])
     pos_sim = (I * P).sum(axis=1)  # (n,)
     neg_sim = (I[negatives.owner] * N).sum(axis=1)  # (m,)
     kinds_arr = np.asarray(negatives.kinds, dtype=object)
@@ -149,6 +167,12 @@ def score_compositional(
     """Generate hard negatives for ``captions`` and score ``encoder`` on (image, caption) rows."""
     import torch
 
+    captions = as_names(captions, "captions")
+    batch_size = as_int(batch_size, "batch_size", lo=1)
+    if images is None or isinstance(images, (str, bytes)) or len(images) != len(captions):
+        raise ValueError(
+            f"images must be a sequence of one image per caption ({len(captions)} captions)"
+        )
     negatives = build_negatives(captions, attributes, kinds=kinds, seed=seed)
 
     def enc(fn: Any, xs: Sequence[Any]) -> np.ndarray:

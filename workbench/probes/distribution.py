@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_same_dim, l2_normalize
+from workbench._validate import (
+    as_float,
+    as_int,
+    as_matrix,
+    check_same_dim,
+    l2_normalize,
+    roundoff,
+)
 
 __all__ = [
     "CosineKDE",
@@ -37,21 +44,26 @@ def _normed(X: Any, name: str) -> np.ndarray:
     return l2_normalize(as_matrix(X, name), name)
 
 
-def trace_normalized_spectrum_alpha(X: Any) -> tuple[np.ndarray, float]:
+def trace_normalized_spectrum_alpha(
+    X: Any, *, name: str = "X", group: Any = None
+) -> tuple[np.ndarray, float]:
     """Trace-normalised covariance spectrum of (n, d) embeddings and its power-law α.
 
     Returns ``(λ_k / Σλ, α)`` with λ the centred spectrum of
     :func:`workbench.probes.spectra.spectrum` and α from
     :func:`~workbench.probes.ranks.power_law_alpha` (λ_k ∝ k^−α over ranks above the
     numerical floor). ReAlign Fig. 4a: text 1.33, ReAlign 1.33, C3 1.06, image 1.83 [paper].
-    Rows are used as given (normalise first if you mean to).
+    Rows are used as given (normalise first if you mean to). ``group``: as in
+    :func:`~workbench.probes.spectra.spectrum` (this rank's rows; the spectrum of all ranks').
     """
     from workbench.probes.ranks import power_law_alpha
     from workbench.probes.spectra import spectrum
 
-    spec = spectrum(X, center=True)
-    if spec.total_energy <= 0:
-        raise ValueError("embeddings have zero variance; the spectrum is empty")
+    spec = spectrum(X, center=True, name=name, group=group)
+    if spec.degenerate:
+        raise ValueError(
+            f"{name} has zero variance (identical rows, up to round-off); the spectrum is empty"
+        )
     return np.array(spec.energy_fraction), float(power_law_alpha(spec))
 
 
@@ -60,7 +72,12 @@ def pairwise_cosine_sample(X: Any, n_pairs: int = 20_000, seed: int = 0) -> np.n
 
     All n(n−1)/2 pairs when that is fewer than ``n_pairs``.
     """
-    Xn = _normed(X, "X")
+    return _cosine_sample(X, "X", n_pairs, seed)
+
+
+def _cosine_sample(X: Any, name: str, n_pairs: int, seed: int) -> np.ndarray:
+    n_pairs, seed = as_int(n_pairs, "n_pairs", lo=1), as_int(seed, "seed", lo=0)
+    Xn = _normed(X, name)
     n = Xn.shape[0]
     if n * (n - 1) // 2 <= n_pairs:
         iu = np.triu_indices(n, k=1)
@@ -109,14 +126,23 @@ def cosine_js_divergence(
     bandwidth nor the log base [our reading: Scott's rule, base 2 so JS ∈ [0, 1]].
 
     Args:
-        a_emb, b_emb: (n_a, d) and (n_b, d) raw embeddings (e.g. aligned text and images).
+        a_emb, b_emb: (n_a, d) and (n_b, d') raw embeddings (e.g. aligned text and images);
+            only within-set cosines are compared, so d' may differ from d.
     """
     from scipy.stats import gaussian_kde
 
-    ca = pairwise_cosine_sample(a_emb, n_pairs, seed)
-    cb = pairwise_cosine_sample(b_emb, n_pairs, seed + 1)
-    if np.ptp(ca) == 0 or np.ptp(cb) == 0:
-        raise ValueError("one set's pairwise cosines are all equal; a KDE needs spread")
+    grid_size = as_int(grid_size, "grid_size", lo=2)
+    base = as_float(base, "base", lo=1.0, lo_open=True)
+    if not (bandwidth is None or bandwidth in ("scott", "silverman")):
+        bandwidth = as_float(bandwidth, "bandwidth", lo=0.0, lo_open=True)
+    seed = as_int(seed, "seed", lo=0)
+    ca = _cosine_sample(a_emb, "a_emb", n_pairs, seed)
+    cb = _cosine_sample(b_emb, "b_emb", n_pairs, seed + 1)
+    for name, c in (("a_emb", ca), ("b_emb", cb)):
+        if np.ptp(c) <= roundoff(1.0, len(c)):  # cosines of unit rows: round-off of 1
+            raise ValueError(
+                f"{name}'s pairwise cosines are all equal (e.g. identical rows); a KDE needs spread"
+            )
     ka, kb = gaussian_kde(ca, bw_method=bandwidth), gaussian_kde(cb, bw_method=bandwidth)
     pad = 3 * max(np.sqrt(ka.covariance[0, 0]), np.sqrt(kb.covariance[0, 0]))
     lo, hi = min(ca.min(), cb.min()) - pad, max(ca.max(), cb.max()) + pad
@@ -180,8 +206,8 @@ def knn_mixing_rate(image_emb: Any, text_emb: Any, k: int = 20, chunk: int = 102
     X, Y = _normed(image_emb, "image_emb"), _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
     n_x, n_y = X.shape[0], Y.shape[0]
-    if not 1 <= k <= n_x + n_y - 1:
-        raise ValueError(f"k must be in [1, {n_x + n_y - 1}] for these set sizes, got {k}")
+    k = as_int(k, "k", lo=1, hi=n_x + n_y - 1)
+    chunk = as_int(chunk, "chunk", lo=1)
     joint = np.concatenate([X, Y], axis=0)
     nbrs = _topk_neighbours(Y, joint, k, self_offset=n_x, chunk=chunk)
     per_query = (nbrs < n_x).mean(axis=1)
@@ -203,8 +229,8 @@ def knn_overlap(before: Any, after: Any, k: int = 10, chunk: int = 1024) -> floa
             f"before has {B.shape[0]} rows but after has {A.shape[0]}; rows must match"
         )
     n = B.shape[0]
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"k must be in [1, {n - 1}], got {k}")
+    k = as_int(k, "k", lo=1, hi=n - 1)
+    chunk = as_int(chunk, "chunk", lo=1)
     nb = _topk_neighbours(B, B, k, self_offset=0, chunk=chunk)
     na = _topk_neighbours(A, A, k, self_offset=0, chunk=chunk)
     kept = [len(np.intersect1d(nb[i], na[i], assume_unique=True)) for i in range(n)]

@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from workbench._validate import as_matrix, check_paired, l2_normalize
+from workbench._validate import (
+    as_float,
+    as_int,
+    as_matrix,
+    as_vector,
+    check_paired,
+    l2_normalize,
+    roundoff,
+    spectral_floor,
+)
 
 __all__ = [
     "Decomposition",
@@ -37,11 +46,40 @@ __all__ = [
 ]
 
 
-def _paired_normed(image: Any, text: Any) -> tuple[np.ndarray, np.ndarray]:
-    X = l2_normalize(as_matrix(image, "image"), "image")
-    Y = l2_normalize(as_matrix(text, "text"), "text")
-    check_paired(X, Y, ("image", "text"))
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _paired_normed(
+    image: Any, text: Any, names: tuple[str, str] = ("image", "text")
+) -> tuple[np.ndarray, np.ndarray]:
+    X = l2_normalize(as_matrix(image, names[0]), names[0])
+    Y = l2_normalize(as_matrix(text, names[1]), names[1])
+    check_paired(X, Y, names)
     return X, Y
+
+
+def _symmetric_psd(matrix: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a symmetric PSD (d, d) matrix; return it with its eigenvalues (descending,
+    round-off clipped to 0) and eigenvectors (columns).
+
+    Symmetry and non-negativity are judged to round-off of the matrix's own scale.
+    """
+    M = as_matrix(matrix, name, min_rows=1)
+    if M.shape[0] != M.shape[1]:
+        raise ValueError(f"{name} must be square (d, d), got {M.shape}")
+    scale = float(np.abs(M).max())
+    d = M.shape[0]
+    asym = float(np.abs(M - M.T).max())
+    if asym > roundoff(scale, d * d):
+        raise ValueError(f"{name} must be symmetric (a covariance), got max |M − Mᵀ| = {asym:.3g}")
+    evals, evecs = np.linalg.eigh((M + M.T) / 2)
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    tol = max(abs(float(evals[0])), scale) * d * _EPS
+    if evals[-1] < -tol:
+        raise ValueError(
+            f"{name} must be positive semi-definite; its smallest eigenvalue is {evals[-1]:.3g}"
+        )
+    return M, np.where(evals > tol, evals, 0.0), evecs
 
 
 @dataclass(frozen=True)
@@ -105,10 +143,20 @@ class FixedFrame:
         self.energy = energy
         self.rank = rank
 
-    def fit(self, probe_image: Any, probe_text: Any) -> FixedFrame:
-        """Freeze U, V from Σ̂ = Cov(e_x) + Cov(e_y) of a probe set ((n, d) raw, paired or not)."""
-        if not 0 < self.energy <= 1:
-            raise ValueError(f"energy must be in (0, 1], got {self.energy}")
+    def fit(self, probe_image: Any, probe_text: Any, *, group: Any = None) -> FixedFrame:
+        """Freeze U, V from Σ̂ = Cov(e_x) + Cov(e_y) of a probe set ((n, d) raw, paired or not).
+
+        Eigenvalues of Σ̂ at or below round-off of the data's scale
+        (:func:`~workbench._validate.spectral_floor`, or the eigensolver's ``λ₁·d·ε``) are zero:
+        they never enter the energy threshold, and a frame is refused when nothing is above
+        them (identical rows) or when ``rank`` asks for more directions than there are.
+
+        ``group``: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: the inputs are
+        this rank's rows (at least 2 of each), the covariances are streamed and all-reduced
+        (:func:`~workbench.probes.spectra.spectrum`'s accumulator), and every rank freezes the
+        frame of all ranks' rows. Call on every rank.
+        """
+        energy = as_float(self.energy, "energy", lo=0.0, hi=1.0, lo_open=True)
         X = l2_normalize(as_matrix(probe_image, "probe_image"), "probe_image")
         Y = l2_normalize(as_matrix(probe_text, "probe_text"), "probe_text")
         if X.shape[1] != Y.shape[1]:
@@ -116,20 +164,33 @@ class FixedFrame:
                 f"probe_image has dimension {X.shape[1]} but probe_text has {Y.shape[1]}"
             )
         d = X.shape[1]
-        sigma = np.cov(X, rowvar=False) + np.cov(Y, rowvar=False)  # (d, d)
+        rank = as_int(self.rank, "rank", lo=1, hi=d, none_ok=True)
+        (cov_x, n_x), (cov_y, n_y) = _covariance(X, group), _covariance(Y, group)
+        sigma = cov_x + cov_y  # (d, d)
         evals, evecs = np.linalg.eigh(sigma)
         order = np.argsort(evals)[::-1]
         evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
-        if self.rank is not None:
-            r = int(self.rank)
-            if not 1 <= r <= d:
-                raise ValueError(f"rank must be in [1, {d}], got {self.rank}")
+        # raw scale of Σ̂'s square root: ‖[X/√(n_x−1); Y/√(n_y−1)]‖_F
+        fro = float(np.sqrt(n_x / (n_x - 1) + n_y / (n_y - 1)))
+        floor = spectral_floor(np.sqrt(evals[0]), fro, (n_x + n_y, d), _EPS) ** 2
+        evals = np.where(evals > max(floor, evals[0] * d * _EPS), evals, 0.0)
+        k = int(np.count_nonzero(evals))
+        if k == 0:
+            raise ValueError(
+                "probe_image and probe_text have zero covariance (identical rows, up to "
+                "round-off); there is no frame to fit"
+            )
+        if rank is not None:
+            if rank > k:
+                raise ValueError(
+                    f"rank={rank} exceeds the {k} directions of Σ̂ above round-off (the others "
+                    f"would be fitted to rounding noise); choose rank ≤ {k}"
+                )
+            r = rank
         else:
             total = evals.sum()
-            if total <= 0:
-                raise ValueError("probe embeddings have zero covariance; cannot choose a frame")
-            r = int(np.searchsorted(np.cumsum(evals) / total, self.energy - 1e-12) + 1)
-            r = min(r, d)
+            r = int(np.searchsorted(np.cumsum(evals) / total, energy - 1e-12) + 1)
+            r = min(r, k)
         self.eigenvalues_ = evals
         self.U_ = evecs[:, :r]
         self.V_ = evecs[:, r:]
@@ -144,27 +205,41 @@ class FixedFrame:
             )
 
     def project_u(self, V: np.ndarray) -> np.ndarray:
-        """P_U v for rows (or a single vector) ``V`` (…, d)."""
+        """P_U v for rows ``V`` (m, d), or a single vector (d,)."""
         self._check_fitted()
-        return (V @ self.U_) @ self.U_.T
+        single = np.ndim(V) == 1
+        A = as_vector(V, "V")[None, :] if single else as_matrix(V, "V", min_rows=1)
+        if A.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"V has dimension {A.shape[1]}, the frame was fitted on {self.n_features_in_}"
+            )
+        out = self._project(A)
+        return out[0] if single else out
 
-    def decompose(self, image: Any, text: Any) -> Decomposition:
+    def _project(self, A: np.ndarray) -> np.ndarray:
+        return (A @ self.U_) @ self.U_.T
+
+    def decompose(
+        self, image: Any, text: Any, *, names: tuple[str, str] = ("image", "text")
+    ) -> Decomposition:
         """Split the per-pair gaps of paired (n, d) raw embeddings into β, γ, δ, ζ (Eq. 1).
 
         P_V is applied as I − P_U (exactly complementary), so Δ = β + γ + δ + ζ to round-off.
+        ``names`` are the arguments' names in error messages.
         """
         self._check_fitted()
-        X, Y = _paired_normed(image, text)
+        X, Y = _paired_normed(image, text, names)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"embeddings have dimension {X.shape[1]}, frame was fitted on {self.n_features_in_}"
+                f"{names[0]} and {names[1]} have dimension {X.shape[1]}, the frame was fitted "
+                f"on {self.n_features_in_}"
             )
         gap = X - Y  # (n, d)
         m = gap.mean(axis=0)
-        beta = self.project_u(m)
+        beta = self._project(m[None, :])[0]
         gamma = m - beta
         resid = gap - m
-        delta = self.project_u(resid)
+        delta = self._project(resid)
         zeta = resid - delta
         return Decomposition(
             gap=gap,
@@ -178,6 +253,19 @@ class FixedFrame:
             delta_norms=np.linalg.norm(delta, axis=1),
             zeta_norms=np.linalg.norm(zeta, axis=1),
         )
+
+
+def _covariance(X: np.ndarray, group: Any) -> tuple[np.ndarray, int]:
+    """``(cov, n)``: the (d, d) sample covariance of the rows of ``X`` (n, d) and their count —
+    of every rank's rows under ``group``."""
+    from workbench.distributed import resolve_group
+    from workbench.probes._gram import _accumulate
+
+    pg = resolve_group(group)
+    if pg is None:
+        return np.cov(X, rowvar=False), X.shape[0]
+    acc = _accumulate(X, "probe embeddings", group=pg)
+    return acc.second_moment(center=True) / (acc.n - 1), acc.n
 
 
 @dataclass(frozen=True)
@@ -203,14 +291,32 @@ def pob_drift(frame: FixedFrame, reference: tuple[Any, Any], current: tuple[Any,
         frame: a fitted :class:`FixedFrame` (frozen at t0).
         reference: (image, text) (n, d) raw embeddings of the probe set at t0.
         current: (image, text) of the same probe items at a later checkpoint t.
+
+    A γ no larger than round-off of the mean gap (:func:`~workbench._validate.roundoff` of
+    ‖m‖; e.g. every γ when ``rank = d`` leaves V empty) is zero: a zero γ(t0) raises, a zero
+    γ(t) gives ``cosine = nan`` and drift 1.
+
+    Raises:
+        ValueError: γ(t0) is zero (the mean gap lies entirely in U), and every bad-input case
+            of :meth:`FixedFrame.decompose` (named ``reference[0]`` ... ``current[1]``).
     """
-    g0 = frame.decompose(*reference).gamma
-    g1 = frame.decompose(*current).gamma
+    for name, pair in (("reference", reference), ("current", current)):
+        if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise TypeError(f"{name} must be an (image, text) pair of (n, d) arrays")
+    frame._check_fitted()
+    d0 = frame.decompose(*reference, names=("reference[0] (image)", "reference[1] (text)"))
+    d1 = frame.decompose(*current, names=("current[0] (image)", "current[1] (text)"))
+    g0, g1 = d0.gamma, d1.gamma
     n0, n1 = np.linalg.norm(g0), np.linalg.norm(g1)
-    if n0 == 0:
+    d = frame.n_features_in_
+    if n0 <= roundoff(np.linalg.norm(d0.mean), d):
         raise ValueError(
-            "γ(t0) is zero (the mean gap lies entirely in U); relative drift is undefined"
+            "reference: γ(t0) is zero up to round-off (the mean gap lies entirely in U"
+            + ("; rank = d leaves V empty" if frame.V_.shape[1] == 0 else "")
+            + "); the relative drift is undefined"
         )
+    if n1 <= roundoff(np.linalg.norm(d1.mean), d):
+        g1, n1 = np.zeros_like(g1), 0.0
     cos = float(g0 @ g1 / (n0 * n1)) if n1 > 0 else float("nan")
     return PobDrift(float(np.linalg.norm(g1 - g0) / n0), cos, g0, g1)
 
@@ -221,15 +327,11 @@ def kappa_eff(matrix: Any, mass: float = 0.99) -> float:
     k is the fewest leading eigenvalues holding ``mass`` of the trace. ReAlign uses κ_eff without
     defining it [our reading: mass = 0.99, exposed as a parameter].
     """
-    M = as_matrix(matrix, "matrix", min_rows=1)
-    if M.shape[0] != M.shape[1]:
-        raise ValueError(f"matrix must be square (d, d), got {M.shape}")
-    if not 0 < mass <= 1:
-        raise ValueError(f"mass must be in (0, 1], got {mass}")
-    evals = np.clip(np.linalg.eigvalsh((M + M.T) / 2)[::-1], 0.0, None)
+    mass = as_float(mass, "mass", lo=0.0, hi=1.0, lo_open=True)
+    _, evals, _ = _symmetric_psd(matrix, "matrix")
     total = evals.sum()
     if total <= 0:
-        raise ValueError("matrix has zero trace; κ_eff is undefined")
+        raise ValueError("matrix is zero up to round-off (zero trace); κ_eff is undefined")
     k = int(np.searchsorted(np.cumsum(evals) / total, mass - 1e-12))
     return float(evals[0] / evals[min(k, len(evals) - 1)])
 
@@ -257,15 +359,10 @@ def phantom_drift(mu: Any, cov: Any) -> PhantomDrift:
 
     Args:
         mu: (d,) mean µ (non-zero).
-        cov: (d, d) covariance Σ.
+        cov: (d, d) covariance Σ (symmetric positive semi-definite).
     """
-    m = np.asarray(mu, dtype=np.float64)
-    S = as_matrix(cov, "cov", min_rows=1)
-    if m.ndim != 1 or S.shape != (m.size, m.size):
-        raise ValueError(f"mu must be (d,) and cov (d, d); got {m.shape} and {S.shape}")
+    m, S, _ = _mean_and_cov(mu, cov)
     r = float(np.linalg.norm(m))
-    if r == 0:
-        raise ValueError("mu is the zero vector; π(µ) is undefined")
     a = m / r
     Sa = S @ a
     tangential = -(Sa - a * (a @ Sa)) / r**2
@@ -276,11 +373,14 @@ def phantom_drift(mu: Any, cov: Any) -> PhantomDrift:
 def phantom_drift_monte_carlo(
     mu: Any, cov: Any, n_samples: int = 200_000, seed: int = 0
 ) -> np.ndarray:
-    """(d,) Monte-Carlo E[π(µ + ϵ)] − π(µ) with ϵ ~ N(0, Σ): the check for :func:`phantom_drift`."""
-    m = np.asarray(mu, dtype=np.float64)
-    S = as_matrix(cov, "cov", min_rows=1)
-    rng = np.random.default_rng(seed)
-    L = np.linalg.cholesky(S + 1e-15 * np.eye(m.size))
+    """(d,) Monte-Carlo E[π(µ + ϵ)] − π(µ) with ϵ ~ N(0, Σ): the check for :func:`phantom_drift`.
+
+    ``n_samples`` ≥ 1 draws (seeded by ``seed``); Σ may be singular (ϵ = Q√Λ z).
+    """
+    m, _, (evals, evecs) = _mean_and_cov(mu, cov)
+    n_samples = as_int(n_samples, "n_samples", lo=1)
+    rng = np.random.default_rng(as_int(seed, "seed", lo=0))
+    L = evecs * np.sqrt(evals)  # (d, d): L Lᵀ = Σ, exact for semi-definite Σ too
     acc = np.zeros_like(m)
     done = 0
     while done < n_samples:
@@ -289,6 +389,18 @@ def phantom_drift_monte_carlo(
         acc += (z / np.linalg.norm(z, axis=1, keepdims=True)).sum(axis=0)
         done += b
     return acc / n_samples - m / np.linalg.norm(m)
+
+
+def _mean_and_cov(
+    mu: Any, cov: Any
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    m = as_vector(mu, "mu")
+    S, evals, evecs = _symmetric_psd(cov, "cov")
+    if S.shape != (m.size, m.size):
+        raise ValueError(f"mu must be (d,) and cov (d, d); got {m.shape} and {S.shape}")
+    if not np.any(m):
+        raise ValueError("mu is the zero vector; π(µ) is undefined")
+    return m, S, (evals, evecs)
 
 
 @dataclass(frozen=True)
@@ -317,8 +429,7 @@ def uv_coupling(frame: FixedFrame, decomposition: Decomposition, alpha: float = 
     frame._check_fitted()
     if frame.V_.shape[1] == 0:
         raise ValueError("V is empty (rank = d): there is no orthogonal complement to couple into")
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    alpha = as_float(alpha, "alpha", lo=0.0)
     D = decomposition.delta @ frame.U_  # (n, r)
     Z = decomposition.zeta @ frame.V_  # (n, d − r)
     n = D.shape[0]

@@ -20,7 +20,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_paired, check_same_dim, l2_normalize
+from workbench._validate import (
+    as_bool,
+    as_choice,
+    as_class_ids,
+    as_class_prompts,
+    as_float,
+    as_int,
+    as_int_tuple,
+    as_matrix,
+    as_names,
+    as_vector,
+    check_paired,
+    check_same_dim,
+    l2_normalize,
+)
 from workbench.probes.geometry import cone_width
 from workbench.probes.separability import zero_shot_accuracy
 
@@ -76,7 +90,9 @@ class GapReport:
         return {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray)}
 
 
-def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) -> GapReport:
+def modality_gap(
+    image_emb: Any, text_emb: Any, *, with_spectra: bool = True, group: Any = None
+) -> GapReport:
     """Centroid gap, centroid cosine, cone widths and spectra of (unpaired) image and text sets.
 
     Args:
@@ -84,6 +100,9 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
         text_emb: (n_y, d) raw text embeddings; n_y may differ from n_x.
         with_spectra: compute the per-modality trace-normalised spectra and power-law α
             (O(d³); switch off inside tight loops).
+        group: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: the inputs are this
+            rank's rows (at least 2 of each) and every sum (centroids, cone widths, spectra) is
+            all-reduced, so every rank reports the gap of all ranks' rows. Call on every rank.
 
     Returns:
         :class:`GapReport`. Δ follows the sign convention image − text of Mind the Gap [paper].
@@ -91,15 +110,16 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
-    mu_x, mu_y = X.mean(axis=0), Y.mean(axis=0)
+    with_spectra = as_bool(with_spectra, "with_spectra")
+    (mu_x, n_x), (mu_y, n_y) = _mean_rows(X, group), _mean_rows(Y, group)
     delta = mu_x - mu_y
     denom = np.linalg.norm(mu_x) * np.linalg.norm(mu_y)
     cos = float(mu_x @ mu_y / denom) if denom > 0 else float("nan")
     if with_spectra:
         from workbench.probes.distribution import trace_normalized_spectrum_alpha
 
-        spec_x, alpha_x = trace_normalized_spectrum_alpha(X)
-        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y)
+        spec_x, alpha_x = trace_normalized_spectrum_alpha(X, name="image_emb", group=group)
+        spec_y, alpha_y = trace_normalized_spectrum_alpha(Y, name="text_emb", group=group)
     else:
         spec_x = spec_y = np.empty(0)
         alpha_x = alpha_y = float("nan")
@@ -109,15 +129,23 @@ def modality_gap(image_emb: Any, text_emb: Any, *, with_spectra: bool = True) ->
         centroid_cosine=cos,
         image_centroid=mu_x,
         text_centroid=mu_y,
-        cone_width_image=cone_width(X),
-        cone_width_text=cone_width(Y),
+        cone_width_image=cone_width(X, group=group),
+        cone_width_text=cone_width(Y, group=group),
         image_spectrum=spec_x,
         text_spectrum=spec_y,
         image_alpha=alpha_x,
         text_alpha=alpha_y,
-        n_image=X.shape[0],
-        n_text=Y.shape[0],
+        n_image=n_x,
+        n_text=n_y,
     )
+
+
+def _mean_rows(X: np.ndarray, group: Any) -> tuple[np.ndarray, int]:
+    """(d,) column mean and row count of ``X`` (n, d) — of every rank's rows under ``group``."""
+    from workbench.distributed import all_reduce_sums
+
+    total, n = all_reduce_sums(lambda: [X.sum(axis=0), [X.shape[0]]], group, "the centroid")
+    return total / n[0], int(n[0])
 
 
 # --- losses and accuracies on paired, normalised embeddings ---------------------------------
@@ -165,8 +193,7 @@ def clip_loss(image_emb: Any, text_emb: Any, temperature: float = 0.01) -> float
     L2-normalised image/text rows (row i of one pairs row i of the other). Computed blockwise,
     so n = 10⁴ costs no n×n buffer.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = as_float(temperature, "temperature", lo=0.0, lo_open=True)
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_paired(X, Y, ("image_emb", "text_emb"))
@@ -206,8 +233,20 @@ def signed_centroid_distance(
 
     ``image_normed`` (n_x, d) and ``text_normed`` (n_y, d) are already L2-normalised; ``delta``
     (d,) is the *original* gap direction [paper: Mind the Gap Fig. 3, sign convention of §3].
+
+    Raises ``ValueError`` on bad arrays, differing widths and a zero ``delta`` (no sign).
     """
-    diff = image_normed.mean(axis=0) - text_normed.mean(axis=0)
+    X = as_matrix(image_normed, "image_normed", min_rows=1)
+    Y = as_matrix(text_normed, "text_normed", min_rows=1)
+    check_same_dim(X, Y, ("image_normed", "text_normed"))
+    d = as_vector(delta, "delta (one entry per embedding dimension)", length=X.shape[1])
+    if not np.any(d):
+        raise ValueError("delta is the zero vector; it gives no direction to sign the gap by")
+    return _signed_gap(X, Y, d)
+
+
+def _signed_gap(X: np.ndarray, Y: np.ndarray, delta: np.ndarray) -> float:
+    diff = X.mean(axis=0) - Y.mean(axis=0)
     sign = 1.0 if diff @ delta >= 0 else -1.0
     return sign * float(np.linalg.norm(diff))
 
@@ -286,31 +325,29 @@ def shift_experiment(
         labels: (n,) ints for zero-shot accuracy, with ``class_text_emb`` — (C, d) class
             prompts or (C, T, d) prompt ensembles (averaged per class after shifting).
     """
-    if direction not in ("gap", "unit"):
-        raise ValueError(f"direction must be 'gap' or 'unit', got {direction!r}")
-    if modalities not in ("both", "image"):
-        raise ValueError(f"modalities must be 'both' or 'image', got {modalities!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    direction = as_choice(direction, "direction", ("gap", "unit"))
+    modalities = as_choice(modalities, "modalities", ("both", "image"))
+    temperature = as_float(temperature, "temperature", lo=0.0, lo_open=True)
     X = _normed(image_emb, "image_emb")
     Y = _normed(text_emb, "text_emb")
     check_same_dim(X, Y, ("image_emb", "text_emb"))
     paired = X.shape[0] == Y.shape[0]
     if (labels is None) != (class_text_emb is None):
         raise ValueError("zero-shot accuracy needs both labels and class_text_emb (or neither)")
-    C, prompt_shape = None, None
+    C, prompt_shape, y = None, None, None
     if class_text_emb is not None:  # (C, d) prompts or (C, T, d) ensembles; they move like text
-        prompts = np.asarray(class_text_emb, dtype=np.float64)
+        prompts = as_class_prompts(class_text_emb, "class_text_emb")
         prompt_shape = prompts.shape
         C = _normed(prompts.reshape(-1, prompts.shape[-1]), "class_text_emb", min_rows=1)
         check_same_dim(X, C, ("image_emb", "class_text_emb"))
+        y = as_class_ids(
+            labels, prompt_shape[0], n=X.shape[0], rows_of="image_emb", classes_of="class_text_emb"
+        )
     if lambdas is None:
         lambdas = (
             np.arange(-1.0, 1.5 + 1e-9, 0.125) if direction == "gap" else np.arange(-5, 5, 0.25)
         )
-    lams = np.asarray(lambdas, dtype=np.float64)
-    if lams.ndim != 1 or lams.size == 0 or not np.isfinite(lams).all():
-        raise ValueError("lambdas must be a non-empty 1-D sequence of finite numbers")
+    lams = as_vector(lambdas, "lambdas")
 
     delta = X.mean(axis=0) - Y.mean(axis=0)
     gap_norm = float(np.linalg.norm(delta))
@@ -329,12 +366,12 @@ def shift_experiment(
         else:
             Ys, Cs = Y, C
         Cs = None if Cs is None else Cs.reshape(prompt_shape)
-        gap = signed_centroid_distance(Xs, Ys, delta)
+        gap = _signed_gap(Xs, Ys, delta)
         if paired:
             loss, i2t, t2i = _paired_scores(Xs, Ys, temperature)
         else:
             loss = i2t = t2i = nan
-        zs = zero_shot_accuracy(Xs, Cs, labels) if Cs is not None else nan
+        zs = zero_shot_accuracy(Xs, Cs, y) if Cs is not None else nan
         rows.append((gap, loss, i2t, t2i, zs))
     cols = np.array(rows).T  # (5, n_λ)
     return ShiftResult(
@@ -424,14 +461,18 @@ def cone_effect(
         n_inits: independent random initialisations (25 in the paper's Fig. 2c).
         n_show: points per init kept for the 2-D projection.
     """
+    activations = as_names(activations, "activations")
     unknown = [a for a in activations if a not in _ACTIVATIONS]
     if unknown:
-        raise ValueError(f"unknown activation(s) {unknown}; choose from {sorted(_ACTIVATIONS)}")
-    ds = np.asarray(sorted(set(int(d) for d in depths)))
-    if ds.size == 0 or ds[0] < 0:
-        raise ValueError("depths must be a non-empty list of non-negative ints")
-    if n_samples < 2 or dim < 1 or n_inits < 2:
-        raise ValueError("need n_samples >= 2, dim >= 1 and n_inits >= 2 (cones are compared)")
+        raise ValueError(
+            f"unknown activation(s) {unknown} in activations; choose from {sorted(_ACTIVATIONS)}"
+        )
+    ds = np.asarray(sorted(set(as_int_tuple(depths, "depths", lo=0))))
+    n_samples = as_int(n_samples, "n_samples", lo=2)
+    dim = as_int(dim, "dim", lo=1)
+    n_inits = as_int(n_inits, "n_inits", lo=2)  # cones of different inits are compared
+    n_show = as_int(n_show, "n_show", lo=1)
+    seed = as_int(seed, "seed", lo=0)
     rng = np.random.default_rng(seed)
     inputs = rng.standard_normal((n_samples, dim)).astype(np.float32)  # (n, dim)
     std = np.float32(np.sqrt(1.0 / dim))

@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, check_paired, to_numpy
+from workbench._validate import (
+    as_float,
+    as_int,
+    as_matrix,
+    check_finite_rows,
+    check_magnitude,
+    check_paired,
+    row_norms,
+    to_numpy,
+)
 from workbench.probes._rows import _iter_chunks
 from workbench.probes.spectra import spectrum
 
@@ -40,13 +49,16 @@ class _Rows:
     """
 
     def __init__(self, X: Any, name: str, min_rows: int = 2) -> None:
-        A = to_numpy(X)
+        A = to_numpy(X, name)
         as_matrix(A, name, min_rows=min_rows, dtype=A.dtype, check_finite=False)
         norms = np.empty(A.shape[0])
+        amax = np.zeros(1)
         for offset, chunk in _iter_chunks(A, name, None):
             C = np.asarray(chunk, dtype=np.float64)
             check_finite_rows(C, name, row_offset=offset)
-            norms[offset : offset + len(C)] = np.linalg.norm(C, axis=1)
+            amax = np.maximum(amax, np.abs(C).max(initial=0.0))
+            norms[offset : offset + len(C)] = row_norms(C)
+        check_magnitude(amax, name)
         zero = np.flatnonzero(norms == 0)
         if zero.size:
             raise ValueError(
@@ -114,8 +126,8 @@ def cosine_distribution(
         max_pairs: above this many pairs a seeded uniform sample of pairs is measured.
         seed: sampling seed.
     """
-    if bins < 1 or max_pairs < 1:
-        raise ValueError(f"bins and max_pairs must be ≥ 1, got {bins}, {max_pairs}")
+    bins, max_pairs = as_int(bins, "bins", lo=1), as_int(max_pairs, "max_pairs", lo=1)
+    seed = as_int(seed, "seed", lo=0)
     RA = _Rows(X, "X")
     RB = None if Y is None else _Rows(Y, "Y", min_rows=1)
     if RB is not None and RA.d != RB.d:
@@ -160,7 +172,7 @@ def cosine_distribution(
     )
 
 
-def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
+def cone_width(X: Any, *, chunk_rows: int | None = None, group: Any = None) -> float:
     """Mean cosine over distinct pairs i ≠ j of the rows of ``X`` (Mind the Gap's cone width).
 
     Exact: with ``s = Σ x̂_i``, ``Σ_{i≠j} cos = ‖s‖² − n``, so one streaming pass suffices.
@@ -168,27 +180,42 @@ def cone_width(X: Any, *, chunk_rows: int | None = None) -> float:
     Args:
         X: (n, d) embeddings (raw; normalised here) — array, memmap, torch, or row chunks.
         chunk_rows: rows per chunk for the pass.
+        group: ``None`` (this process), ``"auto"`` or a ``ProcessGroup``: ``X`` is this rank's
+            rows and ``s`` and ``n`` are summed over ranks (the cone width of all their rows).
 
     Returns:
         Mean pairwise cosine in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 for a narrow cone.
     """
-    total = None
-    n = 0
-    for offset, chunk in _iter_chunks(X, "X", chunk_rows):
-        C = np.asarray(chunk, dtype=np.float64)
-        check_finite_rows(C, "X", row_offset=offset)
-        norms = np.linalg.norm(C, axis=1)
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"X has a zero-norm row (first at row {offset + int(zero[0])}); it has no "
-                f"direction — drop it"
-            )
-        s = (C / norms[:, None]).sum(axis=0)
-        total = s if total is None else total + s
-        n += len(C)
+    from workbench.distributed import all_reduce_sums
+
+    chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
+
+    def local() -> list[Any] | None:
+        total = None
+        n = 0
+        amax = np.zeros(1)
+        for offset, chunk in _iter_chunks(X, "X", chunk_rows):
+            C = np.asarray(chunk, dtype=np.float64)
+            check_finite_rows(C, "X", row_offset=offset)
+            amax = np.maximum(amax, np.abs(C).max(initial=0.0))
+            norms = row_norms(C)
+            zero = np.flatnonzero(norms == 0)
+            if zero.size:
+                raise ValueError(
+                    f"X has a zero-norm row (first at row {offset + int(zero[0])}); it has no "
+                    f"direction — drop it"
+                )
+            s = (C / norms[:, None]).sum(axis=0)
+            total = s if total is None else total + s
+            n += len(C)
+        check_magnitude(amax, "X")
+        return None if total is None else [total, [n]]
+
+    sums = all_reduce_sums(local, group, "the cone width")
+    n = 0 if sums is None else int(sums[1][0])
     if n < 2:
         raise ValueError(f"X has {n} row(s); the cone width needs at least 2")
+    total = sums[0]
     return float((total @ total - n) / (n * (n - 1)))
 
 
@@ -203,8 +230,7 @@ def alignment(X: Any, Y: Any, alpha: float = 2.0) -> float:
     Returns:
         Lower is better aligned; in [0, 2^α].
     """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+    alpha = as_float(alpha, "alpha", lo=0.0, lo_open=True)
     RA, RB = _Rows(X, "X", min_rows=1), _Rows(Y, "Y", min_rows=1)
     check_paired(RA.A, RB.A, ("X", "Y"))
     total, step = 0.0, 8192
@@ -233,8 +259,9 @@ def uniformity(
     Returns:
         Lower is more uniform; the minimum on the sphere S^{d−1} is about −t·2 for large n.
     """
-    if t <= 0:
-        raise ValueError(f"t must be > 0, got {t}")
+    t = as_float(t, "t", lo=0.0, lo_open=True)
+    max_samples = as_int(max_samples, "max_samples", lo=2)
+    seed, block = as_int(seed, "seed", lo=0), as_int(block, "block", lo=1)
     R = _Rows(X, "X")
     A = R.unit(_sample_rows(R.n, max_samples, np.random.default_rng(seed)))
     n = len(A)

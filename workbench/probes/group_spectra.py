@@ -13,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, check_same_dim, l2_normalize, to_numpy
+from workbench._validate import (
+    as_bool,
+    as_int,
+    as_labels,
+    as_matrix,
+    check_finite_rows,
+    check_same_dim,
+    l2_normalize,
+    to_numpy,
+)
 from workbench.probes._rows import _array_chunks
 from workbench.probes.spectra import Spectrum, spectrum
 
@@ -29,6 +38,7 @@ def spectra_by_group(
     min_count: int = 2,
     center: bool = True,
     prefix: str = "",
+    group: Any = None,
     **spectrum_kw: Any,
 ) -> dict[str, Spectrum]:
     """One :class:`Spectrum` per group of rows (e.g. per class label), in one call.
@@ -42,6 +52,9 @@ def spectra_by_group(
         min_count: groups with fewer rows are skipped (a spectrum needs ≥ 2 rows).
         center: passed to :func:`spectrum` (per-group centring: within-class spectra).
         prefix: prepended to each key (``spectra_by_modality`` uses ``"image/"``).
+        group: a process group (or ``"auto"``) to sum over, as in :func:`spectrum`: ``X`` and
+            ``groups`` are this rank's rows; group ids are the union over ranks and
+            ``min_count`` counts every rank's rows. ``None``: this process only.
         **spectrum_kw: other :func:`spectrum` options.
 
     Returns:
@@ -51,23 +64,23 @@ def spectra_by_group(
         ValueError: ``groups`` not 1-D or of the wrong length, and every bad-input case of
             :func:`spectrum` (NaN rows are named by their row in ``X``).
     """
-    A = to_numpy(X)
-    as_matrix(A, "X", min_rows=2, dtype=A.dtype, check_finite=False)
-    g = np.asarray(to_numpy(groups))
-    if g.ndim != 1 or len(g) != A.shape[0]:
-        raise ValueError(
-            f"groups must be 1-D with one entry per row of X ({A.shape[0]}), got shape {g.shape}"
-        )
+    name = spectrum_kw.pop("name", "X")
+    A = to_numpy(X, name)
+    as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
+    g = as_labels(groups, spectrum_kw.pop("groups_name", "groups"), n=A.shape[0], rows_of=name)
+    min_count = as_int(min_count, "min_count", lo=2)
+    center = as_bool(center, "center")
     for offset, chunk in _array_chunks(A, None):  # name bad rows by their row in X
-        check_finite_rows(np.asarray(chunk), "X", row_offset=offset)
+        check_finite_rows(np.asarray(chunk), name, row_offset=offset)
     skip = set(ignore)
     out: dict[str, Spectrum] = {}
-    for gid in np.unique(g):
+    gids, counts = _ids_and_counts(g, group)
+    for gid, count in zip(gids, counts):
         key = gid.item() if hasattr(gid, "item") else gid
         if key in skip:
             continue
         rows = np.flatnonzero(g == gid)
-        if len(rows) < min_count or len(rows) < 2:
+        if count < min_count:
             continue
         if names is None:
             label = str(key)
@@ -75,8 +88,27 @@ def spectra_by_group(
             label = str(names.get(key, key))
         else:
             label = str(names[int(key)])
-        out[f"{prefix}{label}"] = spectrum(A[rows], center=center, **spectrum_kw)
+        out[f"{prefix}{label}"] = spectrum(
+            A[rows], center=center, name=name, group=group, **spectrum_kw
+        )
     return out
+
+
+def _ids_and_counts(g: np.ndarray, group: Any) -> tuple[list[Any], list[int]]:
+    """Sorted group ids and their row counts — over every rank's rows when ``group`` is set
+    (a rank may lack some ids; each id's spectrum is then still one collective on all ranks)."""
+    from workbench.distributed import all_gather_checked, all_reduce_sums, resolve_group
+
+    pg = resolve_group(group)
+    if pg is None:
+        ids, counts = np.unique(g, return_counts=True)
+        return list(ids), [int(c) for c in counts]
+    local = sorted(np.unique(g).tolist())
+    union = sorted({i for part in all_gather_checked(lambda: local, pg, "group ids") for i in part})
+    totals = all_reduce_sums(
+        lambda: [[int(np.count_nonzero(g == i)) for i in union]], pg, "group counts"
+    )
+    return union, [int(c) for c in totals[0]] if totals else []
 
 
 def spectra_by_modality(
@@ -88,6 +120,7 @@ def spectra_by_modality(
     normalize: bool = False,
     center: bool = True,
     min_count: int = 2,
+    group: Any = None,
     **spectrum_kw: Any,
 ) -> dict[str, Spectrum]:
     """Spectra of each modality — and optionally of their union and of each class — in one call.
@@ -104,6 +137,8 @@ def spectra_by_modality(
         normalize: L2-normalise rows first (CLIP similarity space); default: as given.
         center: passed to :func:`spectrum`.
         min_count: per-class groups with fewer rows are skipped.
+        group: a process group (or ``"auto"``) to sum over, as in :func:`spectrum`: each
+            modality (and ``labels``) holds this rank's rows, at least 2 per modality.
         **spectrum_kw: other :func:`spectrum` options.
 
     Returns:
@@ -115,38 +150,48 @@ def spectra_by_modality(
     """
     if hasattr(modalities, "image") and hasattr(modalities, "text"):
         mods = {"image": modalities.image, "text": modalities.text}
-    elif isinstance(modalities, Mapping) and modalities:
+    elif isinstance(modalities, Mapping):
+        if not modalities:
+            raise ValueError("modalities is an empty mapping; pass {name: (n, d) matrix, ...}")
         mods = dict(modalities)
     else:
-        raise ValueError(
-            "modalities must be a non-empty {name: (n, d) matrix} mapping or Embeddings"
+        raise TypeError(
+            "modalities must be a non-empty {name: (n, d) matrix} mapping or Embeddings, got "
+            f"{type(modalities).__name__}"
         )
+    joint, normalize = as_bool(joint, "joint"), as_bool(normalize, "normalize")
     arrays: dict[str, Any] = {}
     for name, M in mods.items():
-        A = to_numpy(M)
+        if not isinstance(name, str):
+            raise TypeError(f"modalities keys must be names (str), got {name!r}")
+        A = to_numpy(M, name)
         as_matrix(A, name, min_rows=2, dtype=A.dtype, check_finite=False)
         arrays[name] = l2_normalize(as_matrix(A, name), name) if normalize else A
     first = next(iter(arrays))
     for name, A in arrays.items():
         check_same_dim(arrays[first], A, (first, name))
-    out = {name: spectrum(A, center=center, name=name, **spectrum_kw) for name, A in arrays.items()}
+    out = {
+        name: spectrum(A, center=center, name=name, group=group, **spectrum_kw)
+        for name, A in arrays.items()
+    }
     if joint:
-        out["joint"] = spectrum(list(arrays.values()), center=center, name="joint", **spectrum_kw)
+        out["joint"] = spectrum(
+            list(arrays.values()), center=center, name="joint", group=group, **spectrum_kw
+        )
     if labels is not None:
         for name, A in arrays.items():
-            if len(to_numpy(labels)) != A.shape[0]:
-                raise ValueError(
-                    f"labels has {len(to_numpy(labels))} entries but {name} has {A.shape[0]} "
-                    f"rows; per-class spectra need one label per row of every modality"
-                )
+            y = as_labels(labels, "labels", n=A.shape[0], rows_of=name)
             out.update(
                 spectra_by_group(
                     A,
-                    labels,
+                    y,
                     names=class_names,
                     min_count=min_count,
                     center=center,
                     prefix=f"{name}/",
+                    name=name,
+                    groups_name="labels",
+                    group=group,
                     **spectrum_kw,
                 )
             )

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from workbench._registry import Registry
-from workbench._validate import as_matrix, to_numpy
+from workbench._validate import as_bool, as_float, as_int, as_matrix, as_vector
+from workbench.probes._gram import _accumulate
 from workbench.probes._rows import _is_chunk_iterable, _is_tensor
-from workbench.probes.spectra import Spectrum, _accumulate, _spectrum_from_gram, spectrum
+from workbench.probes.spectra import Spectrum, _spectrum_from_gram, spectrum
 
 __all__ = [
     "PARTITIONS",
@@ -103,7 +104,8 @@ class Partition:
     @property
     def energy_proportions(self) -> dict[str, float]:
         """Share of ``Σσ²`` in each band (all 0 for an all-zero spectrum)."""
-        e = self.singular_values**2
+        s = self.singular_values
+        e = (s / s.max()) ** 2 if len(s) and s.max() > 0 else np.zeros_like(s)  # no overflow
         total = e.sum()
         return {b: float(e[getattr(self, b)].sum() / total) if total > 0 else 0.0 for b in _BANDS}
 
@@ -118,10 +120,7 @@ class Partition:
 
 
 def _as_values(singular_values: Any) -> np.ndarray:
-    s = to_numpy(singular_values)
-    if s.ndim != 1:
-        raise ValueError(f"singular_values must be 1-D (r,), got shape {s.shape}")
-    s = as_matrix(s[:, None], "singular_values", min_rows=1)[:, 0]
+    s = as_vector(singular_values, "singular_values", check_scale=False)  # compared, not squared
     if (s < 0).any():
         raise ValueError(
             f"singular_values must be ≥ 0; first negative at index {int(np.argmax(s < 0))}"
@@ -133,8 +132,7 @@ def _build(
     s: np.ndarray, labels: np.ndarray, method: str, thresholds: dict[str, float], min_strong: int
 ) -> Partition:
     """Promote the largest values to strong until ``min_strong`` are, then freeze."""
-    if min_strong < 0:
-        raise ValueError(f"min_strong must be ≥ 0, got {min_strong}")
+    min_strong = as_int(min_strong, "min_strong", lo=0)
     forced = 0
     need = min(min_strong, len(s)) - int(np.count_nonzero(labels == STRONG))
     if need > 0:
@@ -179,6 +177,7 @@ def iqr_noise_scale(X: Any, *, center: bool = True, seed: int = 0) -> float:
         ŝ as a float (0 for a matrix whose entries' quartiles coincide).
     """
     A = as_matrix(X, "X")
+    center = as_bool(center, "center")
     if A.size > _IQR_MAX_ENTRIES:
         rows = np.random.default_rng(seed).choice(
             A.shape[0], size=max(2, _IQR_MAX_ENTRIES // A.shape[1]), replace=False
@@ -215,12 +214,9 @@ def iqr_mp_partition(
         ``noise_scale``.
     """
     s = _as_values(singular_values)
-    if not (math.isfinite(noise_scale) and noise_scale >= 0):
-        raise ValueError(f"noise_scale must be finite and ≥ 0, got {noise_scale}")
-    if n_rows < 1 or n_cols < 1:
-        raise ValueError(f"n_rows and n_cols must be ≥ 1, got {n_rows}, {n_cols}")
-    if tukey_k < 0:
-        raise ValueError(f"tukey_k must be ≥ 0, got {tukey_k}")
+    noise_scale = as_float(noise_scale, "noise_scale", lo=0.0)
+    n_rows, n_cols = as_int(n_rows, "n_rows", lo=1), as_int(n_cols, "n_cols", lo=1)
+    tukey_k = as_float(tukey_k, "tukey_k", lo=0.0)
     tau_noise = noise_scale * (math.sqrt(n_rows) + math.sqrt(n_cols))
     q1, q3 = np.percentile(s, [25.0, 75.0])
     fence = q3 + tukey_k * (q3 - q1)
@@ -279,12 +275,17 @@ def _energy(
     weak_energy: float = 0.99,
     min_strong: int = 1,
 ) -> Partition:
-    if not 0 < strong_energy <= weak_energy <= 1:
+    strong_energy = as_float(strong_energy, "strong_energy", lo=0.0, hi=1.0, lo_open=True)
+    weak_energy = as_float(weak_energy, "weak_energy", lo=0.0, hi=1.0, lo_open=True)
+    if not strong_energy <= weak_energy:
         raise ValueError(
             f"need 0 < strong_energy ≤ weak_energy ≤ 1, got {strong_energy}, {weak_energy}"
         )
-    if s.total_energy <= 0:
-        raise ValueError("the spectrum is all zero; an energy partition is undefined")
+    if s.degenerate:
+        raise ValueError(
+            "X_or_spectrum has an all-zero spectrum (e.g. identical rows); an energy partition "
+            "is undefined"
+        )
     cum = s.cumulative_energy
     r = len(cum)
     # smallest k with cumulative energy ≥ threshold (1e-12 absorbs the running sum's rounding)
@@ -302,7 +303,9 @@ def _fixed(
     weak_fraction: float = 0.4,
     min_strong: int = 1,
 ) -> Partition:
-    if not (0 <= strong_fraction and 0 <= weak_fraction and strong_fraction + weak_fraction <= 1):
+    strong_fraction = as_float(strong_fraction, "strong_fraction", lo=0.0, hi=1.0)
+    weak_fraction = as_float(weak_fraction, "weak_fraction", lo=0.0, hi=1.0)
+    if strong_fraction + weak_fraction > 1:
         raise ValueError(
             "need strong_fraction, weak_fraction ≥ 0 with sum ≤ 1, "
             f"got {strong_fraction}, {weak_fraction}"
@@ -362,15 +365,15 @@ def partition(
                 f"data X instead of a Spectrum, or give noise_scale= (e.g. iqr_noise_scale(X))"
             )
     elif not entry.needs_noise_scale or noise_scale is not None:
-        s = spectrum(X_or_spectrum, center=center)
+        s = spectrum(X_or_spectrum, center=center, name="X_or_spectrum")
     elif _is_chunk_iterable(X_or_spectrum) or _is_large(X_or_spectrum):
-        acc = _accumulate(X_or_spectrum, "X", sample_rows=_IQR_SAMPLE_ROWS)
+        acc = _accumulate(X_or_spectrum, "X_or_spectrum", sample_rows=_IQR_SAMPLE_ROWS)
         s = _spectrum_from_gram(acc, center, return_components=False)
         sample = acc.sample - acc.mean
         q1, q3 = np.percentile(sample, [25.0, 75.0])
         noise_scale = float((q3 - q1) / _GAUSSIAN_IQR)
     else:
-        A = as_matrix(X_or_spectrum, "X")
-        s = spectrum(A, center=center)
+        A = as_matrix(X_or_spectrum, "X_or_spectrum")
+        s = spectrum(A, center=center, name="X_or_spectrum")
         noise_scale = iqr_noise_scale(A)
     return entry.fn(s, noise_scale, **params)

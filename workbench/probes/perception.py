@@ -23,7 +23,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from workbench._validate import to_numpy
+from workbench._validate import (
+    as_array,
+    as_float,
+    as_int,
+    as_names,
+    l2_normalize,
+    to_numpy,
+)
 from workbench.data.base import MMVP_CATEGORIES, MMVPPair
 
 __all__ = [
@@ -55,7 +62,13 @@ class PairLike(Protocol):
 
 
 def _logits(logits_per_text: Any) -> np.ndarray:
-    L = to_numpy(logits_per_text).astype(np.float64)
+    name = "logits_per_text"
+    L = to_numpy(logits_per_text, name)
+    if L.dtype == np.bool_ or not (
+        np.issubdtype(L.dtype, np.integer) or np.issubdtype(L.dtype, np.floating)
+    ):
+        raise ValueError(f"{name} must hold real logits, got dtype {L.dtype}")
+    L = L.astype(np.float64)
     if L.ndim != 3 or L.shape[1:] != (2, 2):
         raise ValueError(
             "logits_per_text must have shape (n_pairs, 2, 2) = (pair, statement, image) with "
@@ -87,6 +100,7 @@ def mmvp_pair_correct(logits_per_text: Any) -> np.ndarray:
 def mmvp_categories_by_index(n_pairs: int = 135) -> list[str]:
     """Category of each pair of the real benchmark: ``MMVP_CATEGORIES[pair_index // 15]``."""
     limit = PAIRS_PER_CATEGORY * len(MMVP_CATEGORIES)
+    n_pairs = as_int(n_pairs, "n_pairs")
     if not 0 < n_pairs <= limit:
         raise ValueError(
             f"the pair_index // 15 rule names categories for 1..{limit} pairs, got "
@@ -129,9 +143,15 @@ def mmvp_scores(logits_per_text: Any, categories: Sequence[str] | None = None) -
             ``MMVP_CATEGORIES[pair_index // 15]`` (requires the benchmark's pair order).
     """
     correct = mmvp_pair_correct(logits_per_text)
-    cats = mmvp_categories_by_index(len(correct)) if categories is None else list(categories)
+    if categories is None:
+        cats = mmvp_categories_by_index(len(correct))
+    else:
+        cats = list(as_names(categories, "categories"))
     if len(cats) != len(correct):
-        raise ValueError(f"got {len(cats)} categories for {len(correct)} pairs; pass one per pair")
+        raise ValueError(
+            f"categories has {len(cats)} entries for {len(correct)} pairs of logits_per_text; "
+            f"pass one per pair"
+        )
     order = [c for c in MMVP_CATEGORIES if c in cats] + sorted(set(cats) - set(MMVP_CATEGORIES))
     cat_arr = np.asarray(cats, dtype=object)
     per = {c: float(correct[cat_arr == c].mean()) for c in order}
@@ -147,18 +167,16 @@ def mmvp_logits_from_embeddings(image: Any, text: Any, logit_scale: float = 100.
         text: (n_pairs, 2, D) statement embeddings (raw; normalised here), ``[:, j]`` = statement j.
         logit_scale: CLIP's ``exp(logit_scale)``; only the softmax temperature, not the decision.
     """
-    I = to_numpy(image).astype(np.float64)
-    T = to_numpy(text).astype(np.float64)
-    if I.ndim != 3 or I.shape[1] != 2 or T.shape != I.shape:
+    shape = "(n_pairs, 2, D)"
+    I = as_array(image, "image", 3, shape_doc=shape)
+    T = as_array(text, "text", 3, shape_doc=shape)
+    if I.shape[1] != 2 or T.shape != I.shape:
         raise ValueError(
-            f"image and text must both be (n_pairs, 2, D) with equal shapes; got {I.shape}, {T.shape}"
+            f"image and text must both be {shape} with equal shapes; got {I.shape}, {T.shape}"
         )
-    for name, A in (("image", I), ("text", T)):
-        norms = np.linalg.norm(A, axis=-1, keepdims=True)
-        if (norms == 0).any() or not np.isfinite(A).all():
-            raise ValueError(f"{name} embeddings contain zero-norm or non-finite vectors")
-    I = I / np.linalg.norm(I, axis=-1, keepdims=True)
-    T = T / np.linalg.norm(T, axis=-1, keepdims=True)
+    logit_scale = as_float(logit_scale, "logit_scale", lo=0.0, lo_open=True)
+    I = l2_normalize(I.reshape(-1, I.shape[-1]), "image").reshape(I.shape)
+    T = l2_normalize(T.reshape(-1, T.shape[-1]), "text").reshape(T.shape)
     return logit_scale * np.einsum("pjd,pmd->pjm", T, I)
 
 
@@ -172,11 +190,10 @@ def mmvp_logits(
     """
     import torch
 
-    if len(pairs) == 0:
-        raise ValueError("no pairs to score")
-    for i, p in enumerate(pairs):
-        if len(p.images) != 2 or len(p.statements) != 2:
-            raise ValueError(f"pair {i} must hold exactly 2 images and 2 statements")
+    pairs = _check_pairs(pairs)
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, got {prefix!r}")
+    batch_size = as_int(batch_size, "batch_size", lo=1)
     images = [im for p in pairs for im in p.images]
     texts = [prefix + s for p in pairs for s in p.statements]
     with torch.no_grad():
@@ -199,8 +216,23 @@ def mmvp_logits(
     )
 
 
+def _check_pairs(pairs: Any) -> list[Any]:
+    if pairs is None or isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__len__"):
+        raise TypeError(f"pairs must be a sequence of MMVP pairs, got {pairs!r}")
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs is empty; no pairs to score")
+    for i, p in enumerate(pairs):
+        if not (hasattr(p, "images") and hasattr(p, "statements") and hasattr(p, "category")):
+            raise TypeError(f"pairs[{i}] is not an MMVP pair (category, images, statements)")
+        if len(p.images) != 2 or len(p.statements) != 2:
+            raise ValueError(f"pairs[{i}] must hold exactly 2 images and 2 statements")
+    return pairs
+
+
 def score_mmvp(encoder: Any, pairs: Sequence[PairLike], **kw: Any) -> MMVPResult:
     """MMVP-VLM scores of ``encoder`` on ``pairs`` (synthetic ``mmvp_pairs`` or a real benchmark)."""
+    pairs = _check_pairs(pairs)
     return mmvp_scores(mmvp_logits(encoder, pairs, **kw), [p.category for p in pairs])
 
 
@@ -216,9 +248,15 @@ def mmvp_pairs_from_dataset(dataset: Any) -> list[MMVPPair]:
     """
     if hasattr(dataset, "pairs"):
         return list(dataset.pairs())
+    if dataset is None or isinstance(dataset, (str, bytes)) or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"dataset must be an MMVP-VLM dataset (a sequence of items), got {dataset!r}"
+        )
     n = len(dataset)
     if n == 0 or n % 2:
-        raise ValueError(f"an MMVP-VLM dataset has an even, non-zero number of rows; got {n}")
+        raise ValueError(
+            f"dataset must have an even, non-zero number of rows (an MMVP-VLM dataset); got {n}"
+        )
     by_index = mmvp_categories_by_index(n // 2) if n // 2 <= 135 else None
     pairs = []
     for p in range(n // 2):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench._registry import Registry
-from workbench._validate import as_matrix, to_numpy
+from workbench._validate import as_bool, as_float, as_int, as_vector, to_numpy
 
 try:
     import torch
@@ -81,8 +81,8 @@ def _erank_cov(s: Spectrum, tol: float | None) -> float:
     source="participation ratio (Σλ)²/Σλ² (e.g. Gao et al. 2017; Recanatesi et al. 2019)",
 )
 def _participation_ratio(s: Spectrum, tol: float | None) -> float:
-    lam = s.energy
-    return float(lam.sum() ** 2 / np.sum(lam**2))
+    p = s.energy_fraction  # (Σλ)²/Σλ² = 1/Σp²: no λ² that could overflow
+    return float(1.0 / np.sum(p**2))
 
 
 @_variant(
@@ -137,12 +137,16 @@ def effective_rank(
             and erank-cov check that it was computed with the centring they are defined on.
 
     Raises:
-        ValueError: unknown variant, wrong centring for the variant, all-zero spectrum.
+        ValueError: unknown variant, wrong centring for the variant, all-zero (degenerate)
+            spectrum — on either route: :attr:`Spectrum.degenerate` decides.
     """
     try:
         entry = EFFECTIVE_RANKS.get(variant)
     except KeyError as err:
-        raise ValueError(str(err.args[0])) from None
+        raise ValueError(f"variant: {err.args[0]}") from None
+    tol = as_float(tol, "tol", lo=0.0, none_ok=True, finite=False)
+    if center is not None:
+        center = as_bool(center, "center")
     if isinstance(X_or_spectrum, Spectrum):
         s = X_or_spectrum
         if entry.center is not None and s.center != entry.center:
@@ -159,9 +163,12 @@ def effective_rank(
                 f"leave center=None"
             )
         want = entry.center if center is None else center
-        s = spectrum(X_or_spectrum, center=True if want is None else want)
-    if s.total_energy <= 0:
-        raise ValueError("the spectrum is all zero (constant data); effective rank is undefined")
+        s = spectrum(X_or_spectrum, center=True if want is None else want, name="X_or_spectrum")
+    if s.degenerate:
+        raise ValueError(
+            "the spectrum of X_or_spectrum is all zero (identical rows, or nothing above "
+            "round-off of its scale); the effective rank is undefined"
+        )
     return entry.fn(s, tol)
 
 
@@ -216,27 +223,30 @@ def power_law_alpha(
     Raises:
         ValueError: fewer than 2 positive eigenvalues in range, bad range, all-zero spectrum.
     """
+    name = "spectrum_or_X"
     if isinstance(spectrum_or_X, Spectrum):
         lam = spectrum_or_X.energy
         floor = spectrum_or_X.resolution**2
     else:
-        arr = to_numpy(spectrum_or_X)
+        arr = to_numpy(spectrum_or_X, name)
         if arr.ndim == 1:
-            lam = np.sort(as_matrix(arr[:, None], "eigenvalues", min_rows=2)[:, 0])[::-1]
+            lam = np.sort(as_vector(arr, f"{name} (eigenvalues)", min_len=2))[::-1]
             if (lam < 0).any():
-                raise ValueError("eigenvalues must be non-negative")
+                raise ValueError(f"{name} (eigenvalues) must be non-negative")
             floor = 0.0
         else:
-            s = spectrum(spectrum_or_X, center=center)
+            s = spectrum(spectrum_or_X, center=as_bool(center, "center"), name=name)
             lam, floor = s.energy, s.resolution**2
     total = lam.sum()
     if total <= 0:
-        raise ValueError("the spectrum is all zero (constant data); α is undefined")
+        raise ValueError(f"{name} has an all-zero spectrum (e.g. identical rows); α is undefined")
     p = lam / total
     usable = int(np.count_nonzero(lam > floor))
+    if k_range is not None and (isinstance(k_range, (str, bytes)) or len(k_range) != 2):
+        raise TypeError(f"k_range must be a (k_min, k_max) pair or None, got {k_range!r}")
     k_min, k_max = (1, None) if k_range is None else k_range
-    k_max = usable if k_max is None else int(k_max)
-    k_min = int(k_min)
+    k_max = usable if k_max is None else as_int(k_max, "k_range[1] (k_max)")
+    k_min = as_int(k_min, "k_range[0] (k_min)")
     if k_min < 1 or k_max < k_min:
         raise ValueError(f"k_range must satisfy 1 ≤ k_min ≤ k_max, got ({k_min}, {k_max})")
     if k_max > len(p):

@@ -17,13 +17,27 @@ of each modality plus isotropic Gaussian noise on text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from workbench._validate import as_matrix, check_finite_rows, l2_normalize, to_numpy
+from workbench._validate import (
+    as_choice,
+    as_float,
+    as_int,
+    as_matrix,
+    check_finite_rows,
+    check_magnitude,
+    l2_normalize,
+    roundoff,
+    row_norms,
+    to_numpy,
+)
+from workbench.distributed import all_reduce_sums
+from workbench.encoders.chunked import ChunkedRows
 
 __all__ = ["C3", "REALIGN_STEPS", "ReAlign", "iter_chunks"]
 
@@ -37,24 +51,38 @@ Chunks = (
 
 
 def _check_steps(steps: str) -> str:
-    if steps not in REALIGN_STEPS:
-        raise ValueError(f"steps must be one of {REALIGN_STEPS}, got {steps!r}")
-    return steps
+    return as_choice(steps, "steps", REALIGN_STEPS)
 
 
-def iter_chunks(data: Chunks, name: str, chunk_size: int) -> Iterator[np.ndarray]:
+def iter_chunks(
+    data: Chunks, name: str, chunk_size: int, *, allow_empty: bool = False
+) -> Iterator[np.ndarray]:
     """Yield validated, L2-normalised float64 (m, d) chunks of ``data``; may be called repeatedly.
 
     ``data`` is an (n, d) array-like (numpy, memmap, torch tensor), sliced into ``chunk_size``
     rows; or a re-iterable of (m, d) chunks (a list, or a zero-arg callable returning a fresh
     iterator — needed because ReAlign reads its input up to three times). One-shot iterators
     (generators) are refused with an explanation rather than silently giving wrong statistics.
-    NaN/Inf and zero rows raise ``ValueError`` naming the global row index.
+    A list whose elements are not 2-D (a list of rows) is one (n, d) array. NaN/Inf and zero rows
+    raise ``ValueError`` naming the global row index, and so does no row at all unless
+    ``allow_empty`` (a rank's share of a sharded set may be empty; the caller counts all ranks).
     """
+    chunk_size = as_int(chunk_size, "chunk_size", lo=1)
+    # a list of 2-D chunks, or a list of rows (one (n, d) array written as lists)
+    is_rows = isinstance(data, (list, tuple)) and not all(np.ndim(c) == 2 for c in data)
+    if data is None:
+        raise TypeError(f"{name} is None; pass an (n, d) array or an iterable of (m, d) chunks")
     if callable(data):
         source: Iterable[Any] = data()
-    elif isinstance(data, np.ndarray) or hasattr(data, "__array__") or hasattr(data, "shape"):
-        arr = to_numpy(data)
+    elif isinstance(data, ChunkedRows):  # cached rows: read chunk by chunk, never loaded whole
+        source = data
+    elif (
+        is_rows
+        or isinstance(data, np.ndarray)
+        or hasattr(data, "__array__")
+        or hasattr(data, "shape")
+    ):
+        arr = to_numpy(data, name)
         if arr.ndim != 2:
             raise ValueError(
                 f"{name} must be 2-D (n, d) or an iterable of 2-D chunks, got {arr.shape}"
@@ -68,42 +96,67 @@ def iter_chunks(data: Chunks, name: str, chunk_size: int) -> Iterator[np.ndarray
     elif isinstance(data, Iterable):
         source = data
     else:
-        raise ValueError(f"{name} must be an (n, d) array or an iterable of (m, d) chunks")
+        raise TypeError(f"{name} must be an (n, d) array or an iterable of (m, d) chunks")
     offset = 0
     for chunk in source:
         A = as_matrix(chunk, name, min_rows=1, check_finite=False)
         check_finite_rows(A, name, row_offset=offset)
-        norms = np.linalg.norm(A, axis=1)
-        zero = np.flatnonzero(norms == 0)
+        check_magnitude(A, name)
+        zero = np.flatnonzero(row_norms(A) == 0)
         if zero.size:
             raise ValueError(
                 f"{name} has zero-norm row(s) (first at row {offset + int(zero[0])}); "
                 f"they cannot be L2-normalised — drop them"
             )
         offset += A.shape[0]
-        yield A / norms[:, None]
+        yield l2_normalize(A, name)
+    if offset == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (no rows in any chunk)")
 
 
-def _mean_and_count(data: Chunks, name: str, chunk_size: int) -> tuple[np.ndarray, int]:
-    total: np.ndarray | None = None
-    n = 0
-    for A in iter_chunks(data, name, chunk_size):
-        s = A.sum(axis=0)  # float64 accumulation
-        total = s if total is None else total + s
-        n += A.shape[0]
-    if total is None or n < 2:
+def _mean_and_count(
+    data: Chunks, name: str, chunk_size: int, group: Any = None
+) -> tuple[np.ndarray, int]:
+    def local() -> list[Any] | None:
+        total: np.ndarray | None = None
+        n = 0
+        for A in iter_chunks(data, name, chunk_size, allow_empty=True):
+            s = A.sum(axis=0)  # float64 accumulation
+            total = s if total is None else total + s
+            n += A.shape[0]
+        return None if total is None else [total, [n]]
+
+    sums = all_reduce_sums(local, group, f"the mean of {name}")  # local sums when group is None
+    n = 0 if sums is None else int(sums[1][0])
+    if n < 2:
         raise ValueError(f"{name} needs at least 2 rows to estimate a mean and a total variance")
-    return total / n, n
+    return sums[0] / n, n
 
 
-def _trace(data: Chunks, name: str, chunk_size: int, mu: np.ndarray, n: int) -> float:
-    """T = (1/n) Σ ‖e − µ‖², the per-sample mean squared distance to the mean [code]."""
-    acc = 0.0
-    for A in iter_chunks(data, name, chunk_size):
-        if A.shape[1] != mu.shape[0]:
-            raise ValueError(f"{name} chunks change width: {A.shape[1]} vs {mu.shape[0]}")
-        acc += float(np.square(A - mu).sum())
-    return acc / n
+def _trace(
+    data: Chunks, name: str, chunk_size: int, mu: np.ndarray, n: int, group: Any = None
+) -> float:
+    """T = (1/n) Σ ‖e − µ‖², the per-sample mean squared distance to the mean [code].
+
+    Raises ``ValueError`` when T is round-off of unit rows (all rows point the same way): the
+    trace scale s = sqrt(T_x / T_y) would then be noise divided by noise.
+    """
+
+    def local() -> list[Any]:
+        acc = 0.0
+        for A in iter_chunks(data, name, chunk_size, allow_empty=True):
+            if A.shape[1] != mu.shape[0]:
+                raise ValueError(f"{name} chunks change width: {A.shape[1]} vs {mu.shape[0]}")
+            acc += float(np.square(A - mu).sum())
+        return [[acc]]
+
+    total = float(all_reduce_sums(local, group, f"the trace of {name}")[0][0]) / n
+    if math.sqrt(total) <= roundoff(1.0, max(n, mu.shape[0])):  # rows are unit vectors
+        raise ValueError(
+            f"{name} has zero total variance (every row points the same way, up to round-off); "
+            f"ReAlign's trace scale is undefined"
+        )
+    return total
 
 
 class ReAlign:
@@ -144,17 +197,19 @@ class ReAlign:
 
     def _check_params(self) -> None:
         _check_steps(self.steps)
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if int(self.chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        as_float(self.eps, "eps", lo=0.0)
+        as_int(self.chunk_size, "chunk_size", lo=1)
 
-    def fit(self, image_emb: Chunks, text_emb: Chunks) -> ReAlign:
+    def fit(self, image_emb: Chunks, text_emb: Chunks, *, group: Any = None) -> ReAlign:
         """Estimate µ_x, µ_y, T_x, T_y, s and µ'_y from unpaired image and text sets.
 
         Args:
             image_emb: (n_x, d) raw image embeddings, or a re-iterable of (m, d) chunks.
             text_emb: (n_y, d) raw text embeddings or chunks; n_y need not equal n_x.
+            group: ``None`` (this process's rows), ``"auto"`` or a ``ProcessGroup``: the
+                inputs are this rank's rows (any number, none included), every float64 sum is
+                all-reduced, and every rank is fitted on all ranks' rows together (the
+                single-process fit to float64 round-off). Call on every rank.
 
         The passes follow the code [code]: (1) means, (2) traces around those means, (3) µ'_y
         by applying Anchor+Trace to the fit text; (4) is ``transform``. All sums are float64
@@ -162,27 +217,27 @@ class ReAlign:
         """
         self._check_params()
         cs = int(self.chunk_size)
-        mu_x, n_x = _mean_and_count(image_emb, "image_emb", cs)
-        mu_y, n_y = _mean_and_count(text_emb, "text_emb", cs)
+        mu_x, n_x = _mean_and_count(image_emb, "image_emb", cs, group)
+        mu_y, n_y = _mean_and_count(text_emb, "text_emb", cs, group)
         if mu_x.shape != mu_y.shape:
             raise ValueError(
                 f"image_emb has dimension {mu_x.shape[0]} but text_emb has {mu_y.shape[0]}; "
                 f"both modalities must live in the same space"
             )
-        t_x = _trace(image_emb, "image_emb", cs, mu_x, n_x)
-        t_y = _trace(text_emb, "text_emb", cs, mu_y, n_y)
-        if t_y + self.eps <= 0:
-            raise ValueError(
-                "text_emb has zero total variance (all rows identical); cannot rescale"
-            )
+        t_x = _trace(image_emb, "image_emb", cs, mu_x, n_x, group)
+        t_y = _trace(text_emb, "text_emb", cs, mu_y, n_y, group)
         self.mu_x_, self.mu_y_ = mu_x, mu_y
         self.trace_x_, self.trace_y_ = t_x, t_y
         self.scale_ = float(np.sqrt(t_x / (t_y + self.eps)))
         self.n_image_, self.n_text_, self.n_features_in_ = n_x, n_y, mu_x.shape[0]
-        acc = np.zeros_like(mu_x)
-        for A in iter_chunks(text_emb, "text_emb", cs):
-            acc += self._anchor_trace(A).sum(axis=0)
-        self.mu_y_prime_ = acc / n_y
+
+        def anchored() -> list[np.ndarray]:
+            acc = np.zeros_like(mu_x)
+            for A in iter_chunks(text_emb, "text_emb", cs):
+                acc += self._anchor_trace(A).sum(axis=0)
+            return [acc]
+
+        self.mu_y_prime_ = all_reduce_sums(anchored, group, "ReAlign's µ'_y")[0] / n_y
         return self
 
     def _check_fitted(self) -> None:
@@ -265,12 +320,15 @@ class C3:
         self.sigma = sigma
         self.seed = seed
 
-    def fit(self, image_emb: Any, text_emb: Any) -> C3:
-        """Estimate µ_x, µ_y from unpaired (n_x, d) / (n_y, d) raw embeddings (or chunks)."""
-        if not self.sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        self.mu_x_, n_x = _mean_and_count(image_emb, "image_emb", 10_000)
-        self.mu_y_, n_y = _mean_and_count(text_emb, "text_emb", 10_000)
+    def fit(self, image_emb: Any, text_emb: Any, *, group: Any = None) -> C3:
+        """Estimate µ_x, µ_y from unpaired (n_x, d) / (n_y, d) raw embeddings (or chunks).
+
+        ``group``: as in :meth:`ReAlign.fit` (this rank's rows; means over all ranks' rows).
+        """
+        as_float(self.sigma, "sigma", lo=0.0)
+        as_int(self.seed, "seed", lo=0)
+        self.mu_x_, n_x = _mean_and_count(image_emb, "image_emb", 10_000, group)
+        self.mu_y_, n_y = _mean_and_count(text_emb, "text_emb", 10_000, group)
         if self.mu_x_.shape != self.mu_y_.shape:
             raise ValueError(
                 f"image_emb has dimension {self.mu_x_.shape[0]} but text_emb has "

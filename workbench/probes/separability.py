@@ -20,7 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_same_dim, l2_normalize, to_numpy
+from workbench._validate import (
+    as_bool,
+    as_class_ids,
+    as_class_prompts,
+    as_float,
+    as_indices,
+    as_int,
+    as_int_tuple,
+    as_labels,
+    as_matrix,
+    as_names,
+    check_same_dim,
+    l2_normalize,
+    roundoff,
+    to_numpy,
+)
 
 __all__ = [
     "PROMPT_TEMPLATES",
@@ -50,33 +65,9 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
 )
 
 
-def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
-    y = to_numpy(labels)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(
-            f"{name} must be a 1-D array with one entry per row ({n}), got shape {y.shape}"
-        )
-    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == object or y.dtype.kind in "US"):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.equal(np.mod(y, 1), 0)):
-            y = y.astype(np.int64)
-        else:
-            raise ValueError(
-                f"{name} must hold integer (or string) class labels, got dtype {y.dtype}"
-            )
-    return y
-
-
 def _labelled(X: Any, labels: Any, min_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
     A = as_matrix(X, "X")
-    y = _labels(labels, A.shape[0])
-    if np.issubdtype(y.dtype, np.integer) and (y < 0).any():
-        raise ValueError(
-            f"labels contain {int((y < 0).sum())} negative entries (-1 marks 'no label' in "
-            "Embeddings); drop unlabelled rows first, e.g. emb.subset(np.flatnonzero(emb.labels >= 0))"
-        )
-    n_classes = np.unique(y).size
-    if n_classes < min_classes:
-        raise ValueError(f"need at least {min_classes} distinct classes, got {n_classes}")
+    y = as_labels(labels, "labels", n=A.shape[0], negative=False, min_classes=min_classes)
     return A, y
 
 
@@ -109,15 +100,26 @@ def class_scatter(X: Any, labels: Any, *, normalize: bool = True) -> ClassScatte
     averages, and the global mean μ taken as the mean of class centroids so that class sizes do
     not move it. With ``normalize=True`` (default) rows are L2-normalised first, so encoders
     with different embedding norms are comparable; pass ``False`` to measure raw features.
+
+    A scatter no larger than round-off of the rows' scale (:func:`~workbench._validate.roundoff`
+    of their RMS norm) is zero: every class collapsed to a point gives ``s_inner = 0`` and
+    ``fisher = inf``; all rows at one point raises (the ratio is 0/0).
     """
     A, y = _labelled(X, labels)
-    if normalize:
+    if as_bool(normalize, "normalize"):
         A = l2_normalize(A, "X")
     classes = np.unique(y)
     centroids = np.stack([A[y == c].mean(axis=0) for c in classes])  # (K, d)
     within = [((A[y == c] - centroids[k]) ** 2).sum(axis=1).mean() for k, c in enumerate(classes)]
     s_inner = float(np.mean(within))
     s_inter = float(((centroids - centroids.mean(axis=0)) ** 2).sum(axis=1).mean())
+    floor = roundoff(float(np.sqrt(np.mean(np.square(A).sum(axis=1)))), max(A.shape)) ** 2
+    s_inner = 0.0 if s_inner <= floor else s_inner
+    s_inter = 0.0 if s_inter <= floor else s_inter
+    if s_inner == 0.0 and s_inter == 0.0:
+        raise ValueError(
+            "X: every row is the same point (up to round-off); the Fisher ratio is undefined"
+        )
     fisher = s_inter / s_inner if s_inner > 0 else float("inf")
     return ClassScatter(s_inner, s_inter, fisher, int(classes.size))
 
@@ -139,8 +141,7 @@ def knn_accuracy(X: Any, labels: Any, *, k: int = 5) -> float:
     itself.
     """
     A, y = _labelled(X, labels)
-    if not 1 <= k < A.shape[0]:
-        raise ValueError(f"k must be in [1, n-1] = [1, {A.shape[0] - 1}], got {k}")
+    k = as_int(k, "k", lo=1, hi=A.shape[0] - 1)
     Z = l2_normalize(A, "X")
     sim = Z @ Z.T  # (n, n)
     np.fill_diagonal(sim, -np.inf)
@@ -166,10 +167,11 @@ def split_indices(
 
     Every class with ≥ 2 rows puts at least one row on each side; singleton classes go to train.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    y = _labels(labels, len(to_numpy(labels)))
-    rng = np.random.default_rng(seed)
+    test_fraction = as_float(
+        test_fraction, "test_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True
+    )
+    y = as_labels(labels, "labels")
+    rng = np.random.default_rng(as_int(seed, "seed", lo=0))
     test: list[np.ndarray] = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
@@ -226,18 +228,24 @@ def linear_probe(
     from sklearn.preprocessing import StandardScaler
 
     A, y = _labelled(X, labels)
+    C = as_float(C, "C", lo=0.0, lo_open=True)
+    max_iter = as_int(max_iter, "max_iter", lo=1)
+    normalize = as_bool(normalize, "normalize")
     if (train_idx is None) != (test_idx is None):
         raise ValueError("pass both train_idx and test_idx, or neither")
     if train_idx is None:
         tr, te = split_indices(y, test_fraction=test_fraction, seed=seed)
     else:
-        tr, te = np.asarray(train_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)
+        tr = as_indices(train_idx, "train_idx", n=A.shape[0])
+        te = as_indices(test_idx, "test_idx", n=A.shape[0])
         if np.intersect1d(tr, te).size:
             raise ValueError("train_idx and test_idx overlap; a probe scored on fitted rows leaks")
     if te.size == 0:
-        raise ValueError("held-out split is empty; every class needs at least 2 rows")
+        raise ValueError(
+            "the held-out split (test_idx) is empty; every class needs at least 2 rows"
+        )
     if np.unique(y[tr]).size < 2:
-        raise ValueError("the train split holds fewer than 2 classes; nothing to fit")
+        raise ValueError("the train split (train_idx) holds fewer than 2 classes; nothing to fit")
     if normalize:
         A = l2_normalize(A, "X")
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
@@ -263,10 +271,8 @@ def clustering_accuracy(y_true: Any, y_pred: Any) -> float:
     """
     from scipy.optimize import linear_sum_assignment
 
-    t = _labels(y_true, len(to_numpy(y_true)), "y_true")
-    p = _labels(y_pred, t.shape[0], "y_pred")
-    if t.size == 0:
-        raise ValueError("y_true is empty")
+    t = as_labels(y_true, "y_true")
+    p = as_labels(y_pred, "y_pred", n=t.shape[0], rows_of="y_true")
     _, t_codes = np.unique(t, return_inverse=True)
     _, p_codes = np.unique(p, return_inverse=True)
     table = np.zeros((p_codes.max() + 1, t_codes.max() + 1), dtype=np.int64)
@@ -307,13 +313,12 @@ def clustering_scores(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     A, y = _labelled(X, labels)
-    if normalize:
+    if as_bool(normalize, "normalize"):
         A = l2_normalize(A, "X")
-    k = int(np.unique(y).size) if n_clusters is None else int(n_clusters)
-    if not 2 <= k <= A.shape[0]:
-        raise ValueError(f"n_clusters must be in [2, n={A.shape[0]}], got {k}")
-    if len(seeds) == 0:
-        raise ValueError("seeds is empty; pass at least one k-means seed")
+    n_clusters = as_int(n_clusters, "n_clusters", lo=2, hi=A.shape[0], none_ok=True)
+    k = int(np.unique(y).size) if n_clusters is None else n_clusters
+    seeds = as_int_tuple(seeds, "seeds", lo=0)
+    n_init = as_int(n_init, "n_init", lo=1)
     out = []
     for seed in seeds:
         km = KMeans(n_clusters=k, n_init=n_init, random_state=int(seed)).fit(A)
@@ -343,10 +348,10 @@ def zero_shot_classifier(
     """
     import torch
 
-    if len(class_names) < 2:
-        raise ValueError(f"zero-shot needs at least 2 class names, got {len(class_names)}")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError("templates must be non-empty format strings each containing '{}'")
+    class_names = as_names(class_names, "class_names", min_len=2, unique=True)
+    templates = as_names(templates, "templates")
+    if any("{}" not in t for t in templates):
+        raise ValueError("templates must be format strings each containing '{}' (the class name)")
     texts = [t.format(c) for c in class_names for t in templates]
     with torch.no_grad():
         Z = encoder.encode_texts(texts, normalize=True)
@@ -367,16 +372,14 @@ def zero_shot_accuracy(
             spec's metric for Aircraft, Pets, Caltech101, Flowers).
     """
     I = l2_normalize(as_matrix(image, "image"), "image")
-    T = to_numpy(class_text).astype(np.float64)
+    T = as_class_prompts(class_text, "class_text")
     if T.ndim == 3:
         T = l2_normalize(T.reshape(-1, T.shape[-1]), "class_text").reshape(T.shape).mean(axis=1)
-    T = l2_normalize(as_matrix(T, "class_text"), "class_text")
+    T = l2_normalize(as_matrix(T, "class_text", min_rows=1), "class_text")
     check_same_dim(I, T, ("image", "class_text"))
-    y = _labels(labels, I.shape[0])
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= T.shape[0]:
-        raise ValueError(f"labels must be integers in [0, {T.shape[0]}) to index class_text rows")
+    y = as_class_ids(labels, T.shape[0], n=I.shape[0], rows_of="image", classes_of="class_text")
     pred = np.argmax(I @ T.T, axis=1)
     hit = pred == y
-    if mean_per_class:
+    if as_bool(mean_per_class, "mean_per_class"):
         return float(np.mean([hit[y == c].mean() for c in np.unique(y)]))
     return float(hit.mean())

@@ -15,6 +15,12 @@ The footgun: the Gram route squares the condition number, so singular values bel
 ``σ₁·sqrt(d·ε)`` (ε of the accumulation dtype) are not resolved; :attr:`Spectrum.resolution`
 records that floor and ``numerical-rank`` never counts below it. Use ``method="svd"`` when the
 tail of a small matrix matters.
+
+Degenerate data (identical rows, centred): centring leaves only round-off of the size of
+``ε·‖X‖_F``. Both routes compare the spectrum with one scale-relative floor
+(:func:`workbench._validate.spectral_floor`, in :attr:`Spectrum.resolution`); a spectrum
+entirely at or below it is reported as exactly zero (:attr:`Spectrum.degenerate`), so every
+effective rank refuses it the same way on either route.
 """
 
 from __future__ import annotations
@@ -25,16 +31,24 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_finite_rows, to_numpy
+from workbench._validate import (
+    as_bool,
+    as_choice,
+    as_int,
+    as_matrix,
+    as_vector,
+    spectral_floor,
+    to_numpy,
+)
 
 try:
     import torch
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
 
+from workbench.probes._gram import _accumulate, _GramAccumulator
 from workbench.probes._rows import (
     _check_header,
-    _compute_dtype,
     _is_chunk_iterable,
     _is_tensor,
     _iter_chunks,
@@ -66,9 +80,13 @@ class Spectrum:
         n_features: d.
         mean: (d,) column mean of the input (always computed, whether or not it was removed).
         method: ``"gram"`` (streamed d×d second moment + eigh) or ``"svd"`` (float64 SVD).
-        resolution: singular values at or below this are numerically indistinguishable from 0
-            (numpy ``matrix_rank`` default, raised to ``σ₁·sqrt(d·ε)`` on the Gram route).
-        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None.
+        resolution: singular values at or below this are numerically indistinguishable from 0:
+            :func:`~workbench._validate.spectral_floor` (numpy ``matrix_rank``'s default, at least
+            the round-off centring leaves of ``‖X‖_F``), raised to ``σ₁·sqrt(d·ε)`` on the Gram
+            route. A spectrum entirely below it is stored as zeros (:attr:`degenerate`).
+        components: (r, d) right singular vectors (rows, orthonormal) when requested, else None;
+            each signed so that its largest-magnitude entry is positive (the same vectors on
+            either route).
     """
 
     singular_values: np.ndarray
@@ -104,6 +122,11 @@ class Spectrum:
         """Number of singular values above :attr:`resolution`."""
         return int(np.count_nonzero(self.singular_values > self.resolution))
 
+    @property
+    def degenerate(self) -> bool:
+        """No singular value above :attr:`resolution` (e.g. identical rows, centred): all zero."""
+        return self.rank == 0
+
     def __len__(self) -> int:
         return len(self.singular_values)
 
@@ -113,25 +136,46 @@ class Spectrum:
     ) -> Spectrum:
         """A Spectrum from already computed singular values (e.g. logged by a training run).
 
-        Values are sorted descending; ``mean`` is unknown (zeros) and ``resolution`` is numpy
-        ``matrix_rank``'s float64 default.
+        Args:
+            singular_values: (r,) non-negative singular values, any order (sorted descending
+                here), r ≤ min(n_samples, n_features).
+            n_samples, n_features: n and d of the matrix they came from.
+            center: whether they are of the centred matrix (then n_samples ≥ 2).
+
+        ``mean`` is unknown (zeros) and ``resolution`` is numpy ``matrix_rank``'s float64
+        default.
         """
-        sv = np.sort(np.asarray(to_numpy(singular_values), dtype=np.float64).ravel())[::-1]
-        if not np.isfinite(sv).all() or (sv < 0).any():
-            raise ValueError("singular_values must be finite and ≥ 0")
-        if len(sv) == 0:
-            raise ValueError("singular_values is empty")
+        sv = _singular_values(singular_values)
+        center = as_bool(center, "center")
+        n = as_int(n_samples, "n_samples", lo=2 if center else 1)
+        d = as_int(n_features, "n_features", lo=1)
+        if len(sv) > min(n, d):
+            raise ValueError(
+                f"singular_values has {len(sv)} entries but an {n}×{d} matrix has at most "
+                f"min(n_samples, n_features) = {min(n, d)}; check n_samples and n_features"
+            )
         s1 = sv[0]
         return _make_spectrum(
             sv,
             center=center,
-            n=int(n_samples),
-            d=int(n_features),
-            mean=np.zeros(int(n_features)),
+            n=n,
+            d=d,
+            mean=np.zeros(d),
             method="given",
-            resolution=s1 * max(n_samples, n_features) * np.finfo(np.float64).eps,
+            resolution=s1 * max(n, d) * np.finfo(np.float64).eps,
             components=None,
         )
+
+
+def _singular_values(singular_values: Any, name: str = "singular_values") -> np.ndarray:
+    """Validated (r,) non-negative float64 singular values, sorted descending."""
+    sv = as_vector(singular_values, name)
+    if (sv < 0).any():
+        raise ValueError(
+            f"{name} must be ≥ 0 (singular values); first negative at index "
+            f"{int(np.argmax(sv < 0))}"
+        )
+    return np.sort(sv)[::-1].copy()
 
 
 def cumulative_energy(singular_values: Any) -> np.ndarray:
@@ -146,12 +190,13 @@ def cumulative_energy(singular_values: Any) -> np.ndarray:
     >>> cumulative_energy([1.0, 3.0]).round(3).tolist()
     [0.9, 1.0]
     """
-    s = np.sort(np.abs(np.asarray(singular_values, dtype=np.float64)).ravel())[::-1]
-    if s.size == 0 or not np.all(np.isfinite(s)):
-        raise ValueError("cumulative_energy needs a non-empty, finite vector of singular values")
-    e = np.cumsum(s**2)
+    s = np.sort(np.abs(as_vector(singular_values, "singular_values", check_scale=False)))[::-1]
+    e = np.cumsum((s / s[0]) ** 2) if s[0] > 0 else np.zeros_like(s)  # scaled: no overflow
     if e[-1] <= 0:
-        raise ValueError("cumulative_energy of an all-zero spectrum is undefined")
+        raise ValueError(
+            "singular_values are all zero; the cumulative energy of an all-zero spectrum is "
+            "undefined"
+        )
     cum = np.minimum(e / e[-1], 1.0)
     cum[-1] = 1.0  # exact by definition; removes last-ulp drift of the running sum
     return cum
@@ -169,10 +214,15 @@ def _make_spectrum(
     components: np.ndarray | None,
 ) -> Spectrum:
     sv = np.ascontiguousarray(sv, dtype=np.float64)
+    if len(sv) and sv[0] <= resolution:  # nothing but round-off: report the zero spectrum
+        sv = np.zeros_like(sv)
+    if components is not None:  # one sign convention, so both routes return the same vectors
+        lead = np.take_along_axis(components, np.abs(components).argmax(axis=1)[:, None], 1)
+        components = components * np.where(lead < 0, -1.0, 1.0)
     energy = sv**2
-    total = energy.sum()
-    frac = energy / total if total > 0 else np.zeros_like(energy)
-    cum = cumulative_energy(sv) if total > 0 else np.zeros_like(energy)
+    rel = (sv / sv[0]) ** 2 if len(sv) and sv[0] > 0 else np.zeros_like(sv)  # overflow-free
+    frac = rel / rel.sum() if rel.sum() > 0 else np.zeros_like(energy)
+    cum = cumulative_energy(sv) if rel.sum() > 0 else np.zeros_like(energy)
     return Spectrum(
         singular_values=sv,
         energy=energy,
@@ -188,102 +238,6 @@ def _make_spectrum(
     )
 
 
-class _GramAccumulator:
-    """One pass of float64 ``Σ (x−s)(x−s)ᵀ`` and ``Σ (x−s)`` with ``s`` = first chunk's mean.
-
-    Shifting by an early estimate of the mean before multiplying keeps the products small, so
-    float32 GEMMs on shifted chunks (summed into float64 per chunk) lose nothing that matters
-    and the final centring does not cancel catastrophically (cone-shaped CLIP embeddings have a
-    mean much larger than their spread).
-    """
-
-    def __init__(self, name: str, sample_rows: int = 0, seed: int = 0) -> None:
-        self.name = name
-        self.n = 0
-        self.d: int | None = None
-        self.dtype: np.dtype | None = None
-        self.shift: np.ndarray | None = None
-        self.G: np.ndarray | None = None
-        self.S: np.ndarray | None = None
-        self.sample_rows = sample_rows
-        self._rng = np.random.default_rng(seed)
-        self._sample: np.ndarray | None = None
-        self._keys: np.ndarray | None = None
-
-    def add(self, offset: int, chunk: np.ndarray) -> None:
-        rows = chunk.shape[0]
-        if self.d is None:
-            self.d, self.dtype = chunk.shape[1], chunk.dtype
-            self._cdt = _compute_dtype(chunk.dtype)
-            self.shift = chunk.mean(axis=0, dtype=np.float64)
-            self._shift_c = self.shift.astype(self._cdt)
-            self.G = np.zeros((self.d, self.d))
-            self.S = np.zeros(self.d)
-            self._buf = np.empty((0, self.d + 1), dtype=self._cdt)
-        if len(self._buf) < rows:
-            # [x − s, 1]: one syrk yields the shifted Gram and, in its last row, the column sums
-            self._buf = np.empty((rows, self.d + 1), dtype=self._cdt)
-            self._buf[:, -1] = 1.0
-        Y = self._buf[:rows]  # (rows, d + 1), C-contiguous
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf are reported just below
-            np.subtract(chunk, self._shift_c, out=Y[:, :-1], casting="unsafe")
-            P = Y.T @ Y  # syrk in the compute dtype; summed into float64 below
-        if not np.isfinite(P[-1]).all():
-            check_finite_rows(np.asarray(chunk), self.name, row_offset=offset)
-            raise ValueError(f"{self.name} overflows near row {offset}; rescale the data")
-        self.G += P[:-1, :-1]
-        self.S += P[-1, :-1]
-        self.n += rows
-        if self.sample_rows:
-            self._keep_sample(chunk)
-
-    def _keep_sample(self, chunk: np.ndarray) -> None:
-        """Bottom-k sampling: a uniform random subset of rows, for unknown stream length."""
-        keys = self._rng.random(chunk.shape[0])
-        rows = np.asarray(chunk, dtype=np.float64)
-        if self._sample is not None:
-            keys = np.concatenate([self._keys, keys])
-            rows = np.concatenate([self._sample, rows])
-        if len(keys) > self.sample_rows:
-            keep = np.argpartition(keys, self.sample_rows)[: self.sample_rows]
-            keys, rows = keys[keep], rows[keep]
-        self._keys, self._sample = keys, rows
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.shift + self.S / self.n
-
-    @property
-    def sample(self) -> np.ndarray:
-        """(≤ sample_rows, d) float64 uniformly sampled raw rows."""
-        return self._sample
-
-    def second_moment(self, center: bool) -> np.ndarray:
-        """d×d ``XcᵀXc`` (centred) or ``XᵀX`` (uncentred), float64."""
-        if center:
-            M = self.G - np.outer(self.S, self.S / self.n)
-        else:
-            sS = np.outer(self.shift, self.S)
-            M = self.G + sS + sS.T + self.n * np.outer(self.shift, self.shift)
-        M = 0.5 * (M + M.T)
-        if not np.isfinite(M).all():
-            raise ValueError(f"{self.name} overflows the second moment; rescale the data")
-        return M
-
-
-def _accumulate(
-    X: Any, name: str, chunk_rows: int | None = None, sample_rows: int = 0
-) -> _GramAccumulator:
-    acc = _GramAccumulator(name, sample_rows=sample_rows)
-    for offset, chunk in _iter_chunks(X, name, chunk_rows):
-        acc.add(offset, chunk)
-    if acc.n == 0:
-        raise ValueError(f"{name} is empty (no rows in any chunk); nothing to measure")
-    if acc.n < 2:
-        raise ValueError(f"{name} has {acc.n} row(s); this probe needs at least 2")
-    return acc
-
-
 def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: bool) -> Spectrum:
     M = acc.second_moment(center)
     d = M.shape[0]
@@ -296,8 +250,9 @@ def _spectrum_from_gram(acc: _GramAccumulator, center: bool, return_components: 
     r = min(acc.n, d)
     sv = np.sqrt(lam[:r])
     s1 = sv[0] if r else 0.0
-    eps = np.finfo(acc._cdt).eps
-    resolution = max(s1 * max(acc.n, d) * eps, s1 * math.sqrt(d * eps))
+    eps = float(np.finfo(acc._cdt).eps)
+    floor = spectral_floor(s1, acc.frobenius, (acc.n, d), eps)
+    resolution = max(floor, s1 * math.sqrt(d * eps))
     return _make_spectrum(
         sv,
         center=center,
@@ -328,7 +283,7 @@ def _spectrum_from_svd(
         d=d,
         mean=mean,
         method="svd",
-        resolution=s1 * max(n, d) * in_eps,
+        resolution=spectral_floor(s1, float(np.linalg.norm(A)), (n, d), in_eps),
         components=Vt,
     )
 
@@ -342,6 +297,7 @@ def spectrum(
     chunk_rows: int | None = None,
     return_components: bool = False,
     name: str = "X",
+    group: Any = None,
 ) -> Spectrum:
     """Singular values, energy and cumulative energy of an (n, d) matrix, in float64.
 
@@ -358,16 +314,38 @@ def spectrum(
         chunk_rows: rows per chunk on the Gram route (default: about 16 MB per chunk).
         return_components: also return the (r, d) right singular vectors.
         name: argument name used in error messages.
+        group: ``None`` (this process's rows), ``"auto"`` or a ``torch.distributed``
+            ``ProcessGroup``: ``X`` is then this rank's rows (any number, none included), the
+            d×d accumulators are summed over the ranks and every rank returns the spectrum of
+            all ranks' rows together, on the Gram route (:func:`workbench.distributed.
+            resolve_group`). Equal to one process streaming the same chunks to float64
+            round-off when ranks stream the chunks that process would
+            (:meth:`~workbench.encoders.embeddings.Embeddings.shard`); call it on every rank.
 
     Returns:
         :class:`Spectrum` with r = min(n, d) values, descending.
 
     Raises:
         ValueError: NaN/Inf (naming the first offending row), empty, 1-D, fewer than 2 rows,
-            integer/bool dtype, chunks of different widths.
+            integer/bool dtype, chunks of different widths, magnitudes outside float64's
+            square range.
+        TypeError: ``X`` is None, a flag that is not a bool.
     """
-    if method not in ("auto", "gram", "svd"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'svd', got {method!r}")
+    method = as_choice(method, "method", ("auto", "gram", "svd"))
+    center = as_bool(center, "center")
+    return_components = as_bool(return_components, "return_components")
+    chunk_rows = as_int(chunk_rows, "chunk_rows", lo=1, none_ok=True)
+    from workbench.distributed import resolve_group
+
+    pg = resolve_group(group)
+    if pg is not None:
+        if method == "svd":
+            raise ValueError(
+                "method='svd' needs every row in one process; across ranks the spectrum is "
+                "streamed through the Gram route (method='auto' or 'gram')"
+            )
+        acc = _accumulate(X, name, chunk_rows, group=pg)
+        return _spectrum_from_gram(acc, center, return_components)
     chunked = _is_chunk_iterable(X)
     if method == "svd" and chunked:
         parts = [c for _, c in _iter_chunks(X, name, None)]  # validates widths and dtypes

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench._validate import as_matrix, check_paired, to_numpy
+from workbench._validate import as_bool, as_int, as_matrix, check_paired
 from workbench.probes.spectra import spectrum
 
 __all__ = [
@@ -87,10 +87,20 @@ def subspace_overlap(A: Any, B: Any) -> float:
 
 
 def top_subspace(X: Any, k: int, *, center: bool = True) -> np.ndarray:
-    """(d, k) orthonormal basis of the top-k right singular directions of (n, d) ``X``."""
-    s = spectrum(X, center=center, return_components=True)
-    if not 1 <= k <= len(s):
-        raise ValueError(f"k must be in 1..{len(s)} (min(n, d)), got {k}")
+    """(d, k) orthonormal basis of the top-k right singular directions of (n, d) ``X``.
+
+    Raises:
+        ValueError: ``k`` outside 1..min(n, d), or beyond the numerical rank of ``X`` (those
+            directions would be round-off, not data), and every bad-input case of
+            :func:`spectrum`.
+    """
+    s = spectrum(X, center=as_bool(center, "center"), return_components=True)
+    k = as_int(k, "k", lo=1, hi=len(s))
+    if k > s.rank:
+        raise ValueError(
+            f"k={k} exceeds the numerical rank {s.rank} of X (its other directions are "
+            f"round-off); choose k ≤ {s.rank}"
+        )
     return np.ascontiguousarray(s.components[:k].T)
 
 
@@ -133,16 +143,13 @@ def singular_vector_alignment(
     Raises:
         ValueError: mismatched shapes, bad k, and every bad-input case of :func:`spectrum`.
     """
-    A = to_numpy(X_clean)
-    B = to_numpy(X_perturbed)
-    A, B = as_matrix(A, "X_clean"), as_matrix(B, "X_perturbed")
+    A, B = as_matrix(X_clean, "X_clean"), as_matrix(X_perturbed, "X_perturbed")
     check_paired(A, B, ("X_clean", "X_perturbed"))
-    s_a = spectrum(A, center=center, return_components=True, method="svd")
-    s_b = spectrum(B, center=center, return_components=True, method="svd")
+    center = as_bool(center, "center")
+    s_a = spectrum(A, center=center, return_components=True, method="svd", name="X_clean")
+    s_b = spectrum(B, center=center, return_components=True, method="svd", name="X_perturbed")
     r = len(s_a)
-    k = min(r, 32) if k is None else int(k)
-    if not 1 <= k <= r:
-        raise ValueError(f"k must be in 1..{r} (min(n, d)), got {k}")
+    k = min(r, 32) if k is None else as_int(k, "k", lo=1, hi=r)
     Va, Vb = s_a.components[:k], s_b.components[:k]  # (k, d) rows
     M = np.abs(Va @ Vb.T)
     captured = np.linalg.norm(Va @ Vb.T, axis=1)

@@ -1,6 +1,7 @@
 """One short fine-tuning loop shared by every method (InfoNCE, SDE, FANoise, DCR, ProCLIP, ...).
 
-Modules, one concern each: ``loop`` (the driver: ``train``) · ``config`` (``TrainConfig``) ·
+Modules, one concern each: ``loop`` (the driver: ``train``) · ``results`` (``Run``,
+``NonFiniteLossError``) · ``config`` (``TrainConfig``) ·
 ``parts`` (the trainable-parts registry) · ``params`` (spec → parameters, optimiser groups) ·
 ``source`` (cached or item rows, hold-out split, row order) · ``batch`` (micro-batch →
 ``BatchOutputs``) · ``heldout`` (built-in evaluation) · ``snapshot`` (spectral snapshots) ·
@@ -84,21 +85,29 @@ reused; ``run_name`` defaults to the method name)::
         {"kind": "eval", "step": s, "metrics": {"heldout/infonce": float,
          "heldout/i2t_r1": float, "heldout/t2i_r1": float, ...hook metrics}}
                                          at step 0, every eval_every steps, and at the end
+                                         (always before that step's checkpoint)
         {"kind": "event", "event": "start"|"resume"|"end"|"error", "step": s, ...}
     checkpoints/
         step_0000100/   model.safetensors      trainable encoder tensors ("encoder.<name>")
                                                 and the method's full state ("method.<name>")
                         optimizer.safetensors  optimiser tensors ("<param index>.<key>")
                         state.json             step, stage, optimiser param groups and
-                                                scalars, LR-scheduler state, and the python /
-                                                numpy / torch (+CUDA) RNG states per rank
+                                                scalars, LR-scheduler state, the python /
+                                                numpy / torch (+CUDA) RNG states per rank, and
+                                                "sha256": {file: hex} of the two tensor files
         latest          text file naming the newest complete checkpoint directory
     summary.json       written at the end: status, steps, final loss, final eval metrics
+                       (always valid JSON: a NaN is written as null)
 
 Checkpoint directories are written to a temporary sibling and moved into place with
 ``os.replace``; ``latest`` is replaced atomically after that, so a crash never leaves a
-half-written checkpoint behind the pointer. On resume, ``log.jsonl`` is truncated to the
-checkpoint's step so the log matches the uninterrupted run.
+half-written checkpoint behind the pointer. Each checkpoint's tensor files are checksummed and
+verified on every load (resume, ``load_encoder_from_run``, ``"run:<dir>"``):
+``CheckpointCorruptError`` names a file that changed. On resume, ``log.jsonl`` is truncated to
+the checkpoint's step so the log matches the uninterrupted run — the evaluation of a step runs
+before its checkpoint, so nothing a crash interrupted is lost — and a torn last line (power
+cut, full disk) is dropped and reported; ``RunDir`` readers skip it with a warning. Resuming a
+finished run is a no-op with a warning.
 """
 
 from __future__ import annotations

@@ -3,13 +3,19 @@
 A checkpoint holds what an exact resume needs: the trainable encoder tensors, the method's full
 state (EMA teachers included), the optimiser state, and the python/numpy/torch RNG states of
 every rank (:mod:`workbench.train.rng`). Layout: see :mod:`workbench.train`.
+
+Integrity: ``state.json`` records the sha256 of each tensor file (``"sha256": {file: hex}``);
+every reader (:func:`read_checkpoint`, :func:`load_encoder_from_run`, resume) verifies it and
+raises :class:`CheckpointCorruptError` naming the file, so a flipped bit never loads silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,59 @@ from workbench.train.rundir import CHECKPOINTS, LATEST, RunDir, checkpoint_name
 MODEL = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "state.json"
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file does not match the checksum recorded when it was written (or its
+    ``state.json`` is unreadable). The message names the file and how to recover."""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((path / STATE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointCorruptError(
+            f"{path / STATE} cannot be read ({err}); the checkpoint is damaged — resume from an "
+            f"earlier one (delete {path} and point {path.parent / LATEST} at it)"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointCorruptError(
+            f"{path / STATE} is not a JSON object; the checkpoint is damaged"
+        )
+    return state
+
+
+def verify_checkpoint_file(path: Path, name: str, state: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointCorruptError` unless ``path/name`` has the recorded sha256.
+
+    Checkpoints written before checksums existed (no ``"sha256"`` in ``state.json``) are
+    loaded with a warning that they cannot be verified.
+    """
+    sums = state.get("sha256")
+    if sums is None:
+        warnings.warn(
+            f"{path} has no checksums (written by an older workbench); it is not verified",
+            stacklevel=3,
+        )
+        return
+    want = sums.get(name)
+    got = file_sha256(path / name)
+    if want != got:
+        raise CheckpointCorruptError(
+            f"{path / name} is corrupted: its sha256 is {got[:16]}… but {STATE} recorded "
+            f"{str(want)[:16]}… — the file changed after it was written (disk error, partial "
+            f"copy). Resume from an earlier checkpoint (delete {path} and point "
+            f"{path.parent / LATEST} at an older step_* directory) or retrain"
+        )
 
 
 # -- tensors -----------------------------------------------------------------------------------
@@ -91,7 +150,8 @@ def save_checkpoint(
     tmp.mkdir()
     save_file(model, str(tmp / MODEL))
     save_file(optimizer[0], str(tmp / OPTIMIZER))
-    (tmp / STATE).write_text(json.dumps({**state, "optimizer": optimizer[1]}))
+    sums = {name: file_sha256(tmp / name) for name in (MODEL, OPTIMIZER)}
+    (tmp / STATE).write_text(json.dumps({**state, "optimizer": optimizer[1], "sha256": sums}))
     if final.exists():  # re-written after a resume: move the old one aside first
         old = root / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
@@ -109,8 +169,15 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """``(model tensors, optimizer tensors, state json)`` of one checkpoint directory."""
-    state = json.loads((path / STATE).read_text())
+    """``(model tensors, optimizer tensors, state json)`` of one checkpoint directory.
+
+    Raises:
+        CheckpointCorruptError: a file's sha256 differs from the one recorded in ``state.json``.
+    """
+    path = Path(path)
+    state = _read_state(path)
+    for name in (MODEL, OPTIMIZER):
+        verify_checkpoint_file(path, name, state)
     return load_file(str(path / MODEL)), load_file(str(path / OPTIMIZER)), state
 
 
@@ -244,6 +311,7 @@ def load_encoder_from_run(
 
     prepare_model(encoder, method, config)
     ckpt = run.checkpoint_path(step)
+    verify_checkpoint_file(ckpt, MODEL, _read_state(ckpt))
     load_model_tensors(encoder, method, load_file(str(ckpt / MODEL)))
     encoder.requires_grad_(False)
     encoder.name = f"run:{run.path}"

@@ -67,6 +67,9 @@ class TrainConfig:
             ``"auto"`` picks ``cached`` when no tower parameter trains and the method does not
             need pixels.
         holdout: Held-out pairs for the built-in evaluation (int count, or fraction in (0, 1)).
+        holdout_by: ``"row"`` (a seeded random choice of rows) or ``"id"`` (rows whose item id
+            hashes below ``holdout`` with salt ``"val"``: fixed whatever the order, subset or
+            seed, several captions of one image kept together; ``holdout`` must be a fraction).
         eval_every: Evaluate (held-out InfoNCE/R@1 + hooks) every this many steps; 0 = only at
             step 0 and at the end.
         log_every: Write a ``step`` record every this many steps.
@@ -103,6 +106,7 @@ class TrainConfig:
     trainable: str = "heads+logit_scale+method"
     data: str = "auto"
     holdout: float = 256
+    holdout_by: str = "row"
     eval_every: int = 0
     log_every: int = 1
     snapshot_every: int = 10
@@ -125,6 +129,14 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {msg}")
 
         need(isinstance(self.method, str) and bool(self.method), "method must be a method name")
+        if self.encoder is not None:  # names checked now, so a typo fails before any work
+            from workbench.encoders.registry import check_encoder_name
+
+            check_encoder_name(self.encoder, "encoder", owner="TrainConfig")
+        if self.dataset is not None:
+            from workbench.data import check_dataset_name
+
+            check_dataset_name(self.dataset, "dataset", owner="TrainConfig")
         need(isinstance(self.method_config, dict), "method_config must be a dict")
         need(isinstance(self.encoder_kwargs, dict), "encoder_kwargs must be a dict")
         need(isinstance(self.dataset_kwargs, dict), "dataset_kwargs must be a dict")
@@ -172,6 +184,14 @@ class TrainConfig:
         need(
             self.holdout >= 0 and (self.holdout < 1 or float(self.holdout).is_integer()),
             f"holdout must be a count ≥ 0 or a fraction in (0, 1), got {self.holdout}",
+        )
+        need(
+            self.holdout_by in ("row", "id"),
+            f"holdout_by must be 'row' or 'id', got {self.holdout_by!r}",
+        )
+        need(
+            self.holdout_by == "row" or 0 < self.holdout < 1,
+            f"holdout_by='id' needs holdout as a fraction in (0, 1), got {self.holdout}",
         )
         need(
             self.device == "auto" or re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device) is not None,

@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,21 @@ from torch import nn
 
 from workbench import __version__
 from workbench import distributed as D
-from workbench.methods.base import BatchOutputs, Method, Stage, StepState
+from workbench.encoders.text_cache import TextTowerCache
+from workbench.methods.base import BatchOutputs, Stage, StepState
 from workbench.train.batch import batch_outputs
 from workbench.train.checkpoint import restore_training_state, save_training_state
 from workbench.train.config import TrainConfig
 from workbench.train.grad_probe import gradient_cosine
 from workbench.train.heldout import heldout_metrics
-from workbench.train.params import param_groups, prepare_model, stage_parameters, tower_free
+from workbench.train.params import (
+    param_groups,
+    prepare_model,
+    stage_parameters,
+    tower_free,
+    warn_frozen_temperature,
+)
+from workbench.train.results import NonFiniteLossError, Run
 from workbench.train.rng import isolated_rng, seed_all
 from workbench.train.rundir import (
     CONFIG,
@@ -46,51 +53,12 @@ from workbench.train.rundir import (
 )
 from workbench.train.schedules import check_stages, lr_factor, stage_at
 from workbench.train.snapshot import spectral_snapshot
-from workbench.train.source import global_rows, make_source, split_rows
+from workbench.train.source import global_rows, holdout_split, make_source
 
 EvalHook = Callable[[nn.Module, int], dict[str, float]]
 
 # Config fields that may change when resuming: they do not change the numbers computed.
 _RESUMABLE_CHANGES = {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss (or gradient norm) became NaN/Inf. The run directory keeps its last good checkpoint.
-
-    Attributes:
-        step: 1-based step whose loss was not finite.
-        terms: The method's loss terms at that step (floats, possibly nan/inf).
-        run_dir: The run directory (resume from it after fixing the cause).
-    """
-
-    def __init__(self, step: int, what: str, terms: dict[str, float], run_dir: Path | None):
-        self.step, self.terms, self.run_dir = step, terms, run_dir
-        shown = ", ".join(f"{k}={v:.6g}" for k, v in terms.items()) or "none"
-        super().__init__(
-            f"{what} is not finite at step {step} (loss terms: {shown}); the run stopped and "
-            f"{run_dir} keeps its last good checkpoint. Lower lr, enable grad_clip, or use fp32."
-        )
-
-
-@dataclass
-class Run:
-    """Result of :func:`train`.
-
-    Attributes:
-        run_dir: The run directory (``RunDir(run.run_dir)`` reads it).
-        log_path: Its ``log.jsonl``.
-        metrics: Final evaluation metrics plus ``final_loss``.
-        encoder: The trained encoder (in eval mode).
-        method: The method module (with its trained extra modules / teachers).
-        config: The run's configuration.
-    """
-
-    run_dir: Path
-    log_path: Path
-    metrics: dict[str, float]
-    encoder: nn.Module
-    method: Method
-    config: TrainConfig = field(repr=False)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -160,11 +128,14 @@ class _Trainer:
         )
         if not union:
             raise ValueError(f"trainable={c.trainable!r} selects no parameters")
+        warn_frozen_temperature(self.method, encoder, union)
         self.params = union
         for p in method_params:
             p.requires_grad_(False)
 
         self.tower_trains = not tower_free(union, encoder)
+        # frozen text tower: each distinct hard-negative string runs through it once (batch.py)
+        self.text_cache = None if self.tower_trains else TextTowerCache(encoder)
         cached_ok = not self.tower_trains and not self.method.needs_towers
         if c.data == "cached" and not cached_ok:
             raise ValueError(
@@ -186,7 +157,7 @@ class _Trainer:
         D.broadcast_parameters(self.method, self.info)
 
         self.source = make_source(self.cached, embeddings, dataset, c, encoder, self.device)
-        self.train_rows, self.holdout_rows = split_rows(self.source.n, c.holdout, c.seed)
+        self.train_rows, self.holdout_rows = holdout_split(self.source, c)
         if c.batch_size % (c.grad_accum * self.info.world_size):
             raise ValueError(
                 f"batch_size {c.batch_size} must divide into grad_accum ({c.grad_accum}) × "
@@ -199,6 +170,8 @@ class _Trainer:
         )
 
         self.start_step = 0
+        self.finished = False
+        self.torn_line = None
         if resume is not None:
             self.run_dir = Path(resume)
             self._load_resume()
@@ -240,8 +213,11 @@ class _Trainer:
             self.run_dir, self.encoder, self.method, self.optimizer, self.scaler, self.info,
             self.device,
         )  # fmt: skip
-        if self.info.is_main:
-            truncate_log(self.run_dir / LOG, self.start_step)
+        steps = self.config.steps
+        self.finished = self.start_step == steps and RunDir(self.run_dir).finished(steps)
+        self.torn_line = None
+        if self.info.is_main and not self.finished:  # a finished run's log stays as it is
+            self.torn_line = truncate_log(self.run_dir / LOG, self.start_step)
         D.barrier(self.info)
 
     # -- one step ----------------------------------------------------------------------------
@@ -256,8 +232,9 @@ class _Trainer:
         local = self.micro // info.world_size
         batch = self.source.batch(rows[info.rank * local : (info.rank + 1) * local])
         return batch_outputs(
-            self.encoder, self.method, self.source, batch, info, self.device, self.tower_trains
-        )
+            self.encoder, self.method, self.source, batch, info, self.device, self.tower_trains,
+            self.text_cache,
+        )  # fmt: skip
 
     def _set_stage(self, si: int) -> None:
         ids = {id(p) for p in self.stage_params[si]}
@@ -356,9 +333,27 @@ class _Trainer:
         )  # fmt: skip
 
     # -- driver ------------------------------------------------------------------------------
+    def _finished_run(self) -> Run:
+        """Resuming a run that already finished: nothing is run or written, a warning says so."""
+        import warnings
+
+        warnings.warn(
+            f"{self.run_dir} already finished ({self.config.steps} steps); nothing to resume — "
+            f"its log and summary.json are unchanged (pass a larger steps= to train further)",
+            stacklevel=3,
+        )
+        metrics = RunDir(self.run_dir).summary.get("metrics", {})
+        metrics = {k: float("nan") if v is None else v for k, v in metrics.items()}
+        self.encoder.eval()
+        c = self.config
+        return Run(self.run_dir, self.run_dir / LOG, metrics, self.encoder, self.method, c)
+
     def run(self) -> Run:
         c, total = self.config, self.config.steps
-        self._event("resume" if self.start_step else "start", self.start_step)
+        if self.finished:
+            return self._finished_run()
+        extra = {"dropped_torn_log_line": self.torn_line} if self.torn_line else {}
+        self._event("resume" if self.start_step else "start", self.start_step, **extra)
         self.encoder.train()
         if self.start_step == 0:
             self._evaluate(0)
@@ -369,6 +364,7 @@ class _Trainer:
             bar = tqdm(total=total, initial=self.start_step, desc=self.method.name, leave=False)
         current_stage = -1
         last: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
         try:
             for step in range(self.start_step, total):
                 si, stage, stage_step = stage_at(self.stages, step)
@@ -409,14 +405,20 @@ class _Trainer:
                     self.log.write(rec)
                 if c.snapshot_every and (s == 1 or s % c.snapshot_every == 0 or s == total):
                     self._snapshot(s, last["out"], state, schedule)
+                # evaluate *before* checkpointing: a checkpoint at s means every record of
+                # step s is in the log, so a resume from it never loses one
+                if (c.eval_every and s % c.eval_every == 0) or s == total:
+                    metrics = self._evaluate(s)
                 if (c.checkpoint_every and s % c.checkpoint_every == 0) or s == total:
                     self._checkpoint(s, stage.name)
-                if (c.eval_every and s % c.eval_every == 0) and s != total:
-                    self._evaluate(s)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", stage=stage.name)
-            metrics = self._evaluate(total)
+            if self.start_step == total:  # resumed from the final checkpoint: its eval is logged
+                logged, final_loss = RunDir(self.run_dir).final_record(total)
+                metrics = logged if logged is not None else self._evaluate(total)
+            else:
+                final_loss = last["loss"]
         except NonFiniteLossError as err:
             self._event("error", err.step, error=str(err))
             self._summary("failed", err.step, {}, error=str(err))
@@ -424,7 +426,7 @@ class _Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        metrics = {**metrics, "final_loss": last.get("loss", float("nan"))}
+        metrics = {**metrics, "final_loss": final_loss}
         self._event("end", total)
         self._summary("finished", total, metrics)
         if self.log is not None:
@@ -462,9 +464,13 @@ def train(
             ``eval_every``, ``checkpoint_every`` and ``keep_checkpoints``.
         resume: A run directory to continue from its latest checkpoint. The continuation is
             exact (bit-identical on CPU): weights, optimiser, RNG states and data order resume
-            where they stopped, and ``log.jsonl`` is truncated to the checkpoint's step. Pass
-            the same ``embeddings``/``dataset``/``encoder`` objects as the first call (those
-            named in the config are rebuilt from it), and the same number of processes.
+            where they stopped, and ``log.jsonl`` is truncated to the checkpoint's step (a torn
+            last line is dropped and reported in the ``resume`` event). Every record the
+            uninterrupted run writes is there after any crash: a step's evaluation runs before
+            its checkpoint, so a crash in between re-runs it. Resuming a run that already
+            finished is a no-op with a warning (log and ``summary.json`` untouched). Pass the
+            same ``embeddings``/``dataset``/``encoder`` objects as the first call (those named
+            in the config are rebuilt from it), and the same number of processes.
         embeddings: :class:`~workbench.encoders.embeddings.Embeddings` with ``image_tower`` /
             ``text_tower`` for heads-only training on cached features (they must come from
             ``encoder``'s towers). Otherwise they are computed from the dataset.

@@ -70,6 +70,28 @@ def stage_parameters(
     return per_stage, union
 
 
+def warn_frozen_temperature(
+    method: Method, encoder: nn.Module, params: Sequence[nn.Parameter]
+) -> None:
+    """Say so when a method reads the encoder's learnable temperature (``temperature=None``) but
+    ``logit_scale`` is not among the trained parameters (e.g. ``trainable="heads"``): it stays at
+    its current value for the whole run."""
+    scale = getattr(encoder, "logit_scale", None)
+    if getattr(method, "temperature", 0.0) is not None or scale is None:
+        return
+    if any(p is scale for p in params):
+        return
+    import warnings
+
+    warnings.warn(
+        f"{method.name} uses the encoder's learnable temperature, but logit_scale does not train "
+        f"(trainable parts exclude it): τ stays {float(1 / scale.detach().exp()):.4g} for the run; "
+        "add '+logit_scale' to TrainConfig.trainable to learn it",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def param_groups(params: Sequence[nn.Parameter], weight_decay: float) -> list[dict]:
     """AdamW groups: decay on ≥2-D weights only (open_clip excludes biases, norms, the scale)."""
     return [

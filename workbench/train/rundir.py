@@ -1,6 +1,9 @@
 """Run directories: create one (never reusing a name), append to its log, and read it back.
 
-The format is documented in :mod:`workbench.train`.
+The format is documented in :mod:`workbench.train`. ``log.jsonl`` is append-only, one flushed
+line per record, so a crash (power cut, full disk) can leave at most its *last* line torn: the
+readers here skip such a line with a warning, and :func:`truncate_log` (run on resume) drops and
+reports it. Any other unreadable line is corruption and raises naming the file and line.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +43,27 @@ def create_run_dir(run_root: str | os.PathLike, name: str) -> Path:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written).
+
+    Always valid JSON: NaN/Inf (which JSON cannot hold) are written as ``null``.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    text = json.dumps(
+        _finite(_plain(obj)), indent=2, sort_keys=True, default=_json_default, allow_nan=False
+    )
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _plain(x: Any) -> Any:
+    """Numpy / torch scalars and arrays as Python values (so ``_finite`` sees every float)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if not isinstance(x, (str, bytes, int, float, bool, type(None))) and hasattr(x, "tolist"):
+        return _plain(x.tolist())
+    return x
 
 
 def identity_record(encoder: Any) -> dict[str, Any] | None:
@@ -83,29 +103,68 @@ class LogWriter:
         self._fh = path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(_finite(record), default=_json_default) + "\n")
+        line = json.dumps(_finite(_plain(record)), default=_json_default, allow_nan=False)
+        self._fh.write(line + "\n")
         self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Keep only records with ``step <= step`` (resume: the log continues from the checkpoint)."""
+def truncate_log(path: Path, step: int) -> str | None:
+    """Keep only records with ``step <= step`` (resume: the log continues from the checkpoint).
+
+    A trailing ``end`` event at ``step`` is dropped too (the resumed run writes its own), and so
+    is a torn last line, which is reported with a warning.
+
+    Returns:
+        The start of the torn line that was dropped, or ``None``.
+    """
     if not path.exists():
-        return
-    keep = [line for line in _lines(path) if json.loads(line).get("step", 0) <= step]
+        return None
+    records, torn = _read_log(path)
+    keep = [r for r in records if r.get("step", 0) <= step]
+    while keep and keep[-1].get("kind") == "event" and keep[-1].get("event") == "end":
+        keep.pop()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     os.replace(tmp, path)
+    return torn
 
 
-def _lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                yield line
+def _read_log(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """``(records, torn)``: every record of ``log.jsonl`` and the torn last line, if any.
+
+    Raises:
+        ValueError: a line other than the last is not a JSON object (corruption, not a torn
+            write), naming the file and the line number.
+    """
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        lines = [(i + 1, line.strip()) for i, line in enumerate(fh)]
+    lines = [(n, line) for n, line in lines if line]
+    records: list[dict[str, Any]] = []
+    torn = None
+    for k, (n, line) in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if isinstance(rec, dict):
+            records.append(rec)
+            continue
+        if k == len(lines) - 1:
+            torn = line[:80]
+            warnings.warn(
+                f"{path}: the last line ({n}) is torn (an interrupted write: {torn!r}); it is "
+                f"skipped, and dropped when the run is resumed",
+                stacklevel=3,
+            )
+            continue
+        raise ValueError(
+            f"{path}: line {n} is not a JSON record ({line[:80]!r}); the log is corrupted "
+            f"beyond an interrupted last write — restore it or start a new run"
+        )
+    return records, torn
 
 
 class RunDir:
@@ -141,11 +200,14 @@ class RunDir:
         return self.raw_config["meta"]
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """All log records, or those of one ``kind`` (step, snapshot, eval, event)."""
+        """All log records, or those of one ``kind`` (step, snapshot, eval, event).
+
+        A torn last line (an interrupted write) is skipped with a warning.
+        """
         path = self.path / LOG
         if not path.exists():
             return []
-        recs = [json.loads(line) for line in _lines(path)]
+        recs, _ = _read_log(path)
         return [r for r in recs if kind is None or r.get("kind") == kind]
 
     def log(self) -> list[dict[str, Any]]:
@@ -165,6 +227,22 @@ class RunDir:
         """``summary.json`` (present once the run ended), else ``None``."""
         p = self.path / SUMMARY
         return json.loads(p.read_text()) if p.exists() else None
+
+    def finished(self, steps: int) -> bool:
+        """``summary.json`` says the run finished all ``steps`` steps (resuming it does nothing)."""
+        s = self.summary
+        return s is not None and s.get("status") == "finished" and s.get("step") == steps
+
+    def final_record(self, step: int) -> tuple[dict[str, float] | None, float]:
+        """``(metrics of the last eval at step, last logged loss)``; JSON nulls back to NaN,
+        ``None`` metrics when no eval was logged at ``step``."""
+        evals = [r for r in self.evals() if r.get("step") == step]
+        metrics = None
+        if evals:
+            metrics = {k: math.nan if v is None else v for k, v in evals[-1]["metrics"].items()}
+        steps = self.log()
+        loss = steps[-1].get("loss") if steps else None
+        return metrics, math.nan if loss is None else float(loss)
 
     def checkpoint_steps(self) -> list[int]:
         """Steps with a complete checkpoint, ascending."""

@@ -65,6 +65,7 @@ class CachedSource(Source):
         self.captions = list(emb.captions)
         self.attributes = list(emb.attributes) if emb.attributes else [{}] * self.n
         self.labels = torch.as_tensor(np.asarray(emb.labels), dtype=torch.long)
+        self.ids = list(emb.ids)
 
     def batch(self, rows: np.ndarray) -> dict[str, Any]:
         idx = torch.as_tensor(rows, dtype=torch.long)
@@ -90,6 +91,11 @@ class ItemSource(Source):
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
         self.n = len(dataset)
+
+    @property
+    def ids(self) -> list[str]:
+        """Item ids (reads each item once; only the id-hash hold-out split needs them)."""
+        return [str(self.dataset[i].id) for i in range(self.n)]
 
     def batch(self, rows: np.ndarray) -> dict[str, Any]:
         items = [self.dataset[int(i)] for i in rows]
@@ -132,13 +138,60 @@ def make_source(
     return CachedSource(emb, device)
 
 
-def split_rows(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(train rows, hold-out rows)``, each sorted; ``holdout`` a count or a fraction."""
+def split_rows(
+    n: int,
+    holdout: float,
+    seed: int,
+    *,
+    by: str = "row",
+    ids: list[str] | None = None,
+    attributes: list[dict[str, Any]] | None = None,
+    salt: str = "val",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train rows, hold-out rows)``, each sorted.
+
+    ``by="row"``: a seeded random choice of ``holdout`` rows (a count or a fraction). ``by="id"``:
+    the rows whose id hashes below ``holdout`` (a fraction) with ``salt``
+    (:func:`workbench.data.splits.id_unit`) — independent of order, subset and seed, and rows of
+    one item (``attributes["item_id"]``, e.g. several captions of an image) stay together.
+    """
+    if by == "id":
+        if ids is None or len(ids) != n:
+            raise ValueError("holdout_by='id' needs one id per row")
+        if not 0 < holdout < 1:
+            raise ValueError(
+                f"holdout_by='id' needs holdout as a fraction in (0, 1), got {holdout}"
+            )
+        from workbench.data.splits import id_unit
+
+        attrs = attributes or [{}] * n
+        groups = [
+            str(a.get("item_id", i)) if isinstance(a, dict) else i for i, a in zip(ids, attrs)
+        ]
+        held = np.array([id_unit(g, salt) < holdout for g in groups])
+        if n - int(held.sum()) < 2:
+            raise ValueError(f"holdout={holdout} by id leaves {n - int(held.sum())} training pairs")
+        return np.flatnonzero(~held), np.flatnonzero(held)
+    if by != "row":
+        raise ValueError(f"holdout_by must be 'row' or 'id', got {by!r}")
     h = round(holdout * n) if holdout < 1 else int(holdout)
     if n - h < 2:
         raise ValueError(f"holdout={holdout} leaves {n - h} training pairs out of {n}")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[h:]), np.sort(perm[:h])
+
+
+def holdout_split(source: Source, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_rows` of ``source`` as ``config`` asks (``holdout``, ``holdout_by``, seed)."""
+    by_id = config.holdout_by == "id"
+    return split_rows(
+        source.n,
+        config.holdout,
+        config.seed,
+        by=config.holdout_by,
+        ids=source.ids if by_id else None,
+        attributes=getattr(source, "attributes", None) if by_id else None,
+    )
 
 
 def global_rows(train_rows: np.ndarray, micro: int, k: int, seed: int) -> np.ndarray:

@@ -153,9 +153,9 @@ def _dataset_obj(dataset: Any) -> Any:
 def _embed(encoder: Any, dataset: Any, size: int, tower_features: bool = False) -> Any:
     from workbench.encoders.embed import embed
 
-    return embed(
-        encoder, _dataset_obj(dataset), size=size, tower_features=tower_features, progress=False
-    )
+    data = _dataset_obj(dataset)
+    size = min(size, len(data))  # the explorer's size control is a cap
+    return embed(encoder, data, size=size, tower_features=tower_features, progress=False)
 
 
 class EncoderSource(ExplorerSource):

@@ -116,11 +116,24 @@ class ExploreConfig:
     output_dir: str = "figures/explore_spectra"
 
     def __post_init__(self) -> None:
+        from workbench._validate import as_float, as_int
+        from workbench.data import check_dataset_name
+        from workbench.encoders.registry import check_encoder_name
+
+        own = "ExploreConfig"
+        check_encoder_name(self.encoder, "encoder", owner=own)
+        check_dataset_name(self.dataset, "dataset", owner=own)
         for name in ("sample_size", "train_steps", "batch_size", "snapshot_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+            setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=1))
+        self.checkpoint_every = as_int(self.checkpoint_every, f"{own}: checkpoint_every", lo=0)
+        self.holdout = as_int(self.holdout, f"{own}: holdout", lo=0)
+        self.seed = as_int(self.seed, f"{own}: seed", lo=0)
+        self.lr = as_float(self.lr, f"{own}: lr", lo=0.0, lo_open=True)
+        for name in ("run_root", "output_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise TypeError(
+                    f"{own}: {name} must be a non-empty path, got {getattr(self, name)!r}"
+                )
         if not 0 <= self.holdout < self.sample_size - self.batch_size + 1:
             raise ValueError(
                 f"holdout ({self.holdout}) must leave at least one batch ({self.batch_size}) of "

@@ -133,7 +133,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return to_jsonable(obj.item())  # np.float64(nan) must become null too
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -159,5 +159,6 @@ def write_summary(out_dir: str | Path, numbers: dict[str, Any], *, merge: bool =
         except json.JSONDecodeError:
             warnings.warn(f"{path} was not valid JSON; starting it afresh", stacklevel=2)
     current.update(to_jsonable(numbers))
-    _atomic_write_bytes(path, json.dumps(current, indent=2, sort_keys=True).encode())
+    text = json.dumps(current, indent=2, sort_keys=True, allow_nan=False)  # never a bare NaN
+    _atomic_write_bytes(path, text.encode())
     return path
