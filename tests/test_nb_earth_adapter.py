@@ -43,8 +43,12 @@ def test_earth_adapter_smoke_writes_tables_figures_and_summary(tmp_path):
     assert {r["domain"] for r in summary["high_band_energy"]} == {"clean", "stripes", "jpeg"}
     weights = summary["router_weights"]
     assert {w["expert"] for w in weights} == {"spatial", "low", "high"}
+    ours = {(r["setting"], r["row"]): r for r in summary["paper_vs_ours"]}
+    assert ours[("ablation", "3 spatial")]["paper"] == 58.4  # the paper's number beside ours
+    assert 0.0 <= ours[("ablation", "Earth-Adapter")]["ours_targets"] <= 100.0
+    assert ours[("dg", "Rein")]["ours_targets"] is None  # a paper row we do not run
     for stem in ("dg_table", "da_table", "rho_sweep", "frequency_parts", "router_weights",
-                 "qualitative_masks"):  # fmt: skip
+                 "qualitative_masks", "adapter_ablation"):  # fmt: skip
         assert (out / f"{stem}.html").exists(), stem
 
 

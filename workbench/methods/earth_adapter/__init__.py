@@ -7,7 +7,7 @@ Spec ``methods-geometry.md`` §6 and §8 (the official ``earth_adapter.py`` read
 registry name (alias)                    mixture layers' experts
 =======================================  ================================================
 ``earth_adapter``                        spatial + low + high, per-token router [code]
-``earth_adapter/spatial3``               three spatial experts + router (paper ablation)
+``earth_adapter/spatial3`` (spatial3)    three spatial experts + router (paper ablation)
 ``earth_adapter/spatial1`` (rein-like)   one spatial expert on every adapted layer
 ``earth_adapter/head_only`` (frozen)     no adapters: frozen tower, segmentation head only
 =======================================  ================================================
@@ -20,6 +20,8 @@ Modules: :mod:`.frequency` (``frequency_split``, the one pure function of the sp
 >>> from workbench import methods
 >>> methods.get("rein-like").experts
 ('spatial',)
+>>> methods.get("spatial3").experts
+('spatial', 'spatial', 'spatial')
 >>> import torch
 >>> low, high = frequency_split(torch.ones(1, 64, 3), (8, 8))   # a constant map: all low
 >>> bool(high.abs().max() < 1e-6)
@@ -62,7 +64,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "earth_adapter/spatial1": ("spatial",),
     "earth_adapter/head_only": (),
 }
-_ALIASES = {"earth_adapter/spatial1": ("rein-like",), "earth_adapter/head_only": ("frozen",)}
+_ALIASES = {
+    "earth_adapter/spatial3": ("spatial3",),
+    "earth_adapter/spatial1": ("rein-like",),
+    "earth_adapter/head_only": ("frozen",),
+}
 
 METHODS.register("earth_adapter")(EarthAdapter)
 for _name, _experts in VARIANTS.items():
