@@ -69,12 +69,13 @@ TARGETS = "targets"  # column: mean over the target domains
 class EarthAdapterConfig:
     """``notebooks/earth_adapter.ipynb``'s parameters; every field is validated.
 
-    The data and step defaults are shrunk to what a shared 2-core CPU runs in ~25 minutes
-    (bench_step --modes segment: an Earth-Adapter step at batch 16 costs 0.3 s of CPU, 1.3 s of
-    wall time at load 16, so the former 600 scenes × 300 steps × batch 16 over 30 runs would take
-    over two hours there); on a GPU or an idle machine raise ``steps``, ``batch_size``,
-    ``n_train``, ``n_test``, ``da_steps`` and ``rho_sweep`` back (e.g. 300, 16, 600, 100, 100,
-    (0.3, 0.5, 0.75)).
+    The data and step defaults are shrunk to what a shared 2-core CPU runs in ~30 minutes
+    (bench_step --modes segment: an Earth-Adapter step at batch 16 costs 0.3 s of CPU; at load
+    16-20 a notebook kernel gets ~0.16 of a core, so the former 600 scenes × 300 steps × batch 16
+    over 30 runs would take hours there). The runs are therefore short (60 steps: the head is
+    not converged) — on a GPU or an idle machine raise ``steps``, ``batch_size``, ``n_train``,
+    ``n_test``, ``n_target``, ``da_steps`` and ``rho_sweep`` back (e.g. 300, 16, 600, 100, 50,
+    100, (0.3, 0.5, 0.75)).
 
     Attributes:
         encoder: Encoder registry name (the study fine-tunes adapters inside its image tower).
@@ -84,15 +85,15 @@ class EarthAdapterConfig:
         baseline: Row the spread test compares every row with.
         seeds: Seeds per row (≥ 2 for a spread; 3 by default).
         domains: Target domains (artifact names).
-        n_train: Labelled source scenes (300).
-        n_test: Test scenes per domain (50; the same scenes in every domain).
-        n_target: Unlabelled scenes per target domain for DA (30, disjoint from the source's).
-        steps: Source-only steps per run (120 at batch 8: 3.2 epochs of 300 scenes).
+        n_train: Labelled source scenes (200).
+        n_test: Test scenes per domain (30; the same scenes in every domain).
+        n_target: Unlabelled scenes per target domain for DA (20, disjoint from the source's).
+        steps: Source-only steps per run (60 at batch 8: 2.4 epochs of 200 scenes).
         batch_size: Images per step (8).
         lr: Peak learning rate of head and adapters (1e-2: at 300 steps the head from random
             init reaches 0.44 clean mIoU with Earth-Adapter vs 0.35 at 3e-3; measured).
         da: Run the domain-adaptation table too.
-        da_steps: Self-training steps per DA run (40).
+        da_steps: Self-training steps per DA run (20).
         da_lr: Their peak learning rate (1e-3: fine-tuning a trained model).
         threshold: Pseudo-label confidence (0.968, DACS) [code: DACS].
         ratio: ρ of the frequency split (0.3) [code].
@@ -116,14 +117,14 @@ class EarthAdapterConfig:
     baseline: str = "head only"
     seeds: tuple[int, ...] = (0, 1, 2)
     domains: tuple[str, ...] = TARGET_ARTIFACTS
-    n_train: int = 300
-    n_test: int = 50
-    n_target: int = 30
-    steps: int = 120
+    n_train: int = 200
+    n_test: int = 30
+    n_target: int = 20
+    steps: int = 60
     batch_size: int = 8
     lr: float = 1e-2
     da: bool = True
-    da_steps: int = 40
+    da_steps: int = 20
     da_lr: float = 1e-3
     threshold: float = 0.968
     ratio: float = 0.3
