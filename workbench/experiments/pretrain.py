@@ -297,6 +297,7 @@ def write_card(
         "final_temperature": float(1 / enc.logit_scale.detach().exp()),
         "seconds": result.seconds,
         "metrics": metrics,
+        "eval_config": config.eval_config().to_dict(),
         "versions": {
             "workbench": workbench.__version__,
             "torch": torch.__version__,
