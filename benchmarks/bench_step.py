@@ -231,7 +231,8 @@ class _SegCase:
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(0)
         self.device = device
-        self.encoder = wb.load_encoder("default", resolution=resolution)
+        # the shipped heads are for 96 px only; a segmenter never runs the heads
+        self.encoder = wb.load_encoder("default", heads="random", resolution=resolution)
         config = {} if first is None else {"adapter_layers": list(range(first, 16))}
         self.method = methods.get(name, **config)
         cfg = TrainConfig(method=name, method_config=config, trainable="adapters+method")

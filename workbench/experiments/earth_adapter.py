@@ -225,7 +225,13 @@ class EarthAdapterConfig:
 
     @property
     def encoder_kwargs(self) -> dict[str, Any]:
-        return {"resolution": self.resolution} if self.encoder == "default" else {}
+        """The encoder's arguments: the default at ``resolution`` with ``heads="random"`` — the
+        shipped pretrained heads are trained at 96 px and refuse other resolutions, and a
+        segmenter reads only the image tower's blocks, which are the same ImageNet weights
+        under either heads, so the study's numbers do not depend on them."""
+        if self.encoder != "default":
+            return {}
+        return {"resolution": self.resolution, "heads": "random"}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
