@@ -30,6 +30,13 @@ Modes:
           32-px denoiser, Stage 2 (``enhance``: projector frozen): InfoNCE, reconstruction
           only, the naive method, DCR with ``--dcr-negatives`` sampled negatives and DCR with
           all B−1 (the code's B×B pass). Other modes skip ``needs_towers`` methods.
+  segment segmentation methods (Earth-Adapter and its variants) on the default encoder at
+          ``--resolution`` px (128, the notebook's): the adapted image tower + head forward,
+          per-pixel cross-entropy, backward, AdamW step; ratios to ``earth_adapter/head_only``
+          (the frozen tower with a head only), in wall and in thread-CPU time (the CPU time of
+          the one compute thread, which a loaded machine inflates far less than wall time).
+
+Segmentation methods have no contrastive step: the other modes skip them (``NotContrastive``).
 
 Every registered method is timed (``--methods`` picks some), in the last of its stages
 (ProCLIP: ``"tune"``, the EMA teacher's forward and update included). A method whose attach
@@ -73,6 +80,10 @@ CAPTIONS = (
 )
 
 
+class NotContrastive(ValueError):
+    """A method without a contrastive step (a segmentation method): time it with ``segment``."""
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -98,6 +109,10 @@ class _Case:
     def __init__(
         self, method, mode: str, batch: int, dim: int, blocks: int, device: torch.device, k: int = 4
     ):
+        if getattr(method, "task", "contrastive") != "contrastive":
+            raise NotContrastive(
+                f"{method.name} is a {method.task} method: bench_step.py --modes segment"
+            )
         torch.manual_seed(0)  # every method's copy of the model starts from the same weights
         g = torch.Generator().manual_seed(0)
         self.device, self.amp = device, None
@@ -320,19 +335,92 @@ REFERENCES = {"proclip": ("proclip[λ=0]", {"lambda_reg": 0.0})}
 
 
 def make_cases(mode, batch, dim, names, blocks, device, k=4) -> dict[str, _Case]:
-    """One :class:`_Case` (its own model copy, method attached) per method name, plus the
+    """One :class:`_Case` (its own model copy, method attached) per contrastive method name, plus the
     same-parts references of :data:`REFERENCES`."""
     if mode == "dcr":  # Stage 2 (its last stage): the projector is frozen
         return {
             col: _Case(methods.get(n, **kw), mode, batch, dim, blocks, device, k)
             for col, (n, kw) in dcr_methods(k).items()
         }
-    names = [n for n in names if not methods.get(n).needs_towers]
+    names = [n for n in names if not getattr(methods.get(n), "needs_towers", False)
+             and getattr(methods.get(n), "task", "contrastive") == "contrastive"]  # fmt: skip
     cases = {n: _Case(method_for(n, mode), mode, batch, dim, blocks, device, k) for n in names}
     for n, (ref, config) in REFERENCES.items():
         if n in names:
             cases[ref] = _Case(method_for(n, mode, **config), mode, batch, dim, blocks, device, k)
     return cases
+
+
+class _SegCase:
+    """One segmentation method attached to its own default encoder; ``step()`` = one training step."""
+
+    def __init__(
+        self, name: str, batch: int, resolution: int, device: torch.device, first: int | None = None
+    ):
+        import workbench as wb
+        from workbench.train.config import TrainConfig
+        from workbench.train.params import prepare_model
+
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        self.device = device
+        # the shipped heads are for 96 px only; a segmenter never runs the heads
+        self.encoder = wb.load_encoder("default", heads="random", resolution=resolution)
+        config = {} if first is None else {"adapter_layers": list(range(first, 16))}
+        self.method = methods.get(name, **config)
+        cfg = TrainConfig(method=name, method_config=config, trainable="adapters+method")
+        prepare_model(self.encoder, self.method, cfg)
+        self.params = select(cfg.trainable_parts(), self.encoder, list(self.method.parameters()))
+        self.encoder.requires_grad_(False)
+        for p in self.params:
+            p.requires_grad_(True)
+        self.encoder.to(device)
+        self.method.to(device).train()
+        self.segmenter = self.method.segmenter(self.encoder)
+        self.pixels = torch.randn(batch, 3, resolution, resolution, generator=g).to(device)
+        self.labels = torch.randint(
+            0, self.method.n_classes, (batch, resolution, resolution), generator=g
+        ).to(device)
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4)
+        self.amp = torch.bfloat16 if device.type == "cuda" else None
+
+    def step(self) -> tuple[float, float]:
+        from workbench.methods.earth_adapter import segmentation_loss
+
+        _sync(self.device)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        self.opt.zero_grad(set_to_none=True)
+        ctx = (
+            torch.autocast("cuda", dtype=self.amp)
+            if self.amp
+            else torch.autocast("cpu", enabled=False)
+        )
+        with ctx:
+            logits = self.segmenter(self.pixels)
+        segmentation_loss(logits, self.labels).backward()
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def bench_segment(
+    names, batch, resolution, repeats, warmup, device, first=None
+) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, thread-CPU ms) per step of each segmentation method, round-robin;
+    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule."""
+    cases = {n: _SegCase(n, batch, resolution, device, first) for n in names}
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
+    order = list(cases)
+    for i in range(warmup + repeats):
+        order = order[1:] + order[:1]
+        for n in order:
+            t = cases[n].step()
+            if i >= warmup:
+                times[n].append(t)
+    return {
+        n: (statistics.median(w for w, _ in v) * 1e3, statistics.median(c for _, c in v) * 1e3)
+        for n, v in times.items()
+    }
 
 
 def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, float]:
@@ -356,7 +444,9 @@ def bench(mode, batch, dim, names, repeats, warmup, blocks, device, k=4) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--modes", nargs="+", default=None, help="heads towers vitb32 tokens")
+    ap.add_argument(
+        "--modes", nargs="+", default=None, help="heads towers dcr vitb32 tokens segment"
+    )
     ap.add_argument("--token-batch", type=int, default=64, help="batch of the tokens mode")
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
     ap.add_argument("--dims", nargs="+", type=int, default=[256, 768])
@@ -368,6 +458,14 @@ def main() -> None:
     ap.add_argument("--dcr-batch", type=int, default=16, help="batch of the dcr mode")
     ap.add_argument(
         "--dcr-negatives", type=int, default=7, help="sampled DCR negatives (the dcr mode's K)"
+    )
+    ap.add_argument("--resolution", type=int, default=128, help="segment mode: image side (px)")
+    ap.add_argument("--seg-batch", type=int, default=16, help="segment mode: images per step")
+    ap.add_argument(
+        "--seg-first-block",
+        type=int,
+        default=None,
+        help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
     )
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     args = ap.parse_args()
@@ -383,6 +481,15 @@ def main() -> None:
     # token methods (CDDS, VSE) refuse pooled features; the tokens mode times them
     pooled = [n for n in methods.names() if not getattr(methods.get(n), "needs_tokens", False)]
     names = _available(args.methods or pooled)
+    seg_names = [
+        n for n in names if getattr(methods.get(n), "task", "contrastive") == "segmentation"
+    ]
+    names = [n for n in names if n not in seg_names]
+    if "segment" in modes:
+        modes = [m for m in modes if m != "segment"]
+        _print_segment(args, device, seg_names)
+        if not modes:
+            return
     if "infonce" not in names:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(
@@ -419,6 +526,27 @@ def main() -> None:
                         f"{'':20}{n} / {ref} (same trainable parts): "
                         f"{res[n]:.1f} / {res[ref]:.1f} ms = {res[n] / res[ref]:.2f}×"
                     )
+
+
+def _print_segment(args, device, seg_names) -> None:
+    base = "earth_adapter/head_only"
+    if base not in seg_names:
+        raise SystemExit(f"{base} must be among --methods (the frozen tower + head reference)")
+    first = args.seg_first_block
+    print(
+        f"segment: device={device} threads={torch.get_num_threads()} batch={args.seg_batch} "
+        f"resolution={args.resolution} repeats={args.repeats} warmup={args.warmup} "
+        f"adapters on image blocks {'5 (stride 16)' if first is None else first}..15"
+    )
+    res = bench_segment(
+        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first
+    )
+    print(f"{'method':26} {'wall ms':>9} {'×':>5} {'cpu ms':>9} {'×':>5}")
+    for n, (wall, cpu) in res.items():
+        print(
+            f"{n:26} {wall:9.1f} {wall / res[base][0]:5.2f} {cpu:9.1f} {cpu / res[base][1]:5.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

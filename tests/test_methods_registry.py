@@ -65,6 +65,10 @@ def test_every_registered_method_is_callable_both_ways():
             with pytest.raises(ValueError, match="captions"):
                 m(x, y, scale)
             continue
+        if getattr(m, "task", "contrastive") != "contrastive":  # Earth-Adapter: pixels + labels
+            with pytest.raises(ValueError, match="segmentation"):
+                m(x, y, scale)
+            continue
         if not getattr(m, "standalone", True):  # needs the loop's stage (ProCLIP): it says so
             with pytest.raises(ValueError, match="stage"):
                 m(x, y, scale)

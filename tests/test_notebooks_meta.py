@@ -42,6 +42,7 @@ CONFIGS = {
     "methods_leaderboard": "workbench.experiments.leaderboard:LeaderboardConfig",
     "revision": "workbench.experiments.revision:ReVisionConfig",
     "dcr": "workbench.experiments.dcr:DCRStudyConfig",
+    "earth_adapter": "workbench.experiments.earth_adapter:EarthAdapterConfig",
 }
 
 

@@ -27,6 +27,7 @@ from workbench.data.imagefolder import ImageFolder
 from workbench.data.mmvp import MMVPVLM
 from workbench.data.negatives import hard_negatives
 from workbench.data.openclipart import OpenClipart
+from workbench.data.segworld import SegWorld
 from workbench.data.synthetic import SyntheticWorld, mmvp_pairs
 from workbench.data.tuxpaint import TuxPaintStamps
 
@@ -43,6 +44,7 @@ for _name, _cls, _aliases in (
     ("flickr30k", Flickr30k, ()),
     ("mmvp-vlm", MMVPVLM, ("mmvp",)),
     ("imagefolder", ImageFolder, ()),
+    ("synthetic-world-seg", SegWorld, ("segworld",)),
 ):
     DATASETS.register(_name, aliases=_aliases)(_cls)
 

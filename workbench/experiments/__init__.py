@@ -25,6 +25,9 @@ module                    holds
 ``revision``              ``revision.ipynb`` (ReVision: text-only projector pretraining, captions)
 ``revision_runs``         its scoring and the loop over rows × seeds
 ``revision_report``       its tables, claims, paper numbers and figures
+``segtrain``              the segmentation trainer (adapters + head) and per-domain mIoU
+``earth_adapter``         ``earth_adapter.ipynb``: DG/DA tables, ablation, ρ sweep
+``earth_adapter_figures`` its figures' numbers (frequency parts, router weights, masks)
 ========================  ==========================================================================
 
 Each new method adds its own study module here. Every public name of every module is available
@@ -59,6 +62,9 @@ _SUBMODULES = (
     "revision",
     "revision_runs",
     "revision_report",
+    "segtrain",
+    "earth_adapter",
+    "earth_adapter_figures",
 )
 
 __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

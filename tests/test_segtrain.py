@@ -1,0 +1,166 @@
+"""The segmentation trainer: what trains, the run directory's round trip through
+``load_encoder("run:...")``, the frozen-prefix cache, domain adaptation; artifacts and mIoU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from seg_fakes import TinyConvEncoder
+
+import workbench as wb
+from workbench.data.artifacts import ARTIFACTS, TARGET_ARTIFACTS, apply_artifact
+from workbench.data.segworld import SEG_CLASSES, SegWorld
+from workbench.evals.segmentation import confusion_matrix, iou_per_class, mean_iou
+from workbench.experiments.segtrain import (
+    SegTraining,
+    build_prefix_cache,
+    evaluate_domains,
+    load_segmenter,
+    train_segmenter,
+)
+from workbench.train.params import select
+
+TINY = {"min_stride": 8, "fft_layers": 2, "bottleneck": 4, "head_width": 8}
+TRAINING = SegTraining(steps=3, batch_size=8, warmup=0, lr=1e-2, da_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def source():
+    return SegWorld(size=16, image_size=64).arrays()
+
+
+def _train(tmp_path, source, name="earth_adapter", **kw):
+    return train_segmenter(name, TINY, source, TRAINING, seed=0, run_root=tmp_path,
+                           encoder="test-tiny-conv", **kw)  # fmt: skip
+
+
+def test_only_adapter_router_scale_and_head_parameters_train(tmp_path, source):
+    frozen = TinyConvEncoder()
+    run = _train(tmp_path, source)
+    before = dict(frozen.state_dict())
+    after = run.encoder.state_dict()
+    for key, value in before.items():  # every tower weight and BN statistic untouched
+        assert torch.equal(after[key], value), key
+    adapter_keys = [k for k in after if k.startswith("earth_adapter.")]
+    assert any(".router." in k for k in adapter_keys) and any(
+        k.endswith(".scale") for k in adapter_keys
+    )
+    assert set(after) == set(before) | set(adapter_keys)
+    trained = {
+        id(p) for p in select(["adapters", "method"], run.encoder, list(run.method.parameters()))
+    }
+    expected = [*run.encoder.earth_adapter.parameters(), *run.method.head.parameters()]
+    assert trained == {id(p) for p in expected}
+    assert run.n_trainable == sum(p.numel() for p in expected)
+    torch.manual_seed(0)  # the same seed's initial adapters: every one moved
+    fresh = TinyConvEncoder()
+    wb.methods.get("earth_adapter", **TINY).attach(fresh)
+    for (k, p0), p1 in zip(
+        fresh.earth_adapter.state_dict().items(), run.encoder.earth_adapter.state_dict().values()
+    ):
+        assert not torch.equal(p0, p1), k
+
+
+def test_a_run_round_trips_through_load_encoder_run(tmp_path, source):
+    run = _train(tmp_path, source)
+    reloaded = wb.load_encoder(f"run:{run.run_dir}")
+    assert reloaded.name == f"run:{run.run_dir}" and hasattr(reloaded, "earth_adapter")
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(reloaded.image_tower(pixels), run.encoder.image_tower(pixels))
+    _encoder, method, segmenter = load_segmenter(run.run_dir)
+    with torch.no_grad():
+        assert torch.equal(segmenter(pixels), run.segmenter(pixels))
+    assert method.adapter_layers_ == (1, 2, 3)
+
+
+def test_the_prefix_cache_gives_the_same_run(tmp_path, source):
+    plain = _train(tmp_path, source)
+    probe = TinyConvEncoder()
+    m = wb.methods.get("earth_adapter", **TINY)
+    m.attach(probe)
+    cache = build_prefix_cache(m.segmenter(probe), probe, source, 1,
+                               encoder_spec=("test-tiny-conv", {}))  # fmt: skip
+    cached = _train(tmp_path, source, source_cache=cache)
+    np.testing.assert_allclose([r["loss"] for r in cached.log], [r["loss"] for r in plain.log],
+                               rtol=1e-5)  # fmt: skip
+    res_plain = evaluate_domains(plain.segmenter, plain.encoder, {"clean": source})
+    res_cache = evaluate_domains(cached.segmenter, cached.encoder, {"clean": source},
+                                 caches={"clean": cache})  # fmt: skip
+    assert res_plain["clean"]["miou"] == pytest.approx(res_cache["clean"]["miou"], abs=1e-6)
+    with pytest.raises(ValueError, match="encoder"):
+        _train(
+            tmp_path, source, source_cache=cache.__class__(1, cache.outputs, ("default", {}), "x")
+        )
+
+
+def test_domain_adaptation_continues_a_source_run_with_pseudo_labels(tmp_path, source):
+    dg = _train(tmp_path, source)
+    target = SegWorld(size=8, image_size=64, artifact="gaussian", offset=16).arrays()
+    da = _train(tmp_path, source, target=target, init_from=dg.run_dir)
+    assert len(da.log) == TRAINING.da_steps
+    assert all({"source_ce", "self_training"} <= set(r["terms"]) for r in da.log)
+    assert all(0.0 <= r["logs"]["confident_fraction"] <= 1.0 for r in da.log)
+    assert wb.train.RunDir(da.run_dir).meta["mode"] == "da"
+    with pytest.raises(ValueError, match="init_from"):
+        _train(tmp_path, source, target=target)
+
+
+def test_contrastive_methods_are_refused(tmp_path, source):
+    with pytest.raises(ValueError, match="not a segmentation method"):
+        train_segmenter("infonce", {}, source, TRAINING, seed=0, run_root=tmp_path,
+                        encoder="test-tiny-conv")  # fmt: skip
+
+
+# -- data and scores ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ARTIFACTS.names())
+def test_every_artifact_is_seeded_and_changes_the_scene(name):
+    image = np.asarray(SegWorld(size=1, image_size=64).arrays().images[0])
+    a = apply_artifact(image, name, seed=0, index=0)
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert np.array_equal(a, apply_artifact(image, name, seed=0, index=0))
+    if name == "clean":
+        assert np.array_equal(a, image)
+    else:
+        assert np.abs(a.astype(int) - image).mean() > 1.0, name
+    assert set(TARGET_ARTIFACTS) == set(ARTIFACTS.names()) - {"clean"}
+
+
+def test_artifact_inputs_are_checked():
+    with pytest.raises(ValueError, match="uint8"):
+        apply_artifact(np.zeros((4, 4, 3)), "jpeg")
+    with pytest.raises(KeyError, match="stripes"):
+        apply_artifact(np.zeros((4, 4, 3), np.uint8), "stripe")
+
+
+def test_labels_are_the_scene_shapes_and_domains_share_them():
+    clean, noisy = SegWorld(size=6, image_size=64), SegWorld(size=6, image_size=64, artifact="haze")
+    for i in range(6):
+        item, labels = clean.item_and_labels(i)
+        assert np.array_equal(labels, noisy.label_map(i))
+        shape_class = 1 + SEG_CLASSES[1:-1].index(item.attributes["shape"])
+        assert set(np.unique(labels)) <= {0, shape_class, len(SEG_CLASSES) - 1}
+        assert (labels == shape_class).any() and item.attributes["fill"] == "solid"
+
+
+def test_miou_sums_over_the_set_and_skips_absent_classes():
+    target = np.array([[0, 0, 1, 1], [0, 0, 0, 0]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 0, 0]])
+    conf = confusion_matrix(pred, target, 4)
+    iou = iou_per_class(conf)
+    assert iou[0] == pytest.approx(5 / 6) and iou[1] == pytest.approx(2 / 3)
+    assert np.isnan(iou[2]) and np.isnan(iou[3])
+    assert mean_iou(conf) == pytest.approx((5 / 6 + 2 / 3) / 2)
+    ignored = confusion_matrix(pred, np.where(target == 1, 255, target), 4)
+    assert ignored.sum() == 6
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(pred, target, 1)
