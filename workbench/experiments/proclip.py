@@ -260,7 +260,9 @@ def student_encoder(base: Any, tiny: Any) -> Any:
     import torch
 
     student = copy.deepcopy(base).cpu()
-    student.image_head.load_state_dict(tiny.image_head.state_dict())
+    # the module itself, not its state: the base's head may have another shape (the pretrained
+    # default's is an MLP, tinyclip's one linear map)
+    student.image_head = copy.deepcopy(tiny.image_head).cpu()
     with torch.no_grad():
         student.logit_scale.copy_(tiny.logit_scale)
     return student
