@@ -335,7 +335,9 @@ def test_the_study_fits_statistics_on_disjoint_items(monkeypatch):
         def __len__(self):
             return n
 
-    study.fit_row_alignment(study.ROWS["ReAlign"], Pool(image=emb, text=emb), seed=0, c3_sigma=0.0)
+    study.fit_row_alignment(
+        study.REVISION_ROWS["ReAlign"], Pool(image=emb, text=emb), seed=0, c3_sigma=0.0
+    )
     assert seen["image"].isdisjoint(seen["text"]) and len(seen["image"] | seen["text"]) == n
     a, b = study.unpaired_rows(n, seed=1)
     assert set(a).isdisjoint(b) and not np.array_equal(a, study.unpaired_rows(n, seed=2)[0])
@@ -444,11 +446,11 @@ def test_auto_start_heads_keep_shipped_heads_and_fit_random_ones():
 def test_every_row_label_is_a_valid_run_name():
     """Row labels such as ``Anchor+Trace`` hold characters the loop refuses in run names: the
     study maps them (the first default run crashed on ``+`` at its fifth row)."""
-    from workbench.experiments.revision import ROWS
+    from workbench.experiments.revision import REVISION_ROWS
     from workbench.experiments.revision_runs import run_name
     from workbench.train import TrainConfig
 
-    for label in ROWS:
+    for label in REVISION_ROWS:
         for name in (f"{label}-s0", f"{label}-S2-0.3-s2"):
             TrainConfig(method="infonce", encoder=None, dataset=None, run_name=run_name(name))
     with pytest.raises(ValueError, match="run_name"):

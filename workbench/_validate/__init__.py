@@ -71,6 +71,7 @@ __all__ = [
     "as_int_tuple",
     "as_labels",
     "as_matrix",
+    "as_mixture",
     "as_names",
     "as_vector",
     "check_finite_rows",
@@ -97,3 +98,23 @@ def require(ok: bool, owner: str, name: str, value: Any, want: str) -> None:
     """
     if not ok:
         raise ValueError(f"{owner}: {name} must be {want}, got {value!r}")
+
+
+def as_mixture(value: Any, owner: str, name: str = "mixture") -> tuple[tuple[Any, ...], ...]:
+    """A training mixture as a tuple of ``(dataset, split, size)`` triples, or a ``ValueError``
+    naming ``owner`` and ``name`` (a bare string, an empty sequence, a non-triple entry).
+
+    >>> as_mixture([("digits", "train", 100)], "Recipe")
+    (('digits', 'train', 100),)
+    >>> as_mixture(["digits"], "Recipe")
+    Traceback (most recent call last):
+    ...
+    ValueError: Recipe: mixture must be a non-empty sequence of (dataset, split, size) triples, got ['digits']
+    """
+    want = "a non-empty sequence of (dataset, split, size) triples"
+    ok = not isinstance(value, str) and isinstance(value, (list, tuple)) and len(value) > 0
+    ok = ok and all(
+        isinstance(m, (list, tuple)) and len(m) == 3 and isinstance(m[0], str) for m in value
+    )
+    require(ok, owner, name, value, want)
+    return tuple(tuple(m) for m in value)

@@ -14,6 +14,7 @@ from workbench.experiments.cdds import CDDS_BASELINE, CDDS_PAPER
 from workbench.experiments.stats import spread_test
 
 __all__ = [
+    "cdds_tsne_figure",
     "decoupling_embeddings",
     "distance_ratio",
     "final_table",
@@ -22,7 +23,6 @@ __all__ = [
     "rsum_figure",
     "table3",
     "table5",
-    "tsne_figure",
     "tsne_points",
 ]
 
@@ -176,7 +176,9 @@ def tsne_points(X: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(Xn)
 
 
-def tsne_figure(points: dict[str, np.ndarray], owners: np.ndarray, ratios: dict[str, float]) -> Any:
+def cdds_tsne_figure(
+    points: dict[str, np.ndarray], owners: np.ndarray, ratios: dict[str, float]
+) -> Any:
     """One t-SNE panel per stage, captions coloured by their image, the distance ratio in the title."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative

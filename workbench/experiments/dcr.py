@@ -23,26 +23,26 @@ from workbench.data.base import Dataset, Item
 
 __all__ = [
     "ARMS",
+    "DCR_PAPER",
     "LAST_BLOCKS_LORA",
-    "PAPER",
     "DCRRun",
     "DCRStudyConfig",
     "MixtureItems",
     "conflict_summary",
     "conflict_trace",
+    "dcr_starting_encoder",
     "dp_claims",
     "fig2_figure",
     "joint_table",
     "method_config",
     "run_dcr_arm",
-    "score_runs",
-    "starting_encoder",
+    "score_dcr_runs",
     "study_points",
     "table_as_figure",
 ]
 
 #: The paper's numbers quoted beside ours (spec §1.2, §1.7, §1.8; OpenAI ViT-L/14@224, MMVP-VLM).
-PAPER: dict[str, Any] = {
+DCR_PAPER: dict[str, Any] = {
     "fig2_conflict_fraction": 0.863,
     "tab4b_mmvp": {"joint": 25.93, "two-stage": 33.30},
     "mmvp_avg_L224": {"original": 19.2, "DIVA": 25.9, "GenHancer": 31.9, "DCR": 33.3},
@@ -324,7 +324,7 @@ class DCRRun:
     run_dir: Path | None = None
 
 
-def starting_encoder(config: DCRStudyConfig, data: Dataset, run_root: str) -> Any:
+def dcr_starting_encoder(config: DCRStudyConfig, data: Dataset, run_root: str) -> Any:
     """The encoder every arm starts from: ``config.encoder`` as loaded, or with InfoNCE-fitted
     heads (``start_heads="infonce"``; heads + logit scale on cached tower features of ``data``,
     the code's AdamW betas, cosine LR, 10 % warm-up)."""
@@ -347,7 +347,7 @@ def starting_encoder(config: DCRStudyConfig, data: Dataset, run_root: str) -> An
 def run_dcr_arm(
     config: DCRStudyConfig, arm: str, seed: int, data: Dataset, run_root: str, start: Any
 ) -> DCRRun:
-    """Train one arm × seed from a copy of ``start`` (:func:`starting_encoder`) with the code's
+    """Train one arm × seed from a copy of ``start`` (:func:`dcr_starting_encoder`) with the code's
     AdamW settings (β = (0.9, 0.999), wd 0.01, ε = 1e-8), a constant LR with 10 warm-up steps per
     stage and clipping at 1.0; the naive arm logs the gradient cosine on every step."""
     import copy
@@ -371,7 +371,7 @@ def run_dcr_arm(
     return DCRRun(arm, seed, run.encoder, run.method, RunDir(run.run_dir).log(), run.run_dir)
 
 
-def score_runs(config: DCRStudyConfig, runs: Sequence[DCRRun], start: Any = None) -> Any:
+def score_dcr_runs(config: DCRStudyConfig, runs: Sequence[DCRRun], start: Any = None) -> Any:
     """Tidy D/P table (``encoder`` = arm, ``seed`` = training seed) of every run, plus the
     starting encoder ``start`` (label ``"pretrained"``) scored with each seed's suite."""
     import pandas as pd
@@ -432,7 +432,7 @@ def joint_table(table: Any) -> Any:
         v = np.asarray(vals[arm]) * 100
         rows.append({"protocol": paper, "mmvp_mean": v.mean() if v.size else np.nan,
                      "std": v.std(ddof=1) if v.size > 1 else np.nan, "seeds": v.size,
-                     "paper": PAPER["tab4b_mmvp"][paper]})  # fmt: skip
+                     "paper": DCR_PAPER["tab4b_mmvp"][paper]})  # fmt: skip
     t = pd.DataFrame(rows)
     if all(vals.values()):
         st = spread_test(vals["dcr"], vals["dcr-joint"])
@@ -467,7 +467,7 @@ def conflict_summary(traces: Sequence[Any]) -> dict[str, Any]:
         "per_seed": per,
         "mean_cos": float(pooled.mean()) if pooled.size else float("nan"),
         "steps": int(pooled.size),
-        "paper": PAPER["fig2_conflict_fraction"],
+        "paper": DCR_PAPER["fig2_conflict_fraction"],
     }
 
 
@@ -485,7 +485,7 @@ def fig2_figure(traces: Sequence[Any], seeds: Sequence[int]) -> Any:
     fig.add_hline(y=0, line_dash="dot", row=1, col=3)
     frac = conflict_summary(traces)["fraction_below_0"]
     fig.update_layout(template="plotly_white", title=f"Naive method, Stage 2: {frac:.1%} of "
-                      f"steps have cos < 0 (paper: {PAPER['fig2_conflict_fraction']:.1%})")  # fmt: skip
+                      f"steps have cos < 0 (paper: {DCR_PAPER['fig2_conflict_fraction']:.1%})")  # fmt: skip
     fig.update_xaxes(title_text="step")
     return fig
 

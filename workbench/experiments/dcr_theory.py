@@ -31,12 +31,12 @@ from workbench.probes.separability import class_scatter
 __all__ = [
     "balanced_digits",
     "bounds_check",
+    "dcr_tsne_figure",
     "lipschitz_range",
     "noise_predictions",
     "projector_at",
     "theorem1_check",
     "theorem1_figure",
-    "tsne_figure",
 ]
 
 
@@ -183,7 +183,7 @@ def theorem1_figure(table: Any) -> Any:
     return fig
 
 
-def tsne_figure(before: Any, after: Any, labels: Any, class_names: Sequence[str], *,
+def dcr_tsne_figure(before: Any, after: Any, labels: Any, class_names: Sequence[str], *,
                 seed: int = 0) -> Any:  # fmt: skip
     """Fig. 5: t-SNE of digits test embeddings (n, D) before and after DCR, side by side."""
     import plotly.graph_objects as go

@@ -9,11 +9,11 @@ images; target domains: remote-sensing-like artifacts (:mod:`workbench.data.arti
   all target domains pooled (a small stand-in for DACS: EMA teacher, confidence-thresholded
   pseudo-labels, no ClassMix; :mod:`workbench.experiments.segtrain`), test on every domain.
 
-Rows (:data:`ROWS`): head only (frozen tower), one spatial adapter per layer (Rein-like), three
+Rows (:data:`EARTH_ADAPTER_ROWS`): head only (frozen tower), one spatial adapter per layer (Rein-like), three
 spatial experts at the mixture layers (the paper's ablation baseline), Earth-Adapter (spatial +
 low + high). Tables give mIoU (%) per domain, the mean over the target domains, mean ± std over
 seeds, and :func:`~workbench.experiments.stats.spread_test` against a baseline row. Paper
-numbers (:data:`PAPER`) come from the official repository's result tables.
+numbers (:data:`EARTH_ADAPTER_PAPER`) come from the official repository's result tables.
 """
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ from workbench.data.artifacts import TARGET_ARTIFACTS
 from workbench.experiments.stats import spread_test
 
 __all__ = [
-    "PAPER",
-    "ROWS",
+    "EARTH_ADAPTER_PAPER",
+    "EARTH_ADAPTER_ROWS",
     "EarthAdapterConfig",
-    "StudyData",
+    "EarthAdapterData",
     "StudyResult",
     "compare_rows",
     "domain_table",
     "format_domain_table",
     "prepare_data",
     "rho_table",
-    "run_study",
+    "run_earth_adapter_study",
     "trainable_table",
 ]
 
 #: Table row → registry name of the method variant.
-ROWS: dict[str, str] = {
+EARTH_ADAPTER_ROWS: dict[str, str] = {
     "head only": "earth_adapter/head_only",
     "1 spatial": "earth_adapter/spatial1",
     "3 spatial": "earth_adapter/spatial3",
@@ -57,7 +57,7 @@ ROWS: dict[str, str] = {
 #: ``dg``/``da``: averages over P2V, V2P, R2U, U2R (frozen, Adapter [28], Rein, Earth-Adapter);
 #: ``ablation``: DG average over P2V and V2P of the adapter counts. Our "1 spatial" row is the
 #: paper's one-adapter ablation row and its "Adapter" baseline; "head only" is its "Frozen".
-PAPER: dict[str, dict[str, float]] = {
+EARTH_ADAPTER_PAPER: dict[str, dict[str, float]] = {
     "dg": {"head only": 51.8, "1 spatial": 50.7, "Rein": 53.1, "Earth-Adapter": 56.2},
     "da": {"head only": 15.4, "1 spatial": 57.0, "Rein": 50.0, "Earth-Adapter": 59.0},
     "ablation": {"1 spatial": 56.9, "3 spatial": 58.4, "Earth-Adapter": 60.0},
@@ -81,7 +81,7 @@ class EarthAdapterConfig:
         encoder: Encoder registry name (the study fine-tunes adapters inside its image tower).
         resolution: Image side in px, rendered and fed at this size (128: stride-16 tokens on an
             8 × 8 grid, the smallest grid where ρ = 0.3 leaves a low band, k = 1).
-        rows: Table rows, keys of :data:`ROWS`.
+        rows: Table rows, keys of :data:`EARTH_ADAPTER_ROWS`.
         baseline: Row the spread test compares every row with.
         seeds: Seeds per row (≥ 2 for a spread; 3 by default).
         domains: Target domains (artifact names).
@@ -154,10 +154,10 @@ class EarthAdapterConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.rho_sweep = tuple(float(r) for r in self.rho_sweep)
         self.extra_ablation = tuple(tuple(e) for e in self.extra_ablation)
-        unknown = [r for r in self.rows if r not in ROWS]
+        unknown = [r for r in self.rows if r not in EARTH_ADAPTER_ROWS]
         if unknown or not self.rows:
             raise ValueError(
-                f"EarthAdapterConfig: unknown rows {unknown}; choose from {list(ROWS)}"
+                f"EarthAdapterConfig: unknown rows {unknown}; choose from {list(EARTH_ADAPTER_ROWS)}"
             )
         if self.baseline not in self.rows:
             raise ValueError(
@@ -216,7 +216,7 @@ class EarthAdapterConfig:
             "ratio": self.ratio if ratio is None else ratio, "bottleneck": self.bottleneck,
             "fft_layers": self.fft_layers, "min_stride": self.min_stride,
         }  # fmt: skip
-        cfg["experts"] = list(VARIANTS[ROWS[row]] if experts is None else experts)
+        cfg["experts"] = list(VARIANTS[EARTH_ADAPTER_ROWS[row]] if experts is None else experts)
         return cfg
 
     def ablation_arms(self) -> dict[str, tuple[str, ...]]:
@@ -238,7 +238,7 @@ class EarthAdapterConfig:
 
 
 @dataclass
-class StudyData:
+class EarthAdapterData:
     """Rendered domains and their frozen-prefix caches.
 
     Attributes:
@@ -258,7 +258,7 @@ class StudyData:
     mixture_grid: tuple[int, int]
 
 
-def prepare_data(cfg: EarthAdapterConfig) -> StudyData:
+def prepare_data(cfg: EarthAdapterConfig) -> EarthAdapterData:
     """Render every domain at ``cfg.resolution`` and cache the frozen prefix of each."""
     from workbench import methods
     from workbench.data.segworld import SegArrays, SegWorld
@@ -285,7 +285,7 @@ def prepare_data(cfg: EarthAdapterConfig) -> StudyData:
     caches = {k: build_prefix_cache(segmenter, encoder, a, start, encoder_spec=spec)
               for k, a in sets.items()}  # fmt: skip
     grid = probe.blocks_[probe.fft_layers_[0] if probe.fft_layers_ else start].grid
-    return StudyData(source, target, tests, caches, start, grid)
+    return EarthAdapterData(source, target, tests, caches, start, grid)
 
 
 @dataclass
@@ -311,8 +311,8 @@ class StudyResult:
         raise KeyError(f"no {table}/{mode} run of {row!r} with seed {seed}")
 
 
-def run_study(
-    cfg: EarthAdapterConfig, data: StudyData, *, on_run: Callable[[str], None] | None = None
+def run_earth_adapter_study(
+    cfg: EarthAdapterConfig, data: EarthAdapterData, *, on_run: Callable[[str], None] | None = None
 ) -> StudyResult:
     """Every run of the study: the main rows (DG, then DA from each DG run), the ρ sweep and the
     extra ablation rows (DG), each over ``cfg.seeds``."""
@@ -329,7 +329,7 @@ def run_study(
         mode = "da" if init is not None else "dg"
         if on_run is not None:
             on_run(f"{table} {mode} {row} ρ={ratio} seed={seed}")
-        method = ROWS.get(row, "earth_adapter")
+        method = EARTH_ADAPTER_ROWS.get(row, "earth_adapter")
         run = train_segmenter(
             method, mc, data.source, training, seed=seed, run_root=root,
             run_name=f"{table}-{mode}-{row}".replace(" ", "_").replace("+", "p"),

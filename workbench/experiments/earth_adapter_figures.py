@@ -123,10 +123,10 @@ def paper_comparison(
 
     Args:
         tables: Setting (``"dg"``, ``"da"``, ``"ablation"``: the keys of
-            :data:`~workbench.experiments.earth_adapter.PAPER`) → its
+            :data:`~workbench.experiments.earth_adapter.EARTH_ADAPTER_PAPER`) → its
             :func:`~workbench.experiments.earth_adapter.domain_table` (``None``: not run).
         paper: Setting → row → the paper's mIoU (%); default
-            :data:`~workbench.experiments.earth_adapter.PAPER`.
+            :data:`~workbench.experiments.earth_adapter.EARTH_ADAPTER_PAPER`.
 
     Returns:
         DataFrame ``setting, row, ours_clean, ours_clean_std, ours_targets, ours_targets_std,
@@ -139,9 +139,9 @@ def paper_comparison(
     """
     import pandas as pd
 
-    from workbench.experiments.earth_adapter import PAPER, TARGETS
+    from workbench.experiments.earth_adapter import EARTH_ADAPTER_PAPER, TARGETS
 
-    paper = PAPER if paper is None else paper
+    paper = EARTH_ADAPTER_PAPER if paper is None else paper
     nan = float("nan")
     recs = []
     for setting, table in tables.items():

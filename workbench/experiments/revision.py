@@ -4,7 +4,7 @@ by captioning held-out *images* (ReAlign/ReVision, arXiv 2602.07026 v3; spec §2
 Pipeline (each function is one step the notebook calls, and each is tested):
 
 1. :func:`load_study_data` — the train pool (tower features of the mixture's train splits) and
-   the held-out eval images, both under :func:`starting_encoder`'s heads.
+   the held-out eval images, both under :func:`revision_starting_encoder`'s heads.
 2. :func:`unpaired_rows` — the alignment statistics' image set and text set: two *disjoint*
    halves of the pool, so ReAlign/C3 never see an image together with its own caption.
 3. :func:`train_row` — one row × seed: Stage 1 on text (or the paired upper bound on images), or
@@ -31,17 +31,17 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "ROWS",
+    "REVISION_ROWS",
     "SCRATCH",
     "ReVisionConfig",
+    "ReVisionData",
     "Row",
-    "StudyData",
     "TrainedRow",
     "fit_row_alignment",
     "heads_kept",
     "load_study_data",
+    "revision_starting_encoder",
     "stage2_rows",
-    "starting_encoder",
     "train_row",
     "unpaired_rows",
 ]
@@ -64,7 +64,7 @@ class Row:
 
 
 #: Stage-1 rows in table order.
-ROWS: dict[str, Row] = {
+REVISION_ROWS: dict[str, Row] = {
     r.name: r
     for r in (
         Row("Blind", None, "none"),
@@ -108,7 +108,7 @@ class ReVisionConfig:
             of 32 at 100 %, so the sweep fits the loaded machine; ``None`` = the whole pool).
         n_eval: Held-out images captioned (200: CIDEr's IDF wants a few hundred references;
             cut for time on the loaded machine).
-        rows: Stage-1 rows (:data:`ROWS`).
+        rows: Stage-1 rows (:data:`REVISION_ROWS`).
         fractions: Stage-2 fractions of the pool's pairs (ReVision Tab. 7; 0 = Stage 1 only).
         stage2_from: Stage-1 rows Stage 2 starts from, or ``"scratch"`` (Tab. 6: no Stage 1;
             not in the default, which the issue's Tab. 7 sweep does not need).
@@ -164,7 +164,7 @@ class ReVisionConfig:
     n_train: int = 4000
     n_stage2: int | None = 320
     n_eval: int = 200
-    rows: tuple[str, ...] = tuple(ROWS)
+    rows: tuple[str, ...] = tuple(REVISION_ROWS)
     fractions: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
     stage2_from: tuple[str, ...] = ("ReAlign",)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -202,10 +202,10 @@ class ReVisionConfig:
         self.fractions = tuple(float(f) for f in self.fractions)
         self.stage2_from = tuple(self.stage2_from)
         self.seeds = tuple(int(s) for s in self.seeds)
-        unknown = [r for r in self.rows if r not in ROWS]
-        bad_from = [r for r in self.stage2_from if r != SCRATCH and r not in ROWS]
+        unknown = [r for r in self.rows if r not in REVISION_ROWS]
+        bad_from = [r for r in self.stage2_from if r != SCRATCH and r not in REVISION_ROWS]
         checks = [
-            (not unknown, f"unknown rows {unknown}; choose from {list(ROWS)}"),
+            (not unknown, f"unknown rows {unknown}; choose from {list(REVISION_ROWS)}"),
             (bool(self.rows), "rows must not be empty"),
             (not bad_from, f"stage2_from {bad_from} are not rows or 'scratch'"),
             (
@@ -213,7 +213,7 @@ class ReVisionConfig:
                 "stage2_from rows must also be in rows",
             ),
             (
-                all(r == SCRATCH or ROWS[r].source for r in self.stage2_from),
+                all(r == SCRATCH or REVISION_ROWS[r].source for r in self.stage2_from),
                 "Stage 2 cannot start from Blind",
             ),
             (all(0.0 <= f <= 1.0 for f in self.fractions), "fractions must lie in [0, 1]"),
@@ -271,7 +271,7 @@ class ReVisionConfig:
 
 # -- data -------------------------------------------------------------------------------------
 @dataclass
-class StudyData:
+class ReVisionData:
     """Embeddings of one study under the starting encoder's heads.
 
     Attributes:
@@ -318,14 +318,16 @@ def _embed_mixture(enc: Any, mixture: Mixture, cap: int, seed: int) -> Any:
 
 
 def heads_kept(cfg: ReVisionConfig, encoder: Any) -> bool:
-    """Whether :func:`starting_encoder` keeps ``encoder``'s heads (``"as-loaded"``, or ``"auto"``
+    """Whether :func:`revision_starting_encoder` keeps ``encoder``'s heads (``"as-loaded"``, or ``"auto"``
     with heads that shipped with a card) rather than fitting the InfoNCE stand-in."""
     return cfg.start_heads == "as-loaded" or (
         cfg.start_heads == "auto" and getattr(encoder, "card", None) is not None
     )
 
 
-def starting_encoder(cfg: ReVisionConfig, pool: Any, run_root: str | Path, encoder: Any) -> Any:
+def revision_starting_encoder(
+    cfg: ReVisionConfig, pool: Any, run_root: str | Path, encoder: Any
+) -> Any:
     """``encoder`` as loaded, or with InfoNCE-fitted heads (``start_heads="infonce"``, or
     ``"auto"`` when the heads shipped without a card: heads and logit scale on ``pool``'s cached
     tower features, batch 256, lr 1e-3, cosine, 10 % warm-up)."""
@@ -343,9 +345,9 @@ def starting_encoder(cfg: ReVisionConfig, pool: Any, run_root: str | Path, encod
     return train(tc, encoder=encoder, embeddings=pool, progress=False).encoder.eval()
 
 
-def load_study_data(cfg: ReVisionConfig, run_root: str | Path, encoder: Any = None) -> StudyData:
+def load_study_data(cfg: ReVisionConfig, run_root: str | Path, encoder: Any = None) -> ReVisionData:
     """Embed the train pool and the eval images (tower features cached on disk) and set the
-    starting heads (:func:`starting_encoder`); ``encoder`` replaces ``load_encoder(cfg.encoder)``."""
+    starting heads (:func:`revision_starting_encoder`); ``encoder`` replaces ``load_encoder(cfg.encoder)``."""
     import workbench as wb
     from workbench.encoders.heads import apply_heads
 
@@ -354,10 +356,10 @@ def load_study_data(cfg: ReVisionConfig, run_root: str | Path, encoder: Any = No
     heads = "as-loaded" if heads_kept(cfg, base) else "infonce-fitted"  # train() may fit in place
     pool = _embed_mixture(base, cfg.train_mixture, cfg.n_train, seed=0)
     held = _embed_mixture(base, cfg.eval_mixture, cfg.n_eval, seed=1)
-    enc = starting_encoder(cfg, pool, run_root, base)
+    enc = revision_starting_encoder(cfg, pool, run_root, base)
     pool, held = apply_heads(enc, pool), apply_heads(enc, held)
     refs = [[c] for c in held.captions]
-    return StudyData(enc, pool, held, refs, time.perf_counter() - t0, heads)
+    return ReVisionData(enc, pool, held, refs, time.perf_counter() - t0, heads)
 
 
 def unpaired_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,7 +411,7 @@ class TrainedRow:
 
 def train_row(
     cfg: ReVisionConfig,
-    data: StudyData,
+    data: ReVisionData,
     source: str,
     align: str,
     alignment: dict[str, Any] | None,

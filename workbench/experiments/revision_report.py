@@ -18,8 +18,8 @@ import numpy as np
 from workbench.experiments.stats import spread_test
 
 __all__ = [
-    "PAPER",
     "PAPER_STAGE2",
+    "REVISION_PAPER",
     "claims",
     "example_table",
     "prefix_gap_figure",
@@ -32,7 +32,7 @@ __all__ = [
 
 #: ReVision's average accuracy (%) per Stage-1 row [paper: Tab. 1 Blind / No-Align / C3 /
 #: ReVision; Tab. 5 Anchor / Anchor+Trace / full; Tab. 2 paired 1M pairs].
-PAPER: dict[str, float] = {
+REVISION_PAPER: dict[str, float] = {
     "Blind": 7.85,
     "No-Align": 47.50,
     "C3": 48.06,
@@ -89,7 +89,7 @@ def row_table(
     rows = list(dict.fromkeys(df["row"]))
     out = []
     for row in rows:
-        rec: dict[str, Any] = {"row": row, "paper avg acc (%)": PAPER.get(row, math.nan)}
+        rec: dict[str, Any] = {"row": row, "paper avg acc (%)": REVISION_PAPER.get(row, math.nan)}
         for m in metrics:
             v = df[(df["row"] == row) & (df["metric"] == m)]["value"].tolist()
             mean, std, n = _stats(v)
@@ -156,7 +156,7 @@ def claims(frame: Any, metric: str = "CIDEr") -> list[dict[str, Any]]:
         if not va or not vb:
             continue
         t = spread_test(va, vb)
-        paper = PAPER[a] - PAPER[b]
+        paper = REVISION_PAPER[a] - REVISION_PAPER[b]
         same = math.copysign(1, t.diff) == math.copysign(1, paper)
         out.append({
             "claim": f"{a} > {b}" if paper > 0 else f"{a} < {b}", "metric": metric,
@@ -178,7 +178,9 @@ def _closeness(frame: Any, metric: str) -> dict[str, Any] | None:
     if any(math.isnan(v) for v in means.values()) or means["Paired"] == means["No-Align"]:
         return None
     share = (means["ReAlign"] - means["No-Align"]) / (means["Paired"] - means["No-Align"])
-    paper = (PAPER["ReAlign"] - PAPER["No-Align"]) / (PAPER["Paired"] - PAPER["No-Align"])
+    paper = (REVISION_PAPER["ReAlign"] - REVISION_PAPER["No-Align"]) / (
+        REVISION_PAPER["Paired"] - REVISION_PAPER["No-Align"]
+    )
     return {
         "claim": "ReAlign covers the No-Align → Paired distance", "metric": metric,
         "paper_diff": paper, "ours_diff": share, "ours_spread": math.nan,

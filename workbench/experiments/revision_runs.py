@@ -1,6 +1,6 @@
 """Scoring and the row loop of the ReVision study (``notebooks/revision.ipynb``): captions of the
 held-out images, CIDEr-D / BLEU-4, the retrieval check, the prefix centroid gap, and
-:func:`run_study` over every row × seed (Stage 1) and Stage-2 base × fraction × seed.
+:func:`run_revision_study` over every row × seed (Stage 1) and Stage-2 base × fraction × seed.
 
 Config, data and one row's training: :mod:`workbench.experiments.revision`.
 """
@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 
 from workbench.experiments.revision import (
-    ROWS,
+    REVISION_ROWS,
     SCRATCH,
     ReVisionConfig,
-    StudyData,
+    ReVisionData,
     fit_row_alignment,
     stage2_rows,
     train_row,
 )
 
-__all__ = ["RowResult", "prefix_gap", "run_name", "run_study", "score_row"]
+__all__ = ["RowResult", "prefix_gap", "run_name", "run_revision_study", "score_row"]
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def _normed(X: np.ndarray) -> Any:
     return torch.nn.functional.normalize(t, dim=-1)
 
 
-def prefix_gap(method: Any, data: StudyData) -> dict[str, float]:
+def prefix_gap(method: Any, data: ReVisionData) -> dict[str, float]:
     """Centroid gap between the eval images' and eval captions' projected prefixes.
 
     Images go through the row's image frame, captions through its Stage-1 text frame (C3 without
@@ -55,7 +55,7 @@ def prefix_gap(method: Any, data: StudyData) -> dict[str, float]:
     return {"gap": gap, "relative_gap": gap / spread if spread > 0 else float("nan")}
 
 
-def _sources(data: StudyData) -> list[str]:
+def _sources(data: ReVisionData) -> list[str]:
     return (
         [a.get("source", "all") for a in data.eval.attributes]
         if data.eval.attributes
@@ -65,7 +65,7 @@ def _sources(data: StudyData) -> list[str]:
 
 def score_row(
     cfg: ReVisionConfig,
-    data: StudyData,
+    data: ReVisionData,
     captions: Sequence[str],
     *,
     retrieval_cache: dict[str, np.ndarray] | None = None,
@@ -113,14 +113,14 @@ def run_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=,-]", "_", label)
 
 
-def _caption_images(method: Any, data: StudyData, cfg: ReVisionConfig) -> list[str]:
+def _caption_images(method: Any, data: ReVisionData, cfg: ReVisionConfig) -> list[str]:
     dev = method.mu_x.device
     return method.caption(_normed(data.eval.image).to(dev), "image", num_beams=cfg.num_beams)
 
 
-def run_study(
+def run_revision_study(
     cfg: ReVisionConfig,
-    data: StudyData,
+    data: ReVisionData,
     run_root: str | Path,
     *,
     on_result: Callable[[RowResult], None] | None = None,
@@ -145,7 +145,7 @@ def run_study(
         for seed in cfg.seeds:
             stage1: dict[str, Any] = {}
             for name in cfg.rows:
-                row = ROWS[name]
+                row = REVISION_ROWS[name]
                 if row.source is None:  # Blind: the frozen LM with no visual prefix at all
                     caps = load_caption_lm(cfg.lm).generate(
                         None, n=len(data.eval), num_beams=cfg.num_beams
@@ -194,7 +194,7 @@ def run_study(
                     align, stats = "none", None
                 else:
                     method, stats = stage1[base]
-                    align = ROWS[base].align
+                    align = REVISION_ROWS[base].align
                     init = str(
                         method.save_projector(
                             Path(run_root) / f"projector-{base}-s{seed}.safetensors"

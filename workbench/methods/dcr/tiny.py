@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from workbench._validate import require
+from workbench._validate import as_mixture, require
 from workbench.methods.dcr.denoiser import SCHEDULER_CONFIG, UNetDenoiser, ddpm_scheduler
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -103,12 +103,7 @@ class TinyDenoiserRecipe:
 
     def __post_init__(self) -> None:
         own = "TinyDenoiserRecipe"
-        mix = tuple(tuple(m) for m in self.mixture)
-        require(
-            len(mix) > 0 and all(len(m) == 3 and isinstance(m[0], str) for m in mix),
-            own, "mixture", self.mixture, "a non-empty sequence of (dataset, split, size) triples",
-        )  # fmt: skip
-        object.__setattr__(self, "mixture", mix)
+        object.__setattr__(self, "mixture", as_mixture(self.mixture, own))
         object.__setattr__(
             self, "block_out_channels", tuple(int(c) for c in self.block_out_channels)
         )

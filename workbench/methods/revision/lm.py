@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench._validate import require
+from workbench._validate import as_mixture, require
 from workbench.methods.revision.tokenizer import CaptionTokenizer
 
 __all__ = [
@@ -110,12 +110,7 @@ class CaptionLMRecipe:
 
     def __post_init__(self) -> None:
         own = "CaptionLMRecipe"
-        mix = tuple(tuple(m) for m in self.mixture)
-        require(
-            len(mix) > 0 and all(len(m) == 3 and isinstance(m[0], str) for m in mix),
-            own, "mixture", self.mixture, "a non-empty sequence of (dataset, split, size) triples",
-        )  # fmt: skip
-        object.__setattr__(self, "mixture", mix)
+        object.__setattr__(self, "mixture", as_mixture(self.mixture, own))
         require(
             self.captions in ("all", "first"), own, "captions", self.captions, "'all' or 'first'"
         )
