@@ -56,6 +56,18 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on small matrices thread hand-offs dominate on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Point the embedding cache at a session-private folder (never the user's real cache)."""

@@ -22,12 +22,7 @@ SMALL = {"image_dim": C_IMG, "text_dim": C_TXT, "dim": 16, "heads": 2}
 SMOKE_CFG = {**SMALL, "perturbations": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def token_batch(b: int = 6, seed: int = 0, lengths=None, pad_value: float = 0.0) -> TokenBatch:

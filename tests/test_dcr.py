@@ -25,13 +25,7 @@ from workbench.methods.dcr import (
 from workbench.methods.dcr.augment import augment_view, normalisation
 from workbench.methods.dcr.denoiser import LatentDenoiser, missing_files
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_block(pred, pred_plus, target, tau=0.1):

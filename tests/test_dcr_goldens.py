@@ -54,12 +54,7 @@ def case_outputs(case: str) -> dict[str, torch.Tensor]:
     return {f"{case}|{k}": v for k, v in out.items()}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dcr_loss_outputs_match_golden():

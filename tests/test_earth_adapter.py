@@ -28,12 +28,7 @@ from workbench.methods.earth_adapter.segmenter import capture_outputs, hook_targ
 TINY = {"min_stride": 8, "fft_layers": 2, "bottleneck": 4, "head_width": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _official_decompose(feats: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:

@@ -11,14 +11,7 @@ from dp_fakes import TinyEncoder
 from workbench import experiments as E
 from workbench.evals import TaskSuiteConfig, build_task_suite
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matrices: thread hand-offs dominate on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _loader(name):

@@ -17,13 +17,7 @@ from workbench.methods.spectral import batch_svd
 STATE = StepState(step=3, total_steps=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small matrices: thread hand-offs dominate on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _feats(m: int, n: int, seed: int = 0) -> torch.Tensor:

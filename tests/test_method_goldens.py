@@ -175,12 +175,7 @@ OWN_GOLDENS: dict[str, str] = {
 TRACES = ("infonce", "sde", "fanoise")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def golden_batch() -> BatchOutputs:

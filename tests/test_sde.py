@@ -28,13 +28,7 @@ from workbench.methods.spectral import batch_svd
 MID = StepState(step=50, total_steps=100)  # α and λ both non-zero
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small matrices: thread hand-offs dominate on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(m: int, n: int, seed: int = 0, rank: int | None = None) -> tuple[torch.Tensor, ...]:

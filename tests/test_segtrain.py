@@ -25,12 +25,7 @@ TINY = {"min_stride": 8, "fft_layers": 2, "bottleneck": 4, "head_width": 8}
 TRAINING = SegTraining(steps=3, batch_size=8, warmup=0, lr=1e-2, da_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
