@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .cache import CacheCorruptedWarning, default_cache_dir
+from .cache import CacheCorruptedWarning, _atomic_write, _sha256, default_cache_dir
 from .token_features import ARRAYS, FORMAT, TokenFeatures
 
 __all__ = ["TokenCache", "token_key"]
@@ -29,25 +27,6 @@ def token_key(provenance: dict[str, Any]) -> str:
     """32-hex sha256 of ``provenance`` without ``created``/``cache_key`` (sorted-key JSON)."""
     core = {k: v for k, v in provenance.items() if k not in ("created", "cache_key", "skipped")}
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TokenCache:
