@@ -27,6 +27,7 @@ __all__ = [
     "SuiteRunConfig",
     "TrainedArm",
     "check_arms",
+    "check_run_length",
     "config_dict",
     "load_suite",
     "pair_features",
@@ -49,6 +50,19 @@ class Arm:
     name: str
     method: str
     config: dict[str, Any] = field(default_factory=dict)
+
+
+def check_run_length(config: Any) -> None:
+    """Validate a short training config's ``steps``, ``batch_size``, ``lr`` and ``warmup``
+    (shared by :class:`HeadsTraining` and the token trainer's config)."""
+    if not (isinstance(config.steps, int) and config.steps >= 1):
+        raise ValueError(f"steps must be an int ≥ 1, got {config.steps!r}")
+    if not (isinstance(config.batch_size, int) and config.batch_size >= 2):
+        raise ValueError(f"batch_size must be an int ≥ 2, got {config.batch_size!r}")
+    if not config.lr > 0:
+        raise ValueError(f"lr must be > 0, got {config.lr!r}")
+    if config.warmup is not None and not 0 <= config.warmup <= config.steps:
+        raise ValueError(f"warmup must be in [0, steps], got {config.warmup!r}")
 
 
 @dataclass
@@ -82,14 +96,7 @@ class HeadsTraining:
     run_root: str | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"steps must be an int ≥ 1, got {self.steps!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 2):
-            raise ValueError(f"batch_size must be an int ≥ 2, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
-            raise ValueError(f"warmup must be in [0, steps], got {self.warmup!r}")
+        check_run_length(self)
         if self.init not in ("random", "keep"):
             raise ValueError(f"init must be 'random' or 'keep', got {self.init!r}")
 

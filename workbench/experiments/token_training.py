@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from workbench.encoders.tokens import TokenFeatures
+from workbench.experiments.grid import check_run_length
 from workbench.methods.tokens import TokenBatch, TokenMethod
 
 __all__ = [
@@ -73,14 +74,7 @@ class TokenTraining:
     refresh_every: int | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"steps must be an int ≥ 1, got {self.steps!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 2):
-            raise ValueError(f"batch_size must be an int ≥ 2, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
-            raise ValueError(f"warmup must be in [0, steps], got {self.warmup!r}")
+        check_run_length(self)
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
         if self.schedule not in ("cosine", "linear", "constant"):
