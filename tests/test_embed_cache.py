@@ -524,3 +524,24 @@ def test_text_cache_computes_each_string_once_and_survives_damage(cache_dir: Pat
     assert enc.calls == 2
     with pytest.raises(ValueError, match="list of strings"):
         bank.features("a cat")
+
+
+def test_text_cache_shard_appears_only_after_its_sidecar(cache_dir: Path, monkeypatch) -> None:
+    """Another process reading the cache must never meet a shard without its checksum sidecar
+    (it would take it for damage and recompute): the shard is moved into place last."""
+    import os
+
+    from workbench.encoders.text_cache import TextTowerCache
+
+    real_replace, seen = os.replace, []
+
+    def replace(src, dst):
+        dst = Path(dst)
+        if dst.suffix == ".safetensors":
+            seen.append(dst.with_suffix(".json").is_file())
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    TextTowerCache(CountingEncoder(), cache_dir).features(["a cat", "a dog"])
+    assert seen == [True]
+    assert not list((cache_dir / "text_tower").rglob("*.tmp"))

@@ -27,6 +27,8 @@ trains (:mod:`workbench.train.batch`).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -134,11 +136,19 @@ class TextTowerCache:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{uuid.uuid4().hex}.safetensors"
         header = {"texts": json.dumps(texts)}
-        _atomic_write(
-            path, lambda p: save_file({"features": feats.contiguous()}, str(p), metadata=header)
-        )
-        meta = {"sha256": _sha256(path), "n": len(texts)}
-        _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
+        fd, name = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)  # not matched by the readers' "*.safetensors" glob
+        try:
+            save_file({"features": feats.contiguous()}, str(tmp), metadata=header)
+            meta = {"sha256": _sha256(tmp), "n": len(texts)}
+            # the sidecar lands first, so a reader in another process never meets a shard
+            # without it (which it would take for a damaged shard and recompute)
+            _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _load_shards(self) -> None:
         from safetensors import safe_open
