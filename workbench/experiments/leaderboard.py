@@ -119,7 +119,7 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("dcr", needs=("pixels", "denoiser"),
                 budget="needs the towers on pixels and a diffusion denoiser"),
         Adapter("cdds", needs=("tokens",), budget="needs per-token tower features"),
-        Adapter("earth-adapter", needs=("segmentation",),
+        Adapter("earth_adapter", needs=("segmentation",),
                 budget="a segmentation method (adapters + a segmentation head)"),
     )
 }  # fmt: skip
