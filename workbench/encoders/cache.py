@@ -61,6 +61,19 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path("~/.cache/workbench").expanduser()
 
 
+def dataset_provenance(dataset: Any, size: int | None, seed: int, n_rows: int) -> dict[str, Any]:
+    """The ``"dataset"`` part of a cache entry's provenance (embeddings and token caches alike):
+    name, split, config, requested size and seed, and the rows it holds."""
+    return {
+        "name": dataset.name,
+        "split": dataset.split,
+        "config": jsonable(dataset.config),
+        "size": size,
+        "seed": seed,
+        "n_rows": n_rows,
+    }
+
+
 def cache_key(provenance: dict[str, Any]) -> str:
     """32-hex digest of ``provenance`` without its ``created`` time (sorted-key JSON, sha256)."""
     core = {k: v for k, v in provenance.items() if k != "created"}

@@ -29,7 +29,7 @@ import torch
 from workbench.distributed import resolve_group
 
 from .base import Encoder, hash_state_dict
-from .cache import EmbeddingCache, TowerRows, cache_key, jsonable
+from .cache import EmbeddingCache, TowerRows, cache_key, dataset_provenance, jsonable
 from .chunked import ChunkedRows
 from .embeddings import Embeddings
 from .extract import chunk_spans, extract_missing, extract_sharded
@@ -81,14 +81,7 @@ def tower_provenance(
             "towers": tower_fingerprint(encoder),
             "preprocess": jsonable(getattr(encoder, "preprocess_config", {})),
         },
-        "dataset": {
-            "name": dataset.name,
-            "split": dataset.split,
-            "config": jsonable(dataset.config),
-            "size": size,
-            "seed": seed,
-            "n_rows": n_rows,
-        },
+        "dataset": dataset_provenance(dataset, size, seed, n_rows),
         "text": "captions[0]",
         "workbench_version": __version__,
     }

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .cache import jsonable
+from .cache import dataset_provenance, jsonable
 from .heads import tower_fingerprint
 from .token_cache import TokenCache, token_key
 from .token_features import FORMAT, TOKEN_DTYPES, TokenFeatures
@@ -76,14 +76,7 @@ def token_provenance(
             "tower_fingerprint": tower_fingerprint(encoder),
             "preprocess": jsonable(getattr(encoder, "preprocess_config", {})),
         },
-        "dataset": {
-            "name": dataset.name,
-            "split": dataset.split,
-            "config": jsonable(dataset.config),
-            "size": size,
-            "seed": seed,
-            "n_rows": n_rows,
-        },
+        "dataset": dataset_provenance(dataset, size, seed, n_rows),
         "image_layer": image_layer,
         "text_layer": text_layer,
         "max_captions": max_captions,
