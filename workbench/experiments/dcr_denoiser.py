@@ -15,10 +15,21 @@ import numpy as np
 __all__ = ["build_tiny_denoiser", "denoiser_samples_figure"]
 
 
-def build_tiny_denoiser(recipe: Any = None, *, out: str | Path | None = None, log=None) -> Path:
+def build_tiny_denoiser(
+    recipe: Any = None,
+    *,
+    out: str | Path | None = None,
+    log=None,
+    figure_dir: str | Path | None = None,
+) -> Path:
     """Pretrain the tiny denoiser with ``recipe`` (default: the shipped recipe) and save it:
     the shipped recipe into the package's ``weights/``, others into the cache
-    (:func:`~workbench.methods.dcr.tiny.cache_path`). Returns the weights path."""
+    (:func:`~workbench.methods.dcr.tiny.cache_path`). With ``figure_dir`` the card's samples
+    figure is written there as ``tiny_denoiser_samples.png``/``.html``. Returns the weights path.
+
+    The shipped weights are rebuilt (and re-timed) by ``build_tiny_denoiser(figure_dir=
+    "figures/dcr")``; a re-timing that leaves them alone passes ``out="/tmp/tiny-denoiser"``.
+    """
     from workbench.methods.dcr.tiny import SHIPPED, TinyDenoiserRecipe, cache_path, save_tiny
     from workbench.methods.dcr.tiny_pretrain import pretrain_tiny_denoiser
 
@@ -26,7 +37,13 @@ def build_tiny_denoiser(recipe: Any = None, *, out: str | Path | None = None, lo
     result = pretrain_tiny_denoiser(recipe, log=log)
     default = recipe.key() == TinyDenoiserRecipe().key()
     path = Path(out) if out is not None else (SHIPPED if default else cache_path(recipe))
-    return save_tiny(result, path)
+    weights = save_tiny(result, path)
+    if figure_dir is not None:
+        from workbench.viz.save import save_figure
+
+        fig = denoiser_samples_figure(result.samples, result.sample_captions, cols=3)
+        save_figure(fig, figure_dir, "tiny_denoiser_samples", height=fig.layout.height or 900)
+    return weights
 
 
 def denoiser_samples_figure(samples: Any, captions: Sequence[str], cols: int = 4) -> Any:
@@ -37,7 +54,7 @@ def denoiser_samples_figure(samples: Any, captions: Sequence[str], cols: int = 4
     x = np.asarray(samples)
     n = x.shape[0]
     rows = -(-n // cols)
-    short = [c if len(c) <= 38 else c[:35] + "…" for c in captions]
+    short = [c if len(c) <= 44 else c[:41] + "…" for c in captions]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=short, vertical_spacing=0.08)
     for i in range(n):
         img = (x[i].transpose(1, 2, 0) * 255).round().astype(np.uint8)

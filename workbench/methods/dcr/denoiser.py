@@ -158,6 +158,10 @@ class UNetDenoiser(Denoiser):
     back, so noise, targets and predictions all live in plain (3, H, W) pixel space. A UNet
     built with a class-embedding path (``class_embed_type``) also receives the mean of the
     condition tokens there (the tiny denoiser's convention; SD has none).
+
+    ``output="v"``: the UNet's output is read as v̂ and turned into the ε̂ that :meth:`predict`
+    returns, ε̂ = √ᾱ_t·v̂ + √(1−ᾱ_t)·x_t (the identity ε = √ᾱ·v + √(1−ᾱ)·x_t for
+    v = √ᾱ·ε − √(1−ᾱ)·x₀); ``"eps"``: the output is ε̂ itself.
     """
 
     space = "pixel"
@@ -170,12 +174,16 @@ class UNetDenoiser(Denoiser):
         *,
         image_size: int,
         patch: int = 1,
+        output: str = "eps",
         name: str = "unet",
     ) -> None:
         super().__init__(scheduler, empty, name)
+        if output not in ("eps", "v"):
+            raise ValueError(f"UNetDenoiser: output must be 'eps' or 'v', got {output!r}")
         self.unet = unet
         self.image_size = int(image_size)
         self.patch = int(patch)
+        self.output = output
         self.freeze()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -192,7 +200,12 @@ class UNetDenoiser(Denoiser):
         # a UNet with a class-embedding path also gets the condition's token mean (N, D) there
         extra = {"class_labels": cond.mean(1)} if self.unet.config.class_embed_type else {}
         out = self.unet(x.to(dtype), t, encoder_hidden_states=cond, **extra).sample
-        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (N, 3, s, s)
+        out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out  # (N, 3, s, s)
+        if self.output == "eps":
+            return out
+        abar = self.scheduler.alphas_cumprod.to(x_t.device)[t.long()].float()  # (N,)
+        a, s = abar.sqrt().view(-1, 1, 1, 1), (1 - abar).sqrt().view(-1, 1, 1, 1)
+        return (a * out.float() + s * x_t.float()).to(out.dtype)  # ε̂ from v̂
 
 
 class LatentDenoiser(Denoiser):

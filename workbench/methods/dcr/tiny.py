@@ -1,19 +1,41 @@
-"""The ``"tiny"`` denoiser: a text-conditioned pixel-space DDPM the workbench pretrains once.
+"""The ``"tiny"`` denoiser: a conditioned pixel-space DDPM the workbench pretrains once.
 
-It plays Stable Diffusion's part in DCR offline. A small ``diffusers.UNet2DConditionModel`` with
-cross-attention is trained as an ε-prediction DDPM (DCR's schedule, :data:`SCHEDULER_CONFIG`) on
-the training mixture at 32 px, conditioned on each caption's embedding by the default encoder's
-**text tower** (all-MiniLM-L6-v2, mean-pooled, 384-d) broadcast over ``cond_tokens`` tokens;
-captions are replaced by the empty caption with probability ``cond_dropout`` so the empty-prompt
-embedding is a meaningful "no condition" input (as SD's ``uc_emb`` is). It is then frozen.
+It plays Stable Diffusion's part in DCR offline. A small ``diffusers.UNet2DConditionModel`` is
+trained as a DDPM (DCR's schedule, :data:`SCHEDULER_CONFIG`) on the training mixture at 32 px and
+then frozen. Its loader's interface is the registry's: ``predict(x_t, t, cond) -> ε̂``.
 
-Why the text tower and not the post-head caption embedding [our reading of "the default's caption
-embeddings"]: the tower is frozen and shipped, the heads are retrained (issue 21), so a denoiser
-keyed to the heads would go stale every time they change. DCR's projector maps image embeddings
-into this 384-d condition space, as it maps CLIP image embeddings into SD's text space.
+The condition (the shipped recipe, ``condition="joint"``) lives in the default encoder's shared
+256-d embedding space, L2-normalised and scaled to norm √D (unit RMS per dimension):
 
-The UNet runs on a 2× space-to-depth grid ((3, 32, 32) ↔ (12, 16, 16), lossless), which keeps a
-B×B DCR step on 2 CPU cores within seconds (measured in ``benchmarks/bench_step.py``).
+* with probability ``image_condition`` the item's **own image embedding** (``image_head`` of the
+  image tower) — what DCR feeds the denoiser, through its projector, in Stage 1 and 2;
+* otherwise the embedding of one of its **captions** (``text_head`` of the text tower; the
+  pretrained default aligned both heads contrastively, so both live in one space);
+* with probability ``cond_dropout`` the **empty caption's** embedding, the "no condition" input
+  (SD's ``uc_emb``): DCR's conditioning ``h_ω(z) + empty`` (spec §8) starts there.
+
+Why not the caption's text-tower embedding alone (the first recipe, ``condition="text-tower"``):
+a caption-only model barely used its condition (held-out ε-MSE 0.1193 with the true caption vs
+0.1198 shuffled), because most captions are class-level ("a photo of a coat" for 800 coats),
+and DCR's negatives are *other images*, which such a model cannot tell apart [our reading:
+the tiny denoiser's own convention, documented on its card].
+
+The condition reaches the UNet twice (the tiny denoiser's own convention [our reading]; SD has
+only the first): through cross-attention (the condition tokens) and, with ``global_condition``,
+through the timestep embedding (diffusers ``class_embed_type="projection"`` on the tokens' mean),
+which with ``scale_shift`` scales and shifts every ResNet block's normalised features.
+
+With ``unet_output="v"`` the UNet predicts v = √ᾱ·ε − √(1−ᾱ)·x₀ and the denoiser returns
+ε̂ = √ᾱ·v̂ + √(1−ᾱ)·x_t (exact for v̂ = v): near t = 999 ε ≈ x_t, which an ε-output UNet of this
+size learns poorly (the first recipe's ε-MSE at t = 999 was 8× that of ε̂ = x_t) [our reading].
+
+The UNet runs on a 2× space-to-depth grid ((3, 32, 32) ↔ (12, 16, 16), lossless). A DCR Stage-2
+step runs the denoiser B·(K+1)+B times forward and backward, so its cost scales with the UNet's
+FLOPs: widths (16, 32, 64) with one transformer need 0.050 GFLOP per forward, 3.4× fewer than
+the first recipe's (32, 64, 64) with five (0.168; ``torch.utils.flop_counter``). In a 300-step
+A/B (batch 32) this layout used its condition more than a 4× grid of equal FLOPs (widths
+(48, 64, 64)): held-out ε-MSE 1.1 % vs 0.4 % below a shuffled condition [measured, loaded
+machine; the numbers are in the report of issue 14].
 
 Weights ship with the package (``weights/tiny-denoiser.safetensors``, float16, with a card
 ``tiny-denoiser.json``/``.md`` naming the recipe, data, steps, final losses and sha256). A
@@ -41,6 +63,11 @@ SHIPPED = WEIGHTS_DIR / "tiny-denoiser.safetensors"
 SHIPPED_CARD = WEIGHTS_DIR / "tiny-denoiser.json"
 
 
+CONDITIONS = ("joint", "text-tower")
+CROSS_ATTENTION = ("mid", "levels")
+UNET_OUTPUTS = ("v", "eps")
+
+
 @dataclass(frozen=True)
 class TinyDenoiserRecipe:
     """Everything that determines the tiny denoiser's weights (its digest keys the cache).
@@ -53,26 +80,40 @@ class TinyDenoiserRecipe:
             held-out losses are measured on them.
         image_size: Side in pixels of the diffusion space (32: the issue's CPU budget).
         patch: Space-to-depth factor the UNet runs on (2: 4× fewer positions, lossless).
-        block_out_channels: UNet widths per level (measured: the smallest of four sizes whose
-            step fits the DCR step budget; see the module docstring).
-        cross_attention_dim: Inner width of cross-attention (the 384-d condition is projected
-            to it by the UNet's ``encoder_hid_proj``).
-        attention_head_dim: Per-head width in the UNet's attention blocks.
+        condition: ``"joint"`` (the default encoder's shared space: image and caption embeddings,
+            see the module docstring) or ``"text-tower"`` (the first recipe's 384-d caption
+            embedding of the text tower) [our reading].
+        image_condition: ``"joint"`` only: probability the condition is the item's own image
+            embedding rather than a caption's (0.5: DCR feeds image embeddings; captions keep
+            the model text-conditioned) [our reading].
+        block_out_channels: UNet widths per level (one 2× down-sampling between levels).
+        layers_per_block: ResNet blocks per down level (up levels have one more: diffusers).
+        cross_attention: ``"mid"``: one cross-attention transformer, in the mid block (the
+            condition tokens are one vector broadcast, so cross-attention adds a global
+            vector; more layers cost FLOPs on every one of DCR's B·(K+1)+B passes);
+            ``"levels"``: also in every level but the first (the first recipe).
+        cross_attention_dim: Inner width of cross-attention (the condition is projected to it
+            by the UNet's ``encoder_hid_proj``).
+        attention_head_dim: Passed as diffusers' ``attention_head_dim``, which
+            ``UNet2DConditionModel`` uses as the **number of heads** (its legacy naming).
         norm_num_groups: GroupNorm groups (must divide every width).
         global_condition: Also feed the condition (the mean of its tokens) into every ResNet
-            block through the time embedding (diffusers ``class_embed_type="projection"``), not
-            only through cross-attention. Off in the shipped recipe: the shipped weights use
-            cross-attention only, and a 300-step A/B on 3k items did not make predictions
-            caption-sensitive either way (cos(ε̂ | caption, ε̂ | another caption) 0.99986 with,
-            0.99995 without; measured at t = 100, loaded 2-core machine) [our reading].
-        cond_tokens: T, tokens the caption embedding is broadcast over ("a few tokens").
-        cond_dropout: Probability a caption is replaced by the empty caption [our reading:
+            block through the time embedding (diffusers ``class_embed_type="projection"``).
+        scale_shift: ResNet blocks take a scale and a shift from the (time + condition)
+            embedding (diffusers ``resnet_time_scale_shift="scale_shift"``) instead of a shift.
+        unet_output: ``"v"``: the UNet predicts v and the denoiser returns ε̂ from it (module
+            docstring); ``"eps"``: the UNet predicts ε (the first recipe).
+        loss: Training loss: ``"v"``, the MSE on v (the v-output UNet's own target; at high t it
+            asks for x₀, which only the condition carries) or ``"eps"``, the ε-MSE (DDPM's
+            simple loss, the first recipe's) [our reading].
+        cond_tokens: T, tokens the condition vector is broadcast over ("a few tokens").
+        cond_dropout: Probability the condition is the empty caption's embedding [our reading:
             classifier-free-guidance-style training, so the empty prompt means "no condition"].
         steps: Optimiser steps (sized to the ≤ 20-minute, 2-core budget).
         batch_size: Images per step.
-        lr: AdamW peak learning rate (3e-4: small-UNet DDPM practice [our reading]).
+        lr: AdamW peak learning rate.
         warmup: Linear warm-up steps, then cosine decay to 0.
-        ema_decay: EMA of the weights that ships (DDPM practice; 0.999 ≈ last 1000 steps).
+        ema_decay: EMA of the weights that ships (its horizon ≈ 1/(1 − decay) steps).
         seed: Seeds data order, noise, timesteps, dropout and initialisation.
         threads: torch CPU threads (1: on the shared, oversubscribed machine 2 threads ran
             2.7× slower than 1; not part of :meth:`key`).
@@ -86,18 +127,25 @@ class TinyDenoiserRecipe:
     holdout: float = 0.05
     image_size: int = 32
     patch: int = 2
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    cross_attention_dim: int = 128
-    attention_head_dim: int = 16
+    condition: str = "joint"
+    image_condition: float = 0.5
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    layers_per_block: int = 1
+    cross_attention: str = "mid"
+    cross_attention_dim: int = 64
+    attention_head_dim: int = 4
     norm_num_groups: int = 8
-    global_condition: bool = False
+    global_condition: bool = True
+    scale_shift: bool = True
+    unet_output: str = "v"
+    loss: str = "v"
     cond_tokens: int = 4
     cond_dropout: float = 0.1
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 1e-3
     warmup: int = 100
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
     seed: int = 0
     threads: int = 1
 
@@ -116,15 +164,35 @@ class TinyDenoiserRecipe:
             "a multiple of patch",
         )
         require(
+            self.condition in CONDITIONS, own, "condition", self.condition, f"one of {CONDITIONS}"
+        )
+        require(0 <= self.image_condition <= 1, own, "image_condition", self.image_condition,
+                "in [0, 1]")  # fmt: skip
+        require(self.condition == "joint" or self.image_condition == 0, own, "image_condition",
+                self.image_condition, "0 with condition='text-tower' (no image embeddings)")  # fmt: skip
+        require(len(self.block_out_channels) >= 1, own, "block_out_channels",
+                self.block_out_channels, "one width per level, at least one")  # fmt: skip
+        require(
             all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
             own, "norm_num_groups", self.norm_num_groups, "a divisor of every block width",
         )  # fmt: skip
+        require(self.cross_attention in CROSS_ATTENTION, own, "cross_attention",
+                self.cross_attention, f"one of {CROSS_ATTENTION}")  # fmt: skip
+        require(self.unet_output in UNET_OUTPUTS, own, "unet_output", self.unet_output,
+                f"one of {UNET_OUTPUTS}")  # fmt: skip
+        require(self.loss in UNET_OUTPUTS, own, "loss", self.loss, f"one of {UNET_OUTPUTS}")
         require(self.cond_tokens >= 1, own, "cond_tokens", self.cond_tokens, ">= 1")
         require(0 <= self.cond_dropout < 1, own, "cond_dropout", self.cond_dropout, "in [0, 1)")
-        for name in ("steps", "batch_size", "threads"):
+        for name in ("steps", "batch_size", "threads", "layers_per_block"):
             require(getattr(self, name) >= 1, own, name, getattr(self, name), ">= 1")
         require(self.lr > 0, own, "lr", self.lr, "> 0")
         require(0 <= self.ema_decay < 1, own, "ema_decay", self.ema_decay, "in [0, 1)")
+
+    @property
+    def cond_dim(self) -> int:
+        """D, the condition width: 256 (the default encoder's ``embed_dim``) or 384 (its text
+        tower)."""
+        return 256 if self.condition == "joint" else 384
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -146,12 +214,27 @@ class TinyDenoiserRecipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_unet(recipe: TinyDenoiserRecipe, cond_dim: int = 384):
-    """The recipe's (untrained, seeded) ``UNet2DConditionModel`` on the space-to-depth grid."""
+def build_unet(recipe: TinyDenoiserRecipe, cond_dim: int | None = None):
+    """The recipe's (untrained, seeded) ``UNet2DConditionModel`` on the space-to-depth grid.
+
+    ``cond_dim`` (default :attr:`TinyDenoiserRecipe.cond_dim`) is the width of a condition token.
+    """
     from diffusers import UNet2DConditionModel
 
+    cond_dim = recipe.cond_dim if cond_dim is None else int(cond_dim)
     n = len(recipe.block_out_channels)
     ch = 3 * recipe.patch**2
+    if recipe.cross_attention == "levels":  # the first recipe: every level but the first
+        down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+        up = ("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    else:  # "mid": the mid block's transformer only
+        down, up = ("DownBlock2D",) * n, ("UpBlock2D",) * n
+    extra: dict[str, Any] = {}
+    if recipe.global_condition:
+        extra = {
+            "class_embed_type": "projection",
+            "projection_class_embeddings_input_dim": cond_dim,
+        }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         return UNet2DConditionModel(
@@ -159,21 +242,15 @@ def build_unet(recipe: TinyDenoiserRecipe, cond_dim: int = 384):
             in_channels=ch,
             out_channels=ch,
             block_out_channels=recipe.block_out_channels,
-            layers_per_block=1,
-            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-            up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+            layers_per_block=recipe.layers_per_block,
+            down_block_types=down,
+            up_block_types=up,
             cross_attention_dim=recipe.cross_attention_dim,
             encoder_hid_dim=cond_dim,
             attention_head_dim=recipe.attention_head_dim,
             norm_num_groups=recipe.norm_num_groups,
-            **(
-                {
-                    "class_embed_type": "projection",
-                    "projection_class_embeddings_input_dim": cond_dim,
-                }
-                if recipe.global_condition
-                else {}
-            ),
+            resnet_time_scale_shift="scale_shift" if recipe.scale_shift else "default",
+            **extra,
         )
 
 
@@ -209,15 +286,29 @@ def card_markdown(card: dict[str, Any]) -> str:
     mix = ", ".join(f"{n} ({sp}, {'all' if sz is None else sz})" for n, sp, sz in r["mixture"])
     counts = ", ".join(f"{k}: {v}" for k, v in card["data"]["counts"].items())
     held = {k.split("/")[1]: v for k, v in card.items() if k.startswith("heldout_mse/")}
+    attn = (
+        "the mid block only" if r.get("cross_attention") == "mid" else "every level but the first"
+    )
+    by_t = card.get("heldout_by_t")
+    wall, cpu = card["wall_seconds"], card.get("cpu_seconds", {})
     lines = [
         '# Tiny denoiser (`load_denoiser("tiny")`)',
         "",
-        "A text-conditioned ε-prediction DDPM in pixel space that plays Stable Diffusion's part in",
-        "DCR offline (`workbench.methods.dcr.tiny`). Frozen after pretraining.",
+        "A conditioned DDPM in pixel space that plays Stable Diffusion's part in DCR offline",
+        "(`workbench.methods.dcr.tiny`). Frozen after pretraining; `predict(x_t, t, cond)` returns ε̂.",
         "",
         f"- Architecture: diffusers `UNet2DConditionModel`, widths {r['block_out_channels']}, "
-        f"cross-attention (dim {r['cross_attention_dim']}), on a {r['patch']}× space-to-depth grid "
-        f"of {r['image_size']}-px RGB; {card['n_params']:,} parameters; float16 weights.",
+        f"{r.get('layers_per_block', 1)} ResNet(s) per down level, cross-attention (dim "
+        f"{r['cross_attention_dim']}) in {attn}"
+        + (
+            ', the condition also added to the time embedding (`class_embed_type="projection"`)'
+            if r.get("global_condition")
+            else ""
+        )
+        + (", scale-shift ResNets" if r.get("scale_shift") else "")
+        + f"; on a {r['patch']}× space-to-depth grid of {r['image_size']}-px RGB; "
+        f"{card['n_params']:,} parameters; float16 weights.",
+        f"- Output: the UNet predicts {'v (returned as ε̂ = √ᾱ·v̂ + √(1−ᾱ)·x_t)' if r.get('unet_output') == 'v' else 'ε'}.",
         f"- Condition: {card['condition']}.",
         f"- Schedule: DDPM, {card['scheduler']['num_train_timesteps']} steps, "
         f"{card['scheduler']['beta_schedule']} β {card['scheduler']['beta_start']}→"
@@ -226,20 +317,46 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{card['data']['heldout_items']} held out by an id hash "
         f"({r['holdout']:.0%}); {card['data']['distinct_captions']} distinct captions.",
         f"- Recipe: {r['steps']} steps, batch {r['batch_size']}, AdamW lr {r['lr']} "
-        f"({r['warmup']} warm-up, cosine), EMA {r['ema_decay']}, caption dropout "
+        f"({r['warmup']} warm-up, cosine), EMA {r['ema_decay']}, condition dropout "
         f"{r['cond_dropout']}, seed {r['seed']}, {r['threads']} thread(s).",
         f"- Training loss (ε-MSE): first 50 steps {card['first_train_loss']:.4f}, "
         f"last 100 steps {card['final_train_loss']:.4f}.",
-        "- Held-out ε-MSE of the shipped weights (same noise and t for each condition): "
-        + ", ".join(f"{k} caption {v:.4f}" for k, v in held.items())
-        + f"; the true caption lowers it by {_gap(held):.2%} relative to a shuffled one "
-        "(DCR relies on predictions that depend on the condition; a small gap means a weak "
-        "dependence).",
-        f"- Wall time: data {card['wall_seconds']['data']:.0f} s, training "
-        f"{card['wall_seconds']['train']:.0f} s on a shared, loaded 2-core machine.",
+        f"- Held-out ε-MSE of the shipped weights ({card.get('heldout_items', '?')} items, the same "
+        "noise and t for each condition): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in held.items())
+        + f". The true condition lowers it by {_gap(held):.2%} relative to a shuffled one "
+        "(DCR relies on predictions that depend on the condition).",
+    ]
+    if by_t:
+        bins = ", ".join(
+            f"t ∈ [{lo}, {hi}): {a:.4f} vs {b:.4f}"
+            for (lo, hi), a, b in zip(by_t["bins"], by_t["true"], by_t["shuffled"])
+            if a is not None and b is not None
+        )
+        lines.append(f"- Held-out ε-MSE true vs shuffled by t: {bins}.")
+    if "heldout_cos/true_vs_shuffled" in card:
+        lines.append(
+            "- Mean cosine between the predictions for one noisy input under its own and a "
+            f"shuffled condition: {card['heldout_cos/true_vs_shuffled']:.4f} (DCR's logits are "
+            "these cosines / τ)."
+        )
+    load = card.get("loadavg_1min")
+    lines += [
+        f"- Time: data {wall['data']:.0f} s wall"
+        + (f" / {cpu['data']:.0f} s CPU" if cpu else "")
+        + (" (read from the on-disk caches)" if card.get("data_from_cache") else "")
+        + f", training {wall['train']:.0f} s wall"
+        + (f" / {cpu['train']:.0f} s CPU" if cpu else "")
+        + " on a shared 2-core machine"
+        + (
+            f" (1-min load average {load['start']} at the start, {load['end']} at the end)"
+            if load
+            else " under load"
+        )
+        + ".",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in card['versions'].items())}.",
         f"- sha256 of the weights: `{card['sha256']}` (checked on load).",
-        "- Samples: `figures/dcr/tiny_denoiser_samples.png` (DDIM, 50 steps, held-out captions).",
+        "- Samples: `figures/dcr/tiny_denoiser_samples.png` (DDIM, 50 steps, held-out items).",
         "",
         "Retrain: `workbench.experiments.dcr_denoiser.build_tiny_denoiser()` (the shipped recipe); another",
         "`TinyDenoiserRecipe` is trained into the cache and loaded by `load_tiny(recipe=...)`.",
@@ -296,13 +413,14 @@ def load_tiny(
     if spec == "random":  # the recipe's architecture, seeded random init: tests, ablations
         r = recipe or TinyDenoiserRecipe()
         g = torch.Generator().manual_seed(r.seed)
-        empty = torch.randn(384, generator=g) * 0.1
+        empty = torch.randn(r.cond_dim, generator=g) * 0.1
         den = UNetDenoiser(
-            build_unet(r, 384),
+            build_unet(r),
             ddpm_scheduler(),
             empty[None].expand(r.cond_tokens, -1),
             image_size=r.image_size,
             patch=r.patch,
+            output=r.unet_output,
             name="tiny:random",
         )
         den.card = {"name": "tiny:random", "recipe": r.to_dict(), "trained": False}
@@ -320,7 +438,7 @@ def load_tiny(
         raise FileNotFoundError(
             f"no tiny denoiser at {weights} (+ .json card); train it once with "
             "workbench.experiments.dcr_denoiser.build_tiny_denoiser(recipe) (the shipped recipe: "
-            "≈ 110 min on a loaded 2-core machine)"
+            "see its card for the time it took)"
         )
     card = read_card(weights)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -340,6 +458,7 @@ def load_tiny(
         empty[None].expand(r.cond_tokens, -1),
         image_size=r.image_size,
         patch=r.patch,
+        output=r.unet_output,
         name="tiny",
     )
     den.card = card
@@ -347,6 +466,7 @@ def load_tiny(
 
 
 __all__ = [
+    "CONDITIONS",
     "SHIPPED",
     "TinyDenoiserRecipe",
     "build_unet",

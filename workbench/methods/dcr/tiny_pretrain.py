@@ -1,17 +1,19 @@
 """Pretraining the ``"tiny"`` denoiser (:mod:`~workbench.methods.dcr.tiny`): data, loop, card.
 
 One process on the CPU: the recipe's mixture is loaded once (images at 32 px as uint8, every
-distinct caption embedded by the default encoder's text tower), then an ε-prediction DDPM is
-trained with AdamW, a warm-up + cosine LR and an EMA of the weights; the float16-rounded EMA
-weights (what ships) are evaluated on the held-out items and sampled with DDIM for the card.
+distinct caption embedded by the default encoder's text tower; with ``condition="joint"`` the
+captions, the empty caption and every image are then mapped into the encoder's shared space, see
+:mod:`~workbench.methods.dcr.tiny`), then a DDPM is trained with AdamW on the ε-MSE, a warm-up +
+cosine LR and an EMA of the weights; the float16-rounded EMA weights (what ships) are evaluated
+on the held-out items and sampled with DDIM for the card.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,156 +21,25 @@ import torch
 import torch.nn.functional as F
 
 from workbench.methods.dcr.denoiser import SCHEDULER_CONFIG, UNetDenoiser, ddpm_scheduler
-from workbench.methods.dcr.tiny import TinyDenoiserRecipe, build_unet, in_holdout
+from workbench.methods.dcr.tiny import TinyDenoiserRecipe, build_unet
+from workbench.methods.dcr.tiny_data import (
+    MixtureData,
+    joint_conditions,
+    mixture_key,
+    prepare_mixture,
+)
 
 __all__ = [
     "MixtureData",
     "PretrainResult",
     "denoising_loss",
     "heldout_losses",
+    "joint_conditions",
     "mixture_key",
     "prepare_mixture",
     "pretrain_tiny_denoiser",
     "sample",
 ]
-
-
-@dataclass
-class MixtureData:
-    """The recipe's data at ``image_size`` px, with caption embeddings.
-
-    Attributes:
-        images: (N, 3, s, s) uint8 images.
-        caption_ids: Per item, indices into ``caption_emb`` of its captions.
-        caption_emb: (U, 384) float32 text-tower embeddings of the U distinct captions.
-        captions: The U distinct captions.
-        empty: (384,) the empty caption's embedding.
-        holdout: (N,) bool, held-out items.
-        source: (N,) index into the recipe's mixture.
-    """
-
-    images: torch.Tensor
-    caption_ids: list[list[int]]
-    caption_emb: torch.Tensor
-    captions: list[str]
-    empty: torch.Tensor
-    holdout: torch.Tensor
-    source: torch.Tensor
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def mixture_key(recipe: TinyDenoiserRecipe, encoder) -> str:
-    """16-hex digest of what the prepared data depends on: mixture, hold-out fraction, image
-    size and the encoder's towers (their fingerprint covers preprocessing too)."""
-    import hashlib
-    import json
-
-    from workbench.encoders.heads import tower_fingerprint
-
-    d = {"mixture": recipe.to_dict()["mixture"], "holdout": recipe.holdout,
-         "image_size": recipe.image_size, "towers": tower_fingerprint(encoder)}  # fmt: skip
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def prepare_mixture(
-    recipe: TinyDenoiserRecipe, encoder=None, batch: int = 256, cache_dir=None
-) -> MixtureData:
-    """Load the recipe's datasets, preprocess as the encoder does (then resize to ``image_size``)
-    and embed every distinct caption with the encoder's text tower (default: ``"default"``).
-
-    The result is cached as ``<cache>/denoisers/mixture-<key>.safetensors`` (+ ``.json``; key
-    :func:`mixture_key`): decoding openclipart's PNGs is most of the cost.
-    """
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import load_file, save_file
-
-    from workbench.encoders import load_encoder
-    from workbench.encoders.cache import default_cache_dir
-
-    enc = encoder if encoder is not None else load_encoder("default")
-    enc.eval()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "denoisers" / f"mixture-{mixture_key(recipe, enc)}.safetensors"
-    meta = path.with_suffix(".json")
-    if path.is_file() and meta.is_file():
-        t, js = load_file(str(path)), json.loads(meta.read_text())
-        return MixtureData(t["images"], js["caption_ids"], t["caption_emb"], js["captions"],
-                           t["empty"], t["holdout"], t["source"], js["counts"])  # fmt: skip
-    data = _prepare(recipe, enc, batch)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"images": data.images, "caption_emb": data.caption_emb, "empty": data.empty,
-               "holdout": data.holdout, "source": data.source}  # fmt: skip
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-    meta.write_text(json.dumps({"caption_ids": data.caption_ids, "captions": data.captions,
-                                "counts": data.counts}))  # fmt: skip
-    return data
-
-
-def _prepare(recipe: TinyDenoiserRecipe, enc, batch: int) -> MixtureData:
-    from workbench.data import load_dataset
-
-    mean = torch.tensor(enc.preprocess_config["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(enc.preprocess_config["std"]).view(1, 3, 1, 1)
-    images, caption_ids, holdout, source = [], [], [], []
-    index: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    skipped: list[str] = []
-    for si, (name, split, size) in enumerate(recipe.mixture):
-        kw: dict[str, Any] = {"split": split}
-        if size is not None:
-            kw["size"] = size
-        ds = load_dataset(name, **kw)
-        counts[f"{name}/{split}"] = len(ds)
-        for start in range(0, len(ds), batch):
-            items = _load_items(ds, range(start, min(start + batch, len(ds))), skipped)
-            if not items:
-                continue
-            with torch.no_grad():
-                px = enc.preprocess([it.image for it in items]) * std + mean  # (b, 3, H, W) [0,1]
-                px = F.interpolate(
-                    px, size=(recipe.image_size,) * 2, mode="bilinear", antialias=True
-                )
-            images.append((px.clamp(0, 1) * 255).round().to(torch.uint8))
-            for it in items:
-                caption_ids.append([index.setdefault(c, len(index)) for c in it.captions])
-                holdout.append(in_holdout(name, it.id, recipe.holdout))
-                source.append(si)
-    if skipped:
-        counts["skipped"] = len(skipped)
-    captions = list(index)
-    with torch.no_grad():
-        embs = [
-            enc.text_tower(enc.tokenize(captions[i : i + batch])).float()
-            for i in range(0, len(captions), batch)
-        ]
-        empty = enc.text_tower(enc.tokenize([""])).float()[0]
-    return MixtureData(
-        torch.cat(images),
-        caption_ids,
-        torch.cat(embs),
-        captions,
-        empty,
-        torch.tensor(holdout),
-        torch.tensor(source),
-        counts,
-    )
-
-
-def _load_items(ds, indices, skipped: list[str]) -> list:
-    """Items at ``indices``; images PIL refuses as decompression bombs (three openclipart PNGs
-    of up to 21k × 30k px) are skipped with a warning naming them."""
-    from PIL import Image
-
-    out = []
-    for i in indices:
-        try:
-            out.append(ds[i])
-        except Image.DecompressionBombError as err:
-            skipped.append(f"{ds.name}[{i}]")
-            warnings.warn(f"tiny denoiser data: skipping {ds.name}[{i}]: {err}", stacklevel=2)
-    return out
 
 
 def _lr(step: int, recipe: TinyDenoiserRecipe) -> float:
@@ -178,16 +49,21 @@ def _lr(step: int, recipe: TinyDenoiserRecipe) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def _pick_captions(
-    data: MixtureData, rows: torch.Tensor, dropout: float, g: torch.Generator
+def _pick_conditions(
+    data: MixtureData, rows: torch.Tensor, recipe: TinyDenoiserRecipe, g: torch.Generator
 ) -> torch.Tensor:
-    """(b, 384) one random caption embedding per row; the empty caption with prob. ``dropout``."""
+    """(b, D) one condition vector per row: the row's image embedding with probability
+    ``recipe.image_condition``, else one of its captions at random; then the empty caption's
+    with probability ``recipe.cond_dropout``."""
     picks = []
     for r in rows.tolist():
         ids = data.caption_ids[r]
         picks.append(ids[int(torch.randint(len(ids), (1,), generator=g))])
     emb = data.caption_emb[torch.tensor(picks)]
-    drop = torch.rand(len(picks), generator=g) < dropout
+    image = torch.rand(len(picks), generator=g) < recipe.image_condition
+    if data.image_emb is not None:
+        emb = torch.where(image[:, None], data.image_emb[rows], emb)
+    drop = torch.rand(len(picks), generator=g) < recipe.cond_dropout
     return torch.where(drop[:, None], data.empty[None], emb)
 
 
@@ -197,10 +73,15 @@ def denoising_loss(
     cond_vec: torch.Tensor,
     g: torch.Generator,
     t: torch.Tensor | None = None,
+    target: str = "eps",
 ) -> torch.Tensor:
-    """Per-sample ε-prediction MSE (b,) of ``den`` on clean (b, 3, s, s) inputs in [−1, 1] under
+    """Per-sample denoising MSE (b,) of ``den`` on clean (b, 3, s, s) inputs in [−1, 1] under
     (b, D) condition vectors (broadcast over the tokens, *not* added to the empty embedding:
-    during pretraining the caption embedding is the whole condition)."""
+    during pretraining the condition vector is the whole condition).
+
+    ``target="eps"``: the ε-MSE (DDPM's simple loss); ``"v"``: the MSE on v, computed as
+    ‖ε̂ − ε‖²/ᾱ_t (since ε̂ − ε = √ᾱ_t·(v̂ − v)): ε-MSE at low t, a reconstruction of x₀ at high
+    t, where only the condition tells the model what x₀ was."""
     b = x0.shape[0]
     if t is None:
         t = torch.randint(den.num_timesteps, (b,), generator=g)
@@ -208,39 +89,69 @@ def denoising_loss(
     x_t = den.add_noise(x0, noise, t)
     cond = cond_vec[:, None, :].expand(-1, den.cond_tokens, -1)  # (b, T, D)
     pred = den._predict(x_t, t, cond).float()
-    return (pred - noise).pow(2).flatten(1).mean(1)
+    mse = (pred - noise).pow(2).flatten(1).mean(1)  # (b,)
+    if target == "v":
+        return mse / den.scheduler.alphas_cumprod[t].float()
+    return mse
+
+
+#: Timestep bins of the card's per-t held-out losses (t in [lo, hi)).
+T_BINS = ((0, 250), (250, 500), (500, 750), (750, 1000))
 
 
 def heldout_losses(
     den: UNetDenoiser, data: MixtureData, seed: int = 1, max_items: int = 512
-) -> dict[str, float]:
-    """Held-out denoising MSE under the true caption, the empty caption and a shuffled caption
-    (another held-out item's), on the same noise and timesteps: the gaps show that the model uses
-    its condition, which DCR's negatives rely on."""
+) -> dict[str, Any]:
+    """Held-out ε-MSE under each kind of condition, on the same noise and timesteps, so the gaps
+    show how much the model uses its condition (DCR's negatives rely on it).
+
+    Conditions: ``true`` (what DCR feeds: the item's own image embedding with
+    ``condition="joint"``, its first caption otherwise), ``shuffled`` (the same kind, of another
+    held-out item), ``caption`` / ``shuffled_caption`` (``"joint"`` only), ``empty``.
+
+    Returns ``{"heldout_mse/<condition>": float, "heldout_items": n,
+    "heldout_by_t": {"bins": [[lo, hi], ...], "true": [...], "shuffled": [...]},
+    "heldout_cos/true_vs_shuffled": float}``; the last is the mean cosine between the two
+    flattened predictions for one noisy input (DCR's logits are these cosines / τ).
+    """
     rows = torch.nonzero(data.holdout).flatten()[:max_items]
     if len(rows) < 2:
         return {}
     g = torch.Generator().manual_seed(seed)
     x0 = data.images[rows].float() / 127.5 - 1
-    true = data.caption_emb[torch.tensor([data.caption_ids[r][0] for r in rows.tolist()])]
-    conds = {"true": true, "empty": data.empty.expand_as(true), "shuffled": true.roll(1, 0)}
+    caption = data.caption_emb[torch.tensor([data.caption_ids[r][0] for r in rows.tolist()])]
+    true = data.image_emb[rows] if data.image_emb is not None else caption
+    conds = {"true": true, "shuffled": true.roll(1, 0)}
+    if data.image_emb is not None:
+        conds.update(caption=caption, shuffled_caption=caption.roll(1, 0))
+    conds["empty"] = data.empty.expand_as(true)
     t = torch.randint(den.num_timesteps, (len(rows),), generator=g)
-    noise_seed = int(torch.randint(2**31 - 1, (1,), generator=g))
-    out = {}
+    noise = torch.randn(x0.shape, generator=g)
+    x_t = den.add_noise(x0, noise, t)
+    preds: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, c in conds.items():
-            losses = [
-                denoising_loss(
-                    den,
-                    x0[i : i + 128],
-                    c[i : i + 128],
-                    torch.Generator().manual_seed(noise_seed + i),
-                    t[i : i + 128],
-                )
-                for i in range(0, len(rows), 128)
-            ]
-            out[f"heldout_mse/{name}"] = float(torch.cat(losses).mean())
+            preds[name] = torch.cat(
+                [
+                    den._predict(
+                        x_t[i : i + 128],
+                        t[i : i + 128],
+                        c[i : i + 128, None, :].expand(-1, den.cond_tokens, -1),
+                    ).float()
+                    for i in range(0, len(rows), 128)
+                ]
+            )  # (n, 3, s, s)
+    mse = {k: (p - noise).pow(2).flatten(1).mean(1) for k, p in preds.items()}  # (n,) each
+    out: dict[str, Any] = {f"heldout_mse/{k}": float(v.mean()) for k, v in mse.items()}
     out["heldout_items"] = len(rows)
+    in_bin = [(t >= lo) & (t < hi) for lo, hi in T_BINS]
+    out["heldout_by_t"] = {
+        "bins": [list(b) for b in T_BINS],
+        **{k: [float(mse[k][m].mean()) if m.any() else None for m in in_bin]
+           for k in ("true", "shuffled")},
+    }  # fmt: skip
+    cos = F.cosine_similarity(preds["true"].flatten(1), preds["shuffled"].flatten(1), dim=1)
+    out["heldout_cos/true_vs_shuffled"] = float(cos.mean())
     return out
 
 
@@ -298,10 +209,16 @@ def pretrain_tiny_denoiser(
     recipe = recipe or TinyDenoiserRecipe()
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
-    t0 = time.perf_counter()
+    load_start = os.getloadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         data = data if data is not None else prepare_mixture(recipe)
-        t_data = time.perf_counter() - t0
+        if (data.image_emb is not None) != (recipe.condition == "joint"):
+            raise ValueError(
+                f"pretrain_tiny_denoiser: data prepared for another condition than the recipe's "
+                f"{recipe.condition!r}; prepare it with prepare_mixture(recipe)"
+            )
+        t_data, c_data = time.perf_counter() - t0, time.process_time() - c0
         unet = build_unet(recipe, data.caption_emb.shape[1])
         empty = data.empty[None].expand(recipe.cond_tokens, -1)
         den = UNetDenoiser(
@@ -310,6 +227,7 @@ def pretrain_tiny_denoiser(
             empty,
             image_size=recipe.image_size,
             patch=recipe.patch,
+            output=recipe.unet_output,
             name="tiny",
         )
         unet.requires_grad_(True)
@@ -325,10 +243,10 @@ def pretrain_tiny_denoiser(
             rows = perm[pos : pos + recipe.batch_size]
             pos += recipe.batch_size
             x0 = data.images[rows].float() / 127.5 - 1  # (b, 3, s, s) in [-1, 1]
-            cond = _pick_captions(data, rows, recipe.cond_dropout, g)
+            cond = _pick_conditions(data, rows, recipe, g)
             for group in opt.param_groups:
                 group["lr"] = _lr(step, recipe)
-            loss = denoising_loss(den, x0, cond, g).mean()
+            loss = denoising_loss(den, x0, cond, g, target=recipe.loss).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -351,24 +269,21 @@ def pretrain_tiny_denoiser(
                     }
                 )
         t_train = time.perf_counter() - t0 - t_data
+        c_train = time.process_time() - c0 - c_data
+        load_end = os.getloadavg()
         # What ships is float16: evaluate exactly those weights.
         unet.load_state_dict(
             {k: v.half().float() if v.dtype.is_floating_point else v for k, v in ema.items()}
         )
         den.freeze()
         metrics = heldout_losses(den, data)
-        rows = torch.nonzero(data.holdout).flatten()
-        pick = _sample_rows(data, rows, per_source=4)
-        caps = [data.captions[data.caption_ids[r][0]] for r in pick]
-        cond = data.caption_emb[torch.tensor([data.caption_ids[r][0] for r in pick])]
-        samples = sample(den, cond, seed=recipe.seed)
+        samples, caps = _card_samples(den, data, recipe.seed)
         card = {
             "name": "tiny",
             "recipe": recipe.to_dict(),
             "recipe_key": recipe.key(),
             "scheduler": SCHEDULER_CONFIG,
-            "condition": "default encoder text tower (all-MiniLM-L6-v2, mean-pooled, 384-d), "
-            f"broadcast over {recipe.cond_tokens} tokens; empty caption with p={recipe.cond_dropout}",
+            "condition": _condition_text(recipe),
             "data": {
                 "counts": data.counts,
                 "train_items": int((~data.holdout).sum()),
@@ -380,6 +295,9 @@ def pretrain_tiny_denoiser(
             **metrics,
             "n_params": int(sum(p.numel() for p in unet.parameters())),
             "wall_seconds": {"data": round(t_data, 1), "train": round(t_train, 1)},
+            "cpu_seconds": {"data": round(c_data, 1), "train": round(c_train, 1)},
+            "data_from_cache": bool(data.from_cache),
+            "loadavg_1min": {"start": round(load_start[0], 2), "end": round(load_end[0], 2)},
             "threads": recipe.threads,
             "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
             "sample_captions": caps,
@@ -387,6 +305,44 @@ def pretrain_tiny_denoiser(
         return PretrainResult(den, card, samples, caps, losses)
     finally:
         torch.set_num_threads(threads)
+
+
+def _condition_text(recipe: TinyDenoiserRecipe) -> str:
+    """The card's one-line description of the recipe's condition."""
+    tail = (f"broadcast over {recipe.cond_tokens} tokens; the empty caption's with "
+            f"p={recipe.cond_dropout}")  # fmt: skip
+    if recipe.condition == "text-tower":
+        return f"default encoder text tower (all-MiniLM-L6-v2, mean-pooled, 384-d) of a caption, {tail}"
+    return (
+        "the default encoder's shared 256-d space, L2-normalised × √256: the item's own image "
+        f"embedding (image_head ∘ image_tower) with p={recipe.image_condition}, else a caption's "
+        f"(text_head ∘ text_tower); {tail}"
+        + ("; also through the time embedding (class_embed_type='projection')"
+           if recipe.global_condition else "")
+    )  # fmt: skip
+
+
+def _card_samples(
+    den: UNetDenoiser, data: MixtureData, seed: int, per_source: int = 2
+) -> tuple[torch.Tensor, list[str]]:
+    """The card's figure: per held-out item (``per_source`` per source) the original, then a
+    DDIM sample under its image embedding (``"joint"``), then one under its first caption.
+    Returns (n, 3, s, s) in [0, 1] and one title per panel."""
+    rows = _sample_rows(data, torch.nonzero(data.holdout).flatten(), per_source=per_source)
+    cap = data.caption_emb[torch.tensor([data.caption_ids[r][0] for r in rows])]
+    by_cap = sample(den, cap, seed=seed)
+    panels, titles = [], []
+    by_img = sample(den, data.image_emb[rows], seed=seed) if data.image_emb is not None else None
+    for i, r in enumerate(rows):
+        text = data.captions[data.caption_ids[r][0]]
+        panels.append(data.images[r].float() / 255)
+        titles.append("held out: " + text)
+        if by_img is not None:
+            panels.append(by_img[i])
+            titles.append("| its image embedding")
+        panels.append(by_cap[i])
+        titles.append("| its caption")
+    return torch.stack(panels), titles
 
 
 def _sample_rows(data: MixtureData, rows: torch.Tensor, per_source: int) -> list[int]:
