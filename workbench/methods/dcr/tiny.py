@@ -82,7 +82,9 @@ class TinyDenoiserRecipe:
         patch: Space-to-depth factor the UNet runs on (2: 4× fewer positions, lossless).
         condition: ``"joint"`` (the default encoder's shared space: image and caption embeddings,
             see the module docstring) or ``"text-tower"`` (the first recipe's 384-d caption
-            embedding of the text tower) [our reading].
+            embedding of the text tower) [our reading]. 300-step A/B (batch 32, ε-loss, held-out
+            cosine between predictions under the own and a shuffled condition): 0.9968 joint,
+            0.9986 text-tower.
         image_condition: ``"joint"`` only: probability the condition is the item's own image
             embedding rather than a caption's (0.5: DCR feeds image embeddings; captions keep
             the model text-conditioned) [our reading].
@@ -98,18 +100,22 @@ class TinyDenoiserRecipe:
             ``UNet2DConditionModel`` uses as the **number of heads** (its legacy naming).
         norm_num_groups: GroupNorm groups (must divide every width).
         global_condition: Also feed the condition (the mean of its tokens) into every ResNet
-            block through the time embedding (diffusers ``class_embed_type="projection"``).
+            block through the time embedding (diffusers ``class_embed_type="projection"``). The
+            same A/B without it (and without ``scale_shift``): cosine 0.99994, held-out ε-MSE
+            gap 0.005 % (with it 0.16 %): cross-attention alone leaves the model condition-blind.
         scale_shift: ResNet blocks take a scale and a shift from the (time + condition)
             embedding (diffusers ``resnet_time_scale_shift="scale_shift"``) instead of a shift.
         unet_output: ``"v"``: the UNet predicts v and the denoiser returns ε̂ from it (module
             docstring); ``"eps"``: the UNet predicts ε (the first recipe).
         loss: Training loss: ``"v"``, the MSE on v (the v-output UNet's own target; at high t it
             asks for x₀, which only the condition carries) or ``"eps"``, the ε-MSE (DDPM's
-            simple loss, the first recipe's) [our reading].
+            simple loss, the first recipe's) [our reading]. The A/B: ε-MSE gap 0.46 % with v,
+            0.16 % with ε; cosine 0.9920 vs 0.9968.
         cond_tokens: T, tokens the condition vector is broadcast over ("a few tokens").
         cond_dropout: Probability the condition is the empty caption's embedding [our reading:
             classifier-free-guidance-style training, so the empty prompt means "no condition"].
-        steps: Optimiser steps (sized to the ≤ 20-minute, 2-core budget).
+        steps: Optimiser steps (sized to the ≤ 20-minute, 2-core budget: 3000 at batch 64 took
+            1064 s wall / 632 s CPU on one thread of the shared machine at load ≈ 4).
         batch_size: Images per step.
         lr: AdamW peak learning rate.
         warmup: Linear warm-up steps, then cosine decay to 0.
