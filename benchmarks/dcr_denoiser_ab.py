@@ -5,7 +5,7 @@ Each variant changes one field of the shipped :class:`TinyDenoiserRecipe` (at ``
 ``--batch``); results go to ``--out`` (JSON, one entry per variant, appended). Usage::
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/dcr_denoiser_ab.py --steps 300 --batch 32 \\
-        --variants default text-tower no-global eps-loss w48 --out /tmp/ab.json
+        --variants w32-eps w32-eps-text-tower w32-eps-no-global w32 w48 default --out /tmp/ab.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from workbench.methods.dcr.tiny_pretrain import prepare_mixture, pretrain_tiny_d
 def variants(base: TinyDenoiserRecipe) -> dict[str, TinyDenoiserRecipe]:
     """Name → recipe: the shipped recipe's fields, one changed per variant."""
     r = dataclasses.replace
-    return {
+    out = {
         "default": base,
         "text-tower": r(base, condition="text-tower", image_condition=0.0),
         "no-global": r(base, global_condition=False, scale_shift=False),
@@ -35,6 +35,14 @@ def variants(base: TinyDenoiserRecipe) -> dict[str, TinyDenoiserRecipe]:
         "w32": r(base, patch=4, block_out_channels=(32, 64, 64)),
         "no-drop": r(base, cond_dropout=0.0),
     }
+    # the first A/B of issue 14's report ran on a 4× grid, widths (32, 64, 64), ε-loss:
+    w32 = r(base, patch=4, block_out_channels=(32, 64, 64), loss="eps")
+    out.update({
+        "w32-eps": w32,
+        "w32-eps-text-tower": r(w32, condition="text-tower", image_condition=0.0),
+        "w32-eps-no-global": r(w32, global_condition=False, scale_shift=False),
+    })  # fmt: skip
+    return out
 
 
 def main() -> None:
