@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -307,16 +308,26 @@ def token_arms() -> dict[str, tuple[str, dict]]:
     return {a.name: (a.method, a.config) for a in cfg.arms()}
 
 
-def bench_tokens(batch: int, repeats: int, warmup: int, device: torch.device) -> None:
-    """Print ms/step, the ratio to ``vse`` and the memory of every arm of the CDDS notebook."""
+def bench_tokens(
+    batch: int, repeats: int, warmup: int, device: torch.device, flops: bool = False
+) -> None:
+    """Print ms/step, the ratio to ``vse`` and the memory of every arm of the CDDS notebook
+    (``flops``: and each step's matmul GFLOPs with their ratios to ``vse`` and ``vse/encoder``)."""
     cases = {n: _TokenCase(m, c, batch, device) for n, (m, c) in token_arms().items()}
     res = time_cases(cases, repeats, warmup)
+    fl = count_flops(cases) if flops else None
     print(
         f"tokens  batch {batch}: ms/step, × vse, × vse/encoder, memory MB (activations+params+AdamW)"
+        + (", GFLOPs, × vse, × vse/encoder" if fl else "")
     )
     for n, ms in res.items():
-        print(f"  {n:20s} {ms:9.1f} {ms / res['vse']:7.2f} {ms / res['vse/encoder']:7.2f} "
-              f"{cases[n].memory_mb:9.1f}", flush=True)  # fmt: skip
+        cells = (f"  {n:20s} {ms:9.1f} {ms / res['vse']:7.2f} {ms / res['vse/encoder']:7.2f} "
+                 f"{cases[n].memory_mb:9.1f}")  # fmt: skip
+        if fl:
+            cells += (
+                f" {fl[n] / 1e9:8.3f} {fl[n] / fl['vse']:7.2f} {fl[n] / fl['vse/encoder']:7.2f}"
+            )
+        print(cells, flush=True)
 
 
 def dcr_methods(negatives: int) -> dict[str, tuple[str, dict]]:
@@ -451,7 +462,7 @@ def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, 
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
 
 
-def count_flops(cases: dict[str, _Case]) -> dict[str, float]:
+def count_flops(cases: dict[str, Any]) -> dict[str, float]:
     """Matrix-multiply FLOPs of one step of each case (forward + backward), counted by
     ``torch.utils.flop_counter.FlopCounterMode``: the arithmetic a step cannot avoid, so the
     ratio of two counts is the step-time ratio an ideal implementation of both would reach
@@ -549,7 +560,7 @@ def main() -> None:
         print(f"[dcr mode only] {skipped} run a denoiser on pixels")
     for mode in modes:
         if mode == "tokens":
-            bench_tokens(args.token_batch, args.repeats, args.warmup, device)
+            bench_tokens(args.token_batch, args.repeats, args.warmup, device, args.flops)
             continue
         if mode == "vitb32" and not cuda:
             print("[skip] vitb32 needs CUDA")
