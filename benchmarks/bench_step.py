@@ -355,7 +355,13 @@ class _SegCase:
     """One segmentation method attached to its own default encoder; ``step()`` = one training step."""
 
     def __init__(
-        self, name: str, batch: int, resolution: int, device: torch.device, first: int | None = None
+        self,
+        name: str,
+        batch: int,
+        resolution: int,
+        device: torch.device,
+        first: int | None = None,
+        extra: dict | None = None,
     ):
         import workbench as wb
         from workbench.train.config import TrainConfig
@@ -367,6 +373,10 @@ class _SegCase:
         # the shipped heads are for 96 px only; a segmenter never runs the heads
         self.encoder = wb.load_encoder("default", heads="random", resolution=resolution)
         config = {} if first is None else {"adapter_layers": list(range(first, 16))}
+        config.update(extra or {})
+        if not getattr(methods.get(name), "experts", ()):  # head only: no adapter options
+            config.pop("adapter_layers", None)
+            config.pop("fft_layers", None)
         self.method = methods.get(name, **config)
         cfg = TrainConfig(method=name, method_config=config, trainable="adapters+method")
         prepare_model(self.encoder, self.method, cfg)
@@ -404,11 +414,12 @@ class _SegCase:
 
 
 def bench_segment(
-    names, batch, resolution, repeats, warmup, device, first=None
+    names, batch, resolution, repeats, warmup, device, first=None, extra=None
 ) -> dict[str, tuple[float, float]]:
     """Median (wall ms, thread-CPU ms) per step of each segmentation method, round-robin;
-    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule."""
-    cases = {n: _SegCase(n, batch, resolution, device, first) for n in names}
+    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule; ``extra``:
+    more method arguments (``fft_layers``, ``feature_layers``, ``min_stride``)."""
+    cases = {n: _SegCase(n, batch, resolution, device, first, extra) for n in names}
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
     order = list(cases)
     for i in range(warmup + repeats):
@@ -467,6 +478,18 @@ def main() -> None:
         default=None,
         help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
     )
+    ap.add_argument(
+        "--seg-fft-layers", type=int, nargs="+", default=None,
+        help="segment mode: the mixture (FFT) blocks, e.g. 10 (default: the first 3 adapted)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seg-feature-layers", type=int, nargs="+", default=None,
+        help="segment mode: the blocks feeding the head (default: 4 10 15)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seg-min-stride", type=float, default=None,
+        help="segment mode: the method's min_stride (adapters on blocks with a token stride ≥ it)",
+    )  # fmt: skip
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     args = ap.parse_args()
     if args.threads:
@@ -533,13 +556,20 @@ def _print_segment(args, device, seg_names) -> None:
     if base not in seg_names:
         raise SystemExit(f"{base} must be among --methods (the frozen tower + head reference)")
     first = args.seg_first_block
+    extra = {
+        k: v
+        for k, v in (("fft_layers", args.seg_fft_layers),
+                     ("feature_layers", args.seg_feature_layers),
+                     ("min_stride", args.seg_min_stride))
+        if v is not None
+    }  # fmt: skip
     print(
         f"segment: device={device} threads={torch.get_num_threads()} batch={args.seg_batch} "
         f"resolution={args.resolution} repeats={args.repeats} warmup={args.warmup} "
-        f"adapters on image blocks {'5 (stride 16)' if first is None else first}..15"
+        f"adapters on image blocks {'by min_stride' if first is None else f'{first}..15'} {extra}"
     )
     res = bench_segment(
-        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first
+        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first, extra
     )
     print(f"{'method':26} {'wall ms':>9} {'×':>5} {'cpu ms':>9} {'×':>5}")
     for n, (wall, cpu) in res.items():

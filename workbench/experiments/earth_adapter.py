@@ -100,6 +100,10 @@ class EarthAdapterConfig:
         bottleneck: Expert width (32) [code: 16–64].
         fft_layers: Mixture layers = the first n adapted blocks (3; official configs [0–2]).
         min_stride: Adapters on blocks with token stride ≥ this (16, ViT-B/16-like tokens).
+        feature_layers: Image blocks whose outputs feed the head (``None``: the method's
+            default, the last block of each of the three coarsest grids).
+        loss: Source loss of :class:`~workbench.experiments.segtrain_config.SegTraining`
+            (``"ce"``, ``"balanced_ce"``, ``"ce+dice"``).
         rho_sweep: ρ values of the sweep (Earth-Adapter row, DG; (0.3, 0.5): k = 1, 2 on the 8 × 8
             grid); the main ``ratio`` is reused.
         extra_ablation: More expert sets for the ablation table, e.g. ``[["low", "high"]]``.
@@ -131,6 +135,8 @@ class EarthAdapterConfig:
     bottleneck: int = 32
     fft_layers: int = 3
     min_stride: float = 16
+    feature_layers: tuple[int, ...] | None = None
+    loss: str = "ce"
     rho_sweep: tuple[float, ...] = (0.3, 0.5)
     extra_ablation: tuple[tuple[str, ...], ...] = ()
     figure_images: int = 3
@@ -154,6 +160,11 @@ class EarthAdapterConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.rho_sweep = tuple(float(r) for r in self.rho_sweep)
         self.extra_ablation = tuple(tuple(e) for e in self.extra_ablation)
+        if self.feature_layers is not None:
+            if isinstance(self.feature_layers, str):
+                raise ValueError("EarthAdapterConfig: feature_layers must be a sequence of "
+                                 f"block indices, got the string {self.feature_layers!r}")  # fmt: skip
+            self.feature_layers = tuple(self.feature_layers)
         unknown = [r for r in self.rows if r not in EARTH_ADAPTER_ROWS]
         if unknown or not self.rows:
             raise ValueError(
@@ -202,8 +213,8 @@ class EarthAdapterConfig:
 
         return SegTraining(
             steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup=min(10, self.steps // 10),
-            da_steps=self.da_steps,
-            da_lr=self.da_lr, threshold=self.threshold, device=self.device,
+            da_steps=self.da_steps, da_lr=self.da_lr, threshold=self.threshold,
+            device=self.device, loss=self.loss,
         )  # fmt: skip
 
     def method_config(
@@ -216,6 +227,8 @@ class EarthAdapterConfig:
             "ratio": self.ratio if ratio is None else ratio, "bottleneck": self.bottleneck,
             "fft_layers": self.fft_layers, "min_stride": self.min_stride,
         }  # fmt: skip
+        if self.feature_layers is not None:
+            cfg["feature_layers"] = list(self.feature_layers)
         cfg["experts"] = list(VARIANTS[EARTH_ADAPTER_ROWS[row]] if experts is None else experts)
         return cfg
 
