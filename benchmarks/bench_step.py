@@ -35,6 +35,9 @@ Modes:
           per-pixel cross-entropy, backward, AdamW step; ratios to ``earth_adapter/head_only``
           (the frozen tower with a head only), in wall and in thread-CPU time (the CPU time of
           the one compute thread, which a loaded machine inflates far less than wall time).
+          ``--seg-notebook``: the notebook's placement (``EarthAdapterConfig``: adapters on
+          blocks 10–15, the split on block 10, head on blocks 2/4/10/15); by default the
+          method's (blocks 5–15, split on 5–7, head on 4/10/15).
 
 Segmentation methods have no contrastive step: the other modes skip them (``NotContrastive``).
 
@@ -490,6 +493,10 @@ def main() -> None:
         "--seg-min-stride", type=float, default=None,
         help="segment mode: the method's min_stride (adapters on blocks with a token stride ≥ it)",
     )  # fmt: skip
+    ap.add_argument(
+        "--seg-notebook", action="store_true",
+        help="segment mode: the notebook's adapter blocks, mixture blocks, head inputs, resolution",
+    )  # fmt: skip
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     args = ap.parse_args()
     if args.threads:
@@ -556,6 +563,17 @@ def _print_segment(args, device, seg_names) -> None:
     if base not in seg_names:
         raise SystemExit(f"{base} must be among --methods (the frozen tower + head reference)")
     first = args.seg_first_block
+    if args.seg_notebook:  # the notebook's placement and head inputs (EarthAdapterConfig)
+        from workbench.experiments.earth_adapter import EarthAdapterConfig
+
+        nb = EarthAdapterConfig()
+        args.resolution = nb.resolution
+        if nb.adapter_layers is not None and first is None:
+            first = min(nb.adapter_layers)
+        for name, value in (("seg_fft_layers", nb.fft_layers),
+                            ("seg_feature_layers", nb.feature_layers)):  # fmt: skip
+            if getattr(args, name) is None and value is not None:
+                setattr(args, name, value if isinstance(value, int) else list(value))
     extra = {
         k: v
         for k, v in (("fft_layers", args.seg_fft_layers),

@@ -27,7 +27,8 @@ module                    holds
 ``revision_report``       its tables, claims, paper numbers and figures
 ``segtrain``              the segmentation trainer (adapters + head) and per-domain mIoU
 ``segtrain_config``       its optimisation settings (``SegTraining``: steps, LRs, source loss)
-``earth_adapter``         ``earth_adapter.ipynb``: DG/DA tables, ablation, ρ sweep
+``earth_adapter``         ``earth_adapter.ipynb``: config, data, the runs (``earth_adapter_tables``:
+                          DG/DA tables with the spread test, ablation, ρ sweep)
 ``earth_adapter_figures`` its figures' numbers (frequency parts, router weights, masks)
 ========================  ==========================================================================
 
@@ -66,6 +67,7 @@ _SUBMODULES = (
     "segtrain",
     "segtrain_config",
     "earth_adapter",
+    "earth_adapter_tables",
     "earth_adapter_figures",
 )
 

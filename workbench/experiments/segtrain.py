@@ -36,13 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.experiments.segtrain_config import SOURCE_LOSSES, SegTraining
+from workbench.experiments.segtrain_config import SegTraining  # re-exported: its settings
 
 __all__ = [
-    "SOURCE_LOSSES",
     "PrefixCache",
     "SegRun",
-    "SegTraining",
     "build_prefix_cache",
     "evaluate_domains",
     "load_segmenter",
