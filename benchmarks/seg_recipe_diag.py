@@ -3,7 +3,9 @@ leave the all-background solution (clean and one artifact domain, one seed per a
 
 Each arm is ``row:loss:lr:steps[:feature_layers[:first:fft_layers]]``, e.g.
 ``"head only:ce:1e-2:60"``, ``"Earth-Adapter:ce+dice:1e-2:120:2,4,10,15"`` or
-``"Earth-Adapter:balanced_ce:1e-2:200:2,4,10,15:10:10"`` (adapters on blocks 10..15, FFT on 10); the data are the study's (``EarthAdapterConfig``
+``"Earth-Adapter:balanced_ce:1e-2:200:2,4,10,15:5:5,6,7"`` (adapters on blocks 5..15, FFT on
+5–7); an empty feature-layers field is the method's default head (blocks 4, 10, 15), a missing
+placement the study's (blocks 10–15, FFT on 10); the data are the study's (``EarthAdapterConfig``
 defaults unless overridden), rendered and prefix-cached once.
 
     OMP_NUM_THREADS=1 python benchmarks/seg_recipe_diag.py --arms "head only:ce:1e-2:60" \\
@@ -45,6 +47,10 @@ def main() -> None:
                                da=False, batch_size=args.batch, rho_sweep=(0.3,))  # fmt: skip
     if fl is not None:
         cfg = dataclasses.replace(cfg, feature_layers=tuple(fl))
+    firsts = [int(a.split(":")[5]) for a in args.arms if len(a.split(":")) > 5]
+    if firsts and min(firsts) < min(cfg.adapter_layers):  # the prefix cache must start earlier
+        first = min(firsts)
+        cfg = dataclasses.replace(cfg, adapter_layers=tuple(range(first, 16)), fft_layers=(first,))
     t0 = time.process_time()
     data = E.prepare_data(cfg)
     print(f"data: {time.process_time() - t0:.1f} s CPU, start block {data.start}", flush=True)

@@ -230,3 +230,23 @@ def test_frozen_tower_parameters_never_get_weight_gradients(source):
         n for n, p in tower if p.grad is not None
     ]
     assert all(p.grad is not None for p in encoder.earth_adapter.parameters())
+
+
+def test_the_study_config_hands_its_placement_head_and_loss_to_every_run():
+    from workbench.experiments.earth_adapter import EarthAdapterConfig
+
+    cfg = EarthAdapterConfig()
+    for row in ("1 spatial", "3 spatial", "Earth-Adapter"):
+        mc = cfg.method_config(row)
+        assert mc["adapter_layers"] == list(cfg.adapter_layers) and mc["fft_layers"] == [10]
+        assert mc["feature_layers"] == [2, 4, 10, 15]
+    assert cfg.method_config("head only")["feature_layers"] == [2, 4, 10, 15]  # the same head
+    assert cfg.training().loss == "balanced_ce"
+    stride_rule = EarthAdapterConfig(adapter_layers=None, fft_layers=3).method_config(
+        "Earth-Adapter"
+    )
+    assert "adapter_layers" not in stride_rule and stride_rule["fft_layers"] == 3
+    with pytest.raises(ValueError, match="adapter_layers must be a sequence"):
+        EarthAdapterConfig(adapter_layers="10")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        EarthAdapterConfig(loss="dice")
