@@ -69,8 +69,10 @@ class EarthAdapterConfig:
     mIoU after 60 steps) and CE + Dice does not leave it either; ENet-balanced CE does (24.6 %
     after 60 steps, head only), a stride-4 head input adds more (34.2 %), and 200 steps reach
     54–61 % clean. The adapters sit on the last blocks (10–15) with the frequency split on block
-    10, so that the backward pass through the frozen tower stays short (bench_step: 1.26× the
-    head-only step vs 1.58× for blocks 5–15). On an idle machine or a GPU raise ``n_train``,
+    10, so that the backward pass through the frozen tower stays short (bench_step
+    ``--seg-notebook``: 1.14–1.26× the head-only step's CPU time over four runs, vs 1.43–1.58×
+    for blocks 5–15 with the method's head; with the method's head this placement alone gives
+    1.26–1.36×). On an idle machine or a GPU raise ``n_train``,
     ``n_test``, ``steps``, ``batch_size`` and ``rho_sweep`` (e.g. 600, 100, 300, 16,
     (0.3, 0.5, 0.75)).
 
