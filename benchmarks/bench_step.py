@@ -15,7 +15,8 @@ caption LM) gets :data:`CAPTIONS` cycled to the batch size, as the loop hands a 
 
 Modes:
   heads   heads-only training on cached tower features (random, default-encoder widths
-          1280/384 → D); the fast CPU path.
+          1280/384 → D; linear heads, or ``--head-hidden 1024`` for the shipped default's
+          MLP shape, which the DeGLA notebook trains); the fast CPU path.
   towers  the default encoder's image tower runs on (B, 3, 96, 96) pixels with its last
           ``--blocks`` blocks and both heads training (text side on cached features).
   vitb32  on CUDA only: open_clip ViT-B-32 (random init, 224 px, bf16 autocast), both towers
@@ -51,6 +52,7 @@ the table reports the median ms/step and its ratio to InfoNCE.
     python benchmarks/bench_step.py                       # everything (CPU: heads + towers)
     python benchmarks/bench_step.py --modes heads --batches 256 --dims 256
     python benchmarks/bench_step.py --modes dcr --dims 256 --threads 2   # the DCR CPU target
+    python benchmarks/bench_step.py --modes heads --methods infonce degla --flops  # FLOP floor
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +102,18 @@ def _available(names) -> list[str]:
     return have
 
 
+HEAD_HIDDEN = 0  # heads mode: 0 = linear heads; N = Linear → GELU → Linear of hidden width N
+
+
+def _head(width: int, dim: int) -> torch.nn.Module:
+    """A heads-mode head: linear (``HEAD_HIDDEN`` = 0) or the shipped default's MLP shape."""
+    if not HEAD_HIDDEN:
+        return torch.nn.Linear(width, dim, bias=False)
+    return torch.nn.Sequential(
+        torch.nn.Linear(width, HEAD_HIDDEN), torch.nn.GELU(), torch.nn.Linear(HEAD_HIDDEN, dim)
+    )
+
+
 class _Case:
     """Model pieces + inputs for one (mode, batch, dim) and one method; ``step()`` runs one step.
 
@@ -118,8 +133,8 @@ class _Case:
         self.device, self.amp = device, None
         if mode == "heads":
             self.encoder = torch.nn.Module()
-            self.encoder.image_head = torch.nn.Linear(1280, dim, bias=False)
-            self.encoder.text_head = torch.nn.Linear(384, dim, bias=False)
+            self.encoder.image_head = _head(1280, dim)
+            self.encoder.text_head = _head(384, dim)
             self.encoder.logit_scale = torch.nn.Parameter(torch.tensor(2.6592))
             self.encoder.embed_dim = dim
             select_params = lambda: list(self.encoder.parameters())  # noqa: E731
@@ -293,16 +308,26 @@ def token_arms() -> dict[str, tuple[str, dict]]:
     return {a.name: (a.method, a.config) for a in cfg.arms()}
 
 
-def bench_tokens(batch: int, repeats: int, warmup: int, device: torch.device) -> None:
-    """Print ms/step, the ratio to ``vse`` and the memory of every arm of the CDDS notebook."""
+def bench_tokens(
+    batch: int, repeats: int, warmup: int, device: torch.device, flops: bool = False
+) -> None:
+    """Print ms/step, the ratio to ``vse`` and the memory of every arm of the CDDS notebook
+    (``flops``: and each step's matmul GFLOPs with their ratios to ``vse`` and ``vse/encoder``)."""
     cases = {n: _TokenCase(m, c, batch, device) for n, (m, c) in token_arms().items()}
     res = time_cases(cases, repeats, warmup)
+    fl = count_flops(cases) if flops else None
     print(
         f"tokens  batch {batch}: ms/step, × vse, × vse/encoder, memory MB (activations+params+AdamW)"
+        + (", GFLOPs, × vse, × vse/encoder" if fl else "")
     )
     for n, ms in res.items():
-        print(f"  {n:20s} {ms:9.1f} {ms / res['vse']:7.2f} {ms / res['vse/encoder']:7.2f} "
-              f"{cases[n].memory_mb:9.1f}", flush=True)  # fmt: skip
+        cells = (f"  {n:20s} {ms:9.1f} {ms / res['vse']:7.2f} {ms / res['vse/encoder']:7.2f} "
+                 f"{cases[n].memory_mb:9.1f}")  # fmt: skip
+        if fl:
+            cells += (
+                f" {fl[n] / 1e9:8.3f} {fl[n] / fl['vse']:7.2f} {fl[n] / fl['vse/encoder']:7.2f}"
+            )
+        print(cells, flush=True)
 
 
 def dcr_methods(negatives: int) -> dict[str, tuple[str, dict]]:
@@ -437,9 +462,29 @@ def time_cases(cases: dict[str, _Case], repeats: int, warmup: int) -> dict[str, 
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
 
 
-def bench(mode, batch, dim, names, repeats, warmup, blocks, device, k=4) -> dict[str, float]:
-    """Median ms per step of each method in ``names`` (one model copy each), round-robin."""
-    return time_cases(make_cases(mode, batch, dim, names, blocks, device, k), repeats, warmup)
+def count_flops(cases: dict[str, Any]) -> dict[str, float]:
+    """Matrix-multiply FLOPs of one step of each case (forward + backward), counted by
+    ``torch.utils.flop_counter.FlopCounterMode``: the arithmetic a step cannot avoid, so the
+    ratio of two counts is the step-time ratio an ideal implementation of both would reach
+    when matmuls dominate (element-wise work, e.g. a softmax's exp, is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for name, case in cases.items():
+        with FlopCounterMode(display=False) as counter:
+            case.step(case.state(3))
+        flops[name] = float(counter.get_total_flops())
+    return flops
+
+
+def bench(
+    mode, batch, dim, names, repeats, warmup, blocks, device, k=4, flops=False
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Median ms per step of each method in ``names`` (one model copy each), round-robin, and
+    (``flops``) each step's counted matmul FLOPs."""
+    cases = make_cases(mode, batch, dim, names, blocks, device, k)
+    times = time_cases(cases, repeats, warmup)
+    return times, (count_flops(cases) if flops else None)
 
 
 def main() -> None:
@@ -468,7 +513,20 @@ def main() -> None:
         help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
     )
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
+    ap.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count each step's matmul FLOPs and print their ratio to InfoNCE's",
+    )
+    ap.add_argument(
+        "--head-hidden",
+        type=int,
+        default=0,
+        help="heads mode: 0 = linear heads; 1024 = the shipped default's MLP heads' shape",
+    )
     args = ap.parse_args()
+    global HEAD_HIDDEN
+    HEAD_HIDDEN = args.head_hidden
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
@@ -494,14 +552,15 @@ def main() -> None:
         raise SystemExit("infonce must be among --methods (it is the reference)")
     print(
         f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-        f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks} K={args.negatives}"
+        f"repeats={args.repeats} warmup={args.warmup} blocks={args.blocks} K={args.negatives} "
+        f"head_hidden={HEAD_HIDDEN or 'linear'}"
     )
     skipped = [n for n in names if methods.get(n).needs_towers]
     if skipped:
         print(f"[dcr mode only] {skipped} run a denoiser on pixels")
     for mode in modes:
         if mode == "tokens":
-            bench_tokens(args.token_batch, args.repeats, args.warmup, device)
+            bench_tokens(args.token_batch, args.repeats, args.warmup, device, args.flops)
             continue
         if mode == "vitb32" and not cuda:
             print("[skip] vitb32 needs CUDA")
@@ -513,13 +572,18 @@ def main() -> None:
         else:
             shapes = [(b, d) for b in args.batches for d in args.dims]
         for batch, dim in shapes:
-            res = bench(
+            res, fl = bench(
                 mode, batch, dim, names, args.repeats, args.warmup, args.blocks, device,
-                args.dcr_negatives if mode == "dcr" else args.negatives,
+                args.dcr_negatives if mode == "dcr" else args.negatives, args.flops,
             )  # fmt: skip
             cols = list(res) if mode == "dcr" else [n for n in names if n in res]
             cells = "  ".join(f"{n} {res[n]:.1f} ms ({res[n] / res['infonce']:.2f}×)" for n in cols)
             print(f"{mode:7} {batch:5d} {dim:4d}  {cells}", flush=True)
+            if fl is not None:
+                cells = "  ".join(
+                    f"{n} {fl[n] / 1e9:.2f} GF ({fl[n] / fl['infonce']:.2f}×)" for n in cols
+                )
+                print(f"{'':7} {'flops':>10}  {cells}", flush=True)
             for n, (ref, _) in REFERENCES.items():
                 if ref in res:
                     print(
