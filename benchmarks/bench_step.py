@@ -36,6 +36,9 @@ Modes:
           per-pixel cross-entropy, backward, AdamW step; ratios to ``earth_adapter/head_only``
           (the frozen tower with a head only), in wall and in thread-CPU time (the CPU time of
           the one compute thread, which a loaded machine inflates far less than wall time).
+          ``--seg-notebook``: the notebook's placement (``EarthAdapterConfig``: adapters on
+          blocks 10–15, the split on block 10, head on blocks 2/4/10/15); by default the
+          method's (blocks 5–15, split on 5–7, head on 4/10/15).
 
 Segmentation methods have no contrastive step: the other modes skip them (``NotContrastive``).
 
@@ -380,7 +383,13 @@ class _SegCase:
     """One segmentation method attached to its own default encoder; ``step()`` = one training step."""
 
     def __init__(
-        self, name: str, batch: int, resolution: int, device: torch.device, first: int | None = None
+        self,
+        name: str,
+        batch: int,
+        resolution: int,
+        device: torch.device,
+        first: int | None = None,
+        extra: dict | None = None,
     ):
         import workbench as wb
         from workbench.train.config import TrainConfig
@@ -392,6 +401,10 @@ class _SegCase:
         # the shipped heads are for 96 px only; a segmenter never runs the heads
         self.encoder = wb.load_encoder("default", heads="random", resolution=resolution)
         config = {} if first is None else {"adapter_layers": list(range(first, 16))}
+        config.update(extra or {})
+        if not getattr(methods.get(name), "experts", ()):  # head only: no adapter options
+            config.pop("adapter_layers", None)
+            config.pop("fft_layers", None)
         self.method = methods.get(name, **config)
         cfg = TrainConfig(method=name, method_config=config, trainable="adapters+method")
         prepare_model(self.encoder, self.method, cfg)
@@ -429,11 +442,12 @@ class _SegCase:
 
 
 def bench_segment(
-    names, batch, resolution, repeats, warmup, device, first=None
+    names, batch, resolution, repeats, warmup, device, first=None, extra=None
 ) -> dict[str, tuple[float, float]]:
     """Median (wall ms, thread-CPU ms) per step of each segmentation method, round-robin;
-    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule."""
-    cases = {n: _SegCase(n, batch, resolution, device, first) for n in names}
+    ``first``: adapters on image blocks ``first``..15 instead of the stride-16 rule; ``extra``:
+    more method arguments (``fft_layers``, ``feature_layers``, ``min_stride``)."""
+    cases = {n: _SegCase(n, batch, resolution, device, first, extra) for n in names}
     times: dict[str, list[tuple[float, float]]] = {n: [] for n in cases}
     order = list(cases)
     for i in range(warmup + repeats):
@@ -512,6 +526,22 @@ def main() -> None:
         default=None,
         help="segment mode: adapters on image blocks N..15 (default: the stride-16 rule, 5..15)",
     )
+    ap.add_argument(
+        "--seg-fft-layers", type=int, nargs="+", default=None,
+        help="segment mode: the mixture (FFT) blocks, e.g. 10 (default: the first 3 adapted)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seg-feature-layers", type=int, nargs="+", default=None,
+        help="segment mode: the blocks feeding the head (default: 4 10 15)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seg-min-stride", type=float, default=None,
+        help="segment mode: the method's min_stride (adapters on blocks with a token stride ≥ it)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--seg-notebook", action="store_true",
+        help="segment mode: the notebook's adapter blocks, mixture blocks, head inputs, resolution",
+    )  # fmt: skip
     ap.add_argument("--negatives", type=int, default=4, help="hard negatives K per sample")
     ap.add_argument(
         "--flops",
@@ -597,13 +627,31 @@ def _print_segment(args, device, seg_names) -> None:
     if base not in seg_names:
         raise SystemExit(f"{base} must be among --methods (the frozen tower + head reference)")
     first = args.seg_first_block
+    if args.seg_notebook:  # the notebook's placement and head inputs (EarthAdapterConfig)
+        from workbench.experiments.earth_adapter import EarthAdapterConfig
+
+        nb = EarthAdapterConfig()
+        args.resolution = nb.resolution
+        if nb.adapter_layers is not None and first is None:
+            first = min(nb.adapter_layers)
+        for name, value in (("seg_fft_layers", nb.fft_layers),
+                            ("seg_feature_layers", nb.feature_layers)):  # fmt: skip
+            if getattr(args, name) is None and value is not None:
+                setattr(args, name, value if isinstance(value, int) else list(value))
+    extra = {
+        k: v
+        for k, v in (("fft_layers", args.seg_fft_layers),
+                     ("feature_layers", args.seg_feature_layers),
+                     ("min_stride", args.seg_min_stride))
+        if v is not None
+    }  # fmt: skip
     print(
         f"segment: device={device} threads={torch.get_num_threads()} batch={args.seg_batch} "
         f"resolution={args.resolution} repeats={args.repeats} warmup={args.warmup} "
-        f"adapters on image blocks {'5 (stride 16)' if first is None else first}..15"
+        f"adapters on image blocks {'by min_stride' if first is None else f'{first}..15'} {extra}"
     )
     res = bench_segment(
-        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first
+        seg_names, args.seg_batch, args.resolution, args.repeats, args.warmup, device, first, extra
     )
     print(f"{'method':26} {'wall ms':>9} {'×':>5} {'cpu ms':>9} {'×':>5}")
     for n, (wall, cpu) in res.items():

@@ -19,6 +19,7 @@ from workbench.experiments.segtrain import (
     load_segmenter,
     train_segmenter,
 )
+from workbench.methods.earth_adapter import class_balance_weights, dice_loss, segmentation_loss
 from workbench.train.params import select
 
 TINY = {"min_stride": 8, "fft_layers": 2, "bottleneck": 4, "head_width": 8}
@@ -159,3 +160,93 @@ def test_miou_sums_over_the_set_and_skips_absent_classes():
     assert ignored.sum() == 6
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix(pred, target, 1)
+
+
+# -- source losses -----------------------------------------------------------------------------
+def test_the_default_source_loss_is_plain_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = (
+        torch.randn(2, 10, 8, 8, generator=g),
+        torch.randint(0, 10, (2, 8, 8), generator=g),
+    )
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(segmentation_loss(logits, labels), plain)
+
+
+def test_dice_is_zero_for_a_perfect_prediction_and_skips_absent_classes():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :2, :2] = 3
+    perfect = 50.0 * torch.nn.functional.one_hot(labels, 10).permute(0, 3, 1, 2).float()
+    assert float(dice_loss(perfect, labels)) == pytest.approx(0.0, abs=1e-6)
+    wrong = perfect.roll(1, dims=1)  # every pixel scored as the next class
+    assert float(dice_loss(wrong, labels)) > 0.8  # ε = 1 keeps a small class off exactly 1
+    ignored = labels.clone()
+    ignored[0, 4:] = 255  # unlabelled pixels change nothing where the prediction is right
+    assert float(dice_loss(perfect, ignored)) == pytest.approx(0.0, abs=1e-6)
+    both = segmentation_loss(wrong, labels, dice_weight=0.5)
+    ce = segmentation_loss(wrong, labels)
+    assert float(both) == pytest.approx(float(ce) + 0.5 * float(dice_loss(wrong, labels)))
+
+
+def test_balanced_weights_favour_rare_classes_and_weight_the_cross_entropy():
+    labels = torch.zeros(1, 10, 10, dtype=torch.long)
+    labels[0, 0, 0] = 1  # 1 % of the pixels
+    w = class_balance_weights(labels, 3)
+    assert w[1] > 10 * w[0]
+    assert w[2] == pytest.approx(1 / np.log(1.02), rel=1e-5)  # class 2 never occurs: the bound
+    logits = torch.zeros(1, 3, 10, 10)
+    logits[:, 0] = 1.0  # predicts background everywhere
+    weighted = segmentation_loss(logits, labels, class_weights=w)
+    assert float(weighted) > float(
+        segmentation_loss(logits, labels)
+    )  # the missed pixel weighs more
+    with pytest.raises(ValueError, match="class_weights"):
+        segmentation_loss(logits, labels, class_weights=w[:2])
+    with pytest.raises(ValueError, match="labels must be in"):
+        class_balance_weights(labels + 5, 3)
+
+
+@pytest.mark.parametrize("loss", ["balanced_ce", "ce+dice"])
+def test_a_run_trains_with_each_source_loss_and_records_it(tmp_path, source, loss):
+    training = SegTraining(steps=2, batch_size=8, warmup=0, lr=1e-2, loss=loss)
+    run = train_segmenter("earth_adapter", TINY, source, training, seed=0, run_root=tmp_path,
+                          encoder="test-tiny-conv")  # fmt: skip
+    assert np.isfinite([r["loss"] for r in run.log]).all()
+    assert wb.train.RunDir(run.run_dir).meta["loss"] == loss
+    with pytest.raises(ValueError, match="loss must be one of"):
+        SegTraining(loss="focal")
+
+
+def test_frozen_tower_parameters_never_get_weight_gradients(source):
+    encoder = TinyConvEncoder()
+    method = wb.methods.get("earth_adapter", **TINY)
+    method.attach(encoder)
+    for p in [*encoder.earth_adapter.parameters(), *method.head.parameters()]:
+        p.requires_grad_(True)
+    logits = method.segmenter(encoder)(torch.randn(2, 3, 64, 64))
+    segmentation_loss(logits, torch.zeros(2, 64, 64, dtype=torch.long)).backward()
+    tower = [(n, p) for n, p in encoder.named_parameters() if not n.startswith("earth_adapter.")]
+    assert tower and all(p.grad is None for _, p in tower), [
+        n for n, p in tower if p.grad is not None
+    ]
+    assert all(p.grad is not None for p in encoder.earth_adapter.parameters())
+
+
+def test_the_study_config_hands_its_placement_head_and_loss_to_every_run():
+    from workbench.experiments.earth_adapter import EarthAdapterConfig
+
+    cfg = EarthAdapterConfig()
+    for row in ("1 spatial", "3 spatial", "Earth-Adapter"):
+        mc = cfg.method_config(row)
+        assert mc["adapter_layers"] == list(cfg.adapter_layers) and mc["fft_layers"] == [10]
+        assert mc["feature_layers"] == [2, 4, 10, 15]
+    assert cfg.method_config("head only")["feature_layers"] == [2, 4, 10, 15]  # the same head
+    assert cfg.training().loss == "balanced_ce"
+    stride_rule = EarthAdapterConfig(adapter_layers=None, fft_layers=3).method_config(
+        "Earth-Adapter"
+    )
+    assert "adapter_layers" not in stride_rule and stride_rule["fft_layers"] == 3
+    with pytest.raises(ValueError, match="adapter_layers must be a sequence"):
+        EarthAdapterConfig(adapter_layers="10")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        EarthAdapterConfig(loss="dice")

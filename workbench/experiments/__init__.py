@@ -28,7 +28,9 @@ module                    holds
 ``revision_runs``         its scoring and the loop over rows × seeds
 ``revision_report``       its tables, claims, paper numbers and figures
 ``segtrain``              the segmentation trainer (adapters + head) and per-domain mIoU
-``earth_adapter``         ``earth_adapter.ipynb``: DG/DA tables, ablation, ρ sweep
+``segtrain_config``       its optimisation settings (``SegTraining``: steps, LRs, source loss)
+``earth_adapter``         ``earth_adapter.ipynb``: config, data, the runs (``earth_adapter_tables``:
+                          DG/DA tables with the spread test, ablation, ρ sweep)
 ``earth_adapter_figures`` its figures' numbers (frequency parts, router weights, masks)
 ========================  ==========================================================================
 
@@ -67,7 +69,9 @@ _SUBMODULES = (
     "revision_runs",
     "revision_report",
     "segtrain",
+    "segtrain_config",
     "earth_adapter",
+    "earth_adapter_tables",
     "earth_adapter_figures",
 )
 

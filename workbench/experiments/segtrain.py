@@ -36,114 +36,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.experiments.segtrain_config import SegTraining  # re-exported: its settings
+
 __all__ = [
     "PrefixCache",
     "SegRun",
-    "SegTraining",
     "build_prefix_cache",
     "evaluate_domains",
     "load_segmenter",
     "predict_classes",
     "train_segmenter",
 ]
-
-
-@dataclass
-class SegTraining:
-    """Optimisation of one segmentation run (a :class:`~workbench.train.TrainConfig` subset).
-
-    Attributes:
-        steps: Source-only optimiser steps (300: the head and adapters converge on ~1000 scenes
-            in ~5 epochs at batch 16).
-        batch_size: Labelled images per step (16: a CPU budget; the official runs use 2 per GPU
-            at 512 px).
-        lr: Peak AdamW learning rate (1e-3: the head starts from random init; the official 1e-4
-            suits a 20k-step schedule).
-        weight_decay: AdamW weight decay on ≥ 2-D weights and the layer scales (0.05) [code].
-        betas: AdamW betas ((0.9, 0.999)) [code].
-        eps: AdamW epsilon (1e-8) [code].
-        warmup: Linear warm-up steps (10: a head from random init).
-        schedule: LR decay after warm-up (``"linear"``: closest to the official PolyLR with
-            power 0.9 among ``workbench.train``'s schedules).
-        grad_clip: Max gradient norm (``None``: the official runs do not clip).
-        da_steps: Self-training steps of a domain-adaptation run, after the source-only run.
-        da_lr: Peak LR of those steps (3e-4: fine-tuning a trained model).
-        threshold: Confidence a pseudo-label needs (0.968) [code: DACS].
-        ema_decay: EMA teacher decay α (0.99) [code: DACS].
-        da_weight: Weight of the self-training term (1.0, DACS).
-        eval_batch_size: Images per evaluation forward.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        precision: ``"fp32"`` or ``"bf16"`` (autocast, on CUDA only; losses and the frequency
-            split run in float32).
-    """
-
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup: int = 10
-    schedule: str = "linear"
-    grad_clip: float | None = None
-    da_steps: int = 150
-    da_lr: float = 3e-4
-    threshold: float = 0.968
-    ema_decay: float = 0.99
-    da_weight: float = 1.0
-    eval_batch_size: int = 32
-    device: str = "cpu"
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        for name in ("steps", "batch_size", "da_steps", "eval_batch_size"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"SegTraining: {name} must be an int ≥ 1, got {v!r}")
-        if not (isinstance(self.warmup, int) and 0 <= self.warmup <= self.steps):
-            raise ValueError(
-                f"SegTraining: warmup must be an int in [0, steps], got {self.warmup!r}"
-            )
-        if not (self.lr > 0 and self.da_lr > 0):
-            raise ValueError(f"SegTraining: lr and da_lr must be > 0, got {self.lr}, {self.da_lr}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"SegTraining: threshold must be in (0, 1), got {self.threshold!r}")
-        if not 0 <= self.ema_decay <= 1:
-            raise ValueError(f"SegTraining: ema_decay must be in [0, 1], got {self.ema_decay!r}")
-        if self.da_weight < 0:
-            raise ValueError(f"SegTraining: da_weight must be ≥ 0, got {self.da_weight!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(
-                f"SegTraining: precision must be 'fp32' or 'bf16', got {self.precision!r}"
-            )
-        self.train_config("earth_adapter", {}, "default", {}, 0, "runs", "x", da=False)  # validates
-
-    def train_config(
-        self,
-        method: str,
-        method_config: dict[str, Any],
-        encoder: str,
-        encoder_kwargs: dict[str, Any],
-        seed: int,
-        run_root: str,
-        run_name: str,
-        *,
-        da: bool,
-    ) -> Any:
-        """The :class:`~workbench.train.TrainConfig` recorded in the run's ``config.json``."""
-        from workbench.train import TrainConfig
-
-        return TrainConfig(
-            method=method, method_config=dict(method_config), encoder=encoder,
-            encoder_kwargs=dict(encoder_kwargs), dataset=None,
-            steps=self.da_steps if da else self.steps, batch_size=self.batch_size,
-            lr=self.da_lr if da else self.lr, weight_decay=self.weight_decay, betas=self.betas,
-            eps=self.eps, warmup=0 if da else self.warmup, schedule=self.schedule,
-            grad_clip=self.grad_clip, seed=seed, device=self.device, precision=self.precision,
-            trainable="adapters+method", data="items", holdout=0, snapshot_every=0,
-            run_root=run_root, run_name=run_name,
-        )  # fmt: skip
 
 
 @dataclass
@@ -301,7 +204,12 @@ def train_segmenter(
     """
     from workbench import methods
     from workbench.encoders import load_encoder
-    from workbench.methods.earth_adapter import layer_scales, segmentation_loss, self_training_loss
+    from workbench.methods.earth_adapter import (
+        class_balance_weights,
+        layer_scales,
+        segmentation_loss,
+        self_training_loss,
+    )
     from workbench.methods.teachers import EMATeacher
     from workbench.train.checkpoint import (
         load_model_tensors,
@@ -372,6 +280,11 @@ def train_segmenter(
     src = _Source(source, source_cache, enc, spec, device)
     tgt = _Source(target, target_cache, enc, spec, device) if da else None
 
+    loss_kw: dict[str, Any] = {}
+    if training.loss == "balanced_ce":
+        loss_kw["class_weights"] = class_balance_weights(source.labels, m.n_classes).to(device)
+    elif training.loss == "ce+dice":
+        loss_kw["dice_weight"] = float(training.dice_weight)
     run_dir = create_run_dir(run_root, name)
     n_trainable = int(sum(p.numel() for p in params))
     meta = {
@@ -379,6 +292,7 @@ def train_segmenter(
         "method": {"name": m.registry_name, "config": m.config}, "n_trainable": n_trainable,
         "source": source.config, "target": None if target is None else target.config,
         "device": str(device), "torch_version": torch.__version__,
+        "loss": training.loss, "dice_weight": training.dice_weight,
     }  # fmt: skip
     write_json_atomic(run_dir / CONFIG, {"config": cfg.to_dict(), "meta": meta})
     writer = LogWriter(run_dir / LOG)
@@ -396,7 +310,7 @@ def train_segmenter(
         opt.zero_grad(set_to_none=True)
         with _autocast(device, cfg.precision):
             logits = src.logits(segmenter, rows)
-        loss = segmentation_loss(logits, labels)
+        loss = segmentation_loss(logits, labels, **loss_kw)
         terms = {"source_ce": float(loss.detach())}
         logs: dict[str, float] = {}
         if da:

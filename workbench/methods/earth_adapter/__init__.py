@@ -53,6 +53,8 @@ from workbench.methods.earth_adapter.method import (
 from workbench.methods.earth_adapter.segmenter import (
     SegHead,
     Segmenter,
+    class_balance_weights,
+    dice_loss,
     segmentation_loss,
     self_training_loss,
 )
@@ -86,6 +88,8 @@ __all__ = [
     "Expert",
     "SegHead",
     "Segmenter",
+    "class_balance_weights",
+    "dice_loss",
     "frequency_split",
     "layer_scales",
     "low_pass_cutoff",

@@ -113,8 +113,12 @@ class EarthAdapter(Method):
         scale: Initial per-layer scale s_l (0.1) [code].
         min_stride: With ``adapter_layers=None``, the smallest token stride (input pixels per
             token) that gets adapters (16: a ViT-B/16's patch tokens, which is what the paper
-            adapts; on EfficientNet-Lite0 that is stage 4 on, blocks 5–15 — and it keeps the
-            backward pass short) [our reading].
+            adapts; on EfficientNet-Lite0 that is stage 4 on, blocks 5–15) [our reading]. The
+            official code adapts every block of its ViT: ``min_stride=1`` here. The cost of
+            an adapter is the backward pass through every frozen block after it (input
+            gradients only; measured per block by ``benchmarks/profile_segment.py``), so the
+            earliest adapted block sets the step time; the segmentation study adapts blocks
+            10–15 only (``EarthAdapterConfig.adapter_layers``).
         prefix_tokens: Leading tokens of (B, N, C) block outputs passed through unchanged (the
             CLS token: 1) [code].
         n_classes: Segmentation classes K (10: background, the 8 shapes of synthetic-world and

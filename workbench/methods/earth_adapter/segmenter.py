@@ -31,6 +31,8 @@ __all__ = [
     "SegHead",
     "Segmenter",
     "capture_outputs",
+    "class_balance_weights",
+    "dice_loss",
     "hook_target",
     "output_map",
     "segmentation_loss",
@@ -215,21 +217,103 @@ class Segmenter(nn.Module):
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = 255,
+    *,
+    class_weights: torch.Tensor | None = None,
+    dice_weight: float = 0.0,
 ) -> torch.Tensor:
-    """Per-pixel cross-entropy, mean over labelled pixels, in float32.
+    """Per-pixel cross-entropy (optionally class-weighted) + ``dice_weight`` × soft Dice, in float32.
+
+    ``class_weights=None, dice_weight=0`` (the defaults) is the plain cross-entropy, mean over
+    labelled pixels, that mmseg's decode heads use. The other two terms are options for scenes
+    where the background covers almost every pixel (synthetic-world: 97 %), so that plain CE
+    first settles on "everything is background" [our reading]:
+
+    * ``class_weights`` (K,): weighted cross-entropy, ``Σ w_{y_i} CE_i / Σ w_{y_i}`` (PyTorch's
+      ``weight=``; :func:`class_balance_weights` gives ENet's weights);
+    * ``dice_weight`` λ: adds λ · :func:`dice_loss` (CE + Dice, nnU-Net's default loss,
+      Isensee et al. 2021) [secondary].
 
     Args:
         logits: (B, K, H, W) class logits.
         labels: (B, H, W) int64 class indices; ``ignore_index`` pixels are left out.
         ignore_index: Label of unlabelled pixels (255, mmseg's).
+        class_weights: (K,) non-negative per-class weights of the cross-entropy, or ``None``.
+        dice_weight: λ ≥ 0 of the soft-Dice term.
     """
     if logits.ndim != 4 or labels.shape != (logits.shape[0], *logits.shape[2:]):
         raise ValueError(
             f"segmentation_loss: logits (B, K, H, W) and labels (B, H, W) must match, got "
             f"{tuple(logits.shape)} and {tuple(labels.shape)}"
         )
-    return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+    if class_weights is not None and tuple(class_weights.shape) != (logits.shape[1],):
+        raise ValueError(
+            f"segmentation_loss: class_weights must be ({logits.shape[1]},) for "
+            f"{logits.shape[1]} classes, got {tuple(class_weights.shape)}"
+        )
+    if not dice_weight >= 0:
+        raise ValueError(f"segmentation_loss: dice_weight must be ≥ 0, got {dice_weight!r}")
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    loss = F.cross_entropy(logits.float(), labels.long(), weight=weight, ignore_index=ignore_index)
+    if dice_weight:
+        loss = loss + dice_weight * dice_loss(logits, labels, ignore_index)
+    return loss
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Soft multi-class Dice loss over the batch, in float32 (Milletari et al. 2016) [secondary].
+
+    ``1 − mean_c (2 Σ_i p_ic y_ic + ε) / (Σ_i p_ic + Σ_i y_ic + ε)`` with p = softmax(logits) and
+    y the one-hot labels, sums over every labelled pixel of the batch, the mean over the classes
+    present in the batch's labels (a class absent from the batch would only reward predicting it
+    nowhere) and ε = 1 [our reading].
+
+    Args:
+        logits: (B, K, H, W) class logits.
+        labels: (B, H, W) int64 class indices; ``ignore_index`` pixels are left out.
+        ignore_index: Label of unlabelled pixels.
+    """
+    k = logits.shape[1]
+    prob = torch.softmax(logits.float(), dim=1)  # (B, K, H, W)
+    valid = labels != ignore_index  # (B, H, W)
+    onehot = F.one_hot(torch.where(valid, labels, 0).long(), k).permute(0, 3, 1, 2).float()
+    mask = valid[:, None].float()  # (B, 1, H, W)
+    inter = (prob * onehot * mask).sum(dim=(0, 2, 3))  # (K,)
+    denom = (prob * mask).sum(dim=(0, 2, 3)) + (onehot * mask).sum(dim=(0, 2, 3))  # (K,)
+    present = (onehot * mask).sum(dim=(0, 2, 3)) > 0
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return 1.0 - dice[present].mean()
+
+
+def class_balance_weights(
+    labels: Any, n_classes: int, c: float = 1.02, ignore_index: int = 255
+) -> torch.Tensor:
+    """ENet's class weights ``w_k = 1 / ln(c + p_k)`` from the label frequencies p_k (Paszke et
+    al. 2016, c = 1.02) [secondary]: (K,) float32, bounded by 1 / ln(c) ≈ 50 for rare classes.
+
+    Args:
+        labels: Integer class indices of any shape (a training set's label maps).
+        n_classes: K; classes that never occur get the bound.
+        c: ENet's constant (> 1).
+        ignore_index: Label of unlabelled pixels, not counted.
+
+    >>> w = class_balance_weights(torch.tensor([0, 0, 0, 1]), 2)
+    >>> bool(w[1] > w[0])
+    True
+    """
+    if not c > 1:
+        raise ValueError(f"class_balance_weights: c must be > 1, got {c!r}")
+    flat = torch.as_tensor(labels).reshape(-1).long()
+    flat = flat[flat != ignore_index]
+    if flat.numel() == 0:
+        raise ValueError("class_balance_weights: labels are empty")
+    if int(flat.min()) < 0 or int(flat.max()) >= n_classes:
+        raise ValueError(f"class_balance_weights: labels must be in [0, {n_classes}), got "
+                         f"[{int(flat.min())}, {int(flat.max())}]")  # fmt: skip
+    freq = torch.bincount(flat, minlength=n_classes).double() / flat.numel()
+    return (1.0 / torch.log(c + freq)).float()
 
 
 def self_training_loss(
