@@ -131,8 +131,9 @@ ADAPTERS: dict[str, Adapter] = {
                 budget="token features of the mixture's pairs, modules from scratch (token_lr), "
                        "equal steps at token_batch_size; final step scored"),
         Adapter("earth_adapter", {"ratio": 0.5}, needs=("segmentation",), path="scenes",
-                budget="adapters + seg head on the mixture's synthetic-world scenes (seg_lr, "
-                       "seg_batch_size), equal steps; adapted tower scored via the start's heads"),
+                budget="the Earth-Adapter study's recipe (ρ 0.5 at 96 px) on the mixture's "
+                       "synthetic-world scenes (seg_lr, seg_batch_size), equal steps; adapted "
+                       "tower scored via the start's heads"),
     )
 }  # fmt: skip
 

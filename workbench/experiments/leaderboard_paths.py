@@ -15,7 +15,7 @@ one scorer (:mod:`~workbench.experiments.leaderboard_scoring`):
   as it exposes them for evals (:class:`~workbench.methods.tokens.TokenMethodEncoder`) on the
   suites rebuilt over them; its embedding space is not the heads', so no β/γ (no frame);
 - **Earth-Adapter** (``"earth_adapter"``): :func:`~workbench.experiments.segtrain.
-  train_segmenter` on the mixture's synthetic-world training scenes as synthetic-world-seg
+  train_segmenter`, with the Earth-Adapter study's recipe, on the mixture's synthetic-world training scenes as synthetic-world-seg
   scenes (:func:`seg_scenes`), then the adapted image tower (adapters kept) scored through the
   start's pretrained heads on the suites rebuilt over it.
 
@@ -226,15 +226,20 @@ def _run_cdds(c: Any, data: LeaderboardData, row: Any, seed: int) -> RunResult:
 
 
 def _run_earth_adapter(c: Any, data: LeaderboardData, row: Any, seed: int) -> RunResult:
-    """Earth-Adapter by its segmentation trainer; the adapted tower scored through the heads."""
+    """Earth-Adapter by its segmentation trainer with the Earth-Adapter study's recipe (its
+    placement, head inputs and source loss, :class:`~workbench.experiments.earth_adapter.
+    EarthAdapterConfig`; ``row.adapter.config`` overrides, e.g. ρ); the adapted tower scored
+    through the start's heads."""
     from workbench.encoders.heads import Heads
+    from workbench.experiments.earth_adapter import EarthAdapterConfig
     from workbench.experiments.segtrain import SegTraining, train_segmenter
 
     scenes = data.extras["scenes"]
+    study = EarthAdapterConfig(**row.adapter.config)
     training = SegTraining(steps=c.steps, batch_size=min(c.seg_batch_size, len(scenes)), lr=c.seg_lr,
-                           warmup=max(1, c.steps // 10), device=c.device,
-                           precision=c.precision)  # fmt: skip
-    run = train_segmenter(row.adapter.method, dict(row.adapter.config), scenes,
+                           warmup=max(1, c.steps // 10), device=c.device, precision=c.precision,
+                           loss=study.loss)  # fmt: skip
+    run = train_segmenter(row.adapter.method, study.method_config("Earth-Adapter"), scenes,
                           training, seed=seed, run_root=c.runs_dir(),
                           run_name=row.name.replace("/", "-"), encoder=c.encoder)  # fmt: skip
     enc = run.encoder.eval()
