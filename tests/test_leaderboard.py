@@ -1,4 +1,4 @@
-"""The methods leaderboard: row planning, the table from run directories, the CLI, the notebook."""
+"""The methods leaderboard: row planning, own data paths, the table from run directories, the CLI."""
 
 from __future__ import annotations
 
@@ -19,17 +19,24 @@ TINY = {
     "seeds": [0, 1],
     "eval_every": 2,
     "probe_pairs": 8,
+    "dcr_batch_size": 4,
+    "dcr_negatives": 2,
+    "seg_batch_size": 2,
 }
+
+#: Rows with their own data path: trained outside the cached-feature loop.
+PATH_ROWS = ("dcr", "cdds", "earth_adapter")
 
 
 def test_unregistered_and_unsupported_methods_get_a_row_that_says_why():
-    rows = {
-        r.name: r
-        for r in L.plan_rows(["infonce", "dcr", "no-such-method"], registered=["infonce", "dcr"])
-    }
+    names = ["infonce", "dcr", "cdds", "no-such-method"]
+    rows = {r.name: r for r in L.plan_rows(names, registered=names[:3])}
     assert rows["infonce"].run and not rows["infonce"].reason
-    assert not rows["dcr"].run and "pixels + denoiser" in rows["dcr"].reason
+    assert rows["dcr"].run and rows["cdds"].run, "their data paths run them"
     assert not rows["no-such-method"].run and "not registered" in rows["no-such-method"].reason
+    off = {r.name: r for r in L.plan_rows(names, registered=names[:3], paths=False)}
+    assert not off["dcr"].run and "pixels + denoiser" in off["dcr"].reason
+    assert not off["cdds"].run and "tokens" in off["cdds"].reason
     fitted = L.plan_rows(["realign", "start"], registered=[])
     assert all(r.run for r in fitted), "training-free rows need no registered method"
 
@@ -43,14 +50,19 @@ def test_config_refuses_tower_parts_bare_strings_and_overlapping_zero_shot():
         L.LeaderboardConfig(mixture=("digits",), zero_shot=("digits",))
     with pytest.raises(ValueError, match="not a run directory"):
         L.LeaderboardConfig(runs=("run:/nonexistent/run",))
+    with pytest.raises(ValueError, match="dcr_trainable"):
+        L.LeaderboardConfig(dcr_trainable="image_head+image_blocks:2")
+    with pytest.raises(ValueError, match="seg_lr"):
+        L.LeaderboardConfig(seg_lr=float("nan"))
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """Two methods × two seeds of a tiny leaderboard, kept as run directories."""
+    """Two heads-only methods and the three own-path rows × two seeds of a tiny leaderboard,
+    kept as run directories."""
     root = tmp_path_factory.mktemp("lb")
-    cfg = L.LeaderboardConfig(**TINY, methods=("infonce", "sde", "dcr"), run_root=str(root / "runs"),
-                              output_dir=str(root / "out"))  # fmt: skip
+    cfg = L.LeaderboardConfig(**TINY, methods=("infonce", "sde", "no-such-method", *PATH_ROWS),
+                              run_root=str(root / "runs"), output_dir=str(root / "out"))  # fmt: skip
     rows = L.plan_rows(cfg.methods)
     data = L.load_leaderboard_data(cfg, rows)
     return cfg, rows, L.run_leaderboard(cfg, data, rows), data
@@ -59,16 +71,56 @@ def tiny_runs(tmp_path_factory):
 def test_runs_log_metrics_and_diagnostics_at_the_same_cadence(tiny_runs):
     _, _, results, _ = tiny_runs
     assert {(r.name, r.seed) for r in results} == {
-        (m, s) for m in ("infonce", "sde") for s in (0, 1)
+        (m, s) for m in ("infonce", "sde", *PATH_ROWS) for s in (0, 1)
     }
     for r in results:
-        assert [p["step"] for p in r.trajectory] == [0, 2, 4]
+        # the loop's rows (DCR included) at every eval; CDDS/Earth-Adapter train outside it
+        want = [4] if r.name in ("cdds", "earth_adapter") else [0, 2, 4]
+        assert [p["step"] for p in r.trajectory] == want, r.name
         last = r.trajectory[-1]
-        assert 0.0 <= last["lb/classification"] <= 1.0 and 0.0 <= last["lb/zero_shot"] <= 1.0
+        assert r.steps == 4, "the same optimiser-step budget for every trained row"
+        for col in ("classification", "retrieval_i2t", "perception", "compositional", "zero_shot"):
+            assert 0.0 <= last[f"lb/{col}"] <= 1.0, (r.name, col)
         shares = sum(last[f"diag/image/{b}"] for b in ("strong", "weak", "noise"))
         assert shares == pytest.approx(1.0)
-        assert last["diag/gap"] >= 0 and last["diag/beta"] >= 0 and last["diag/gamma"] >= 0
+        assert last["diag/gap"] >= 0 and last["diag/image/erank"] > 0
+        if r.name != "cdds":  # CDDS's semantic space is not the heads': no frame there
+            assert last["diag/beta"] >= 0 and last["diag/gamma"] >= 0
         assert r.step_time > 0
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_own_path_rows_start_from_the_start_and_train_only_their_parts(tiny_runs):
+    import copy
+
+    from workbench.encoders.heads import tower_fingerprint
+    from workbench.train import RunDir, load_encoder_from_run
+
+    _, _, results, data = tiny_runs
+    start = data.encoder
+    runs = {r.name: r for r in results if r.seed == 0}
+    dcr = load_encoder_from_run(runs["dcr"].run_dir, encoder=copy.deepcopy(start))
+    assert tower_fingerprint(dcr) == tower_fingerprint(start), "DCR keeps the towers frozen"
+    assert _same(_state(dcr.text_head), _state(start.text_head))
+    assert not _same(_state(dcr.image_head), _state(start.image_head)), "Stage 2 trains it"
+    stages = [r["stage"] for r in RunDir(runs["dcr"].run_dir).log()]
+    assert stages == ["align"] * 2 + ["enhance"] * 2, "projector first, then the image head"
+    ea = load_encoder_from_run(runs["earth_adapter"].run_dir)
+    assert hasattr(ea, "earth_adapter") and tower_fingerprint(ea) != tower_fingerprint(start)
+    for side in ("image_head", "text_head"):  # scored through the start's pretrained heads
+        assert _same(_state(getattr(ea, side)), _state(getattr(start, side))), side
+    cdds = RunDir(runs["cdds"].run_dir).raw_config
+    assert cdds["config"]["method"] == "cdds" and cdds["config"]["steps"] == 4
+    assert cdds["meta"]["tokens"]["n_captions"] == len(data.pairs), "the heads' training pairs"
 
 
 def test_table_has_spread_test_against_infonce_and_the_skipped_row(tiny_runs):
@@ -76,11 +128,19 @@ def test_table_has_spread_test_against_infonce_and_the_skipped_row(tiny_runs):
     table = leaderboard_table(results, [r for r in rows if not r.run])
     sde = table[(table.row == "sde") & (table.column == "classification")].iloc[0]
     base = table[(table.row == "infonce") & (table.column == "classification")].iloc[0]
+    base_comp = table[(table.row == "infonce") & (table.column == "compositional")]["mean"].iloc[0]
     assert sde.n_seeds == 2 and sde["diff"] == pytest.approx(sde["mean"] - base["mean"])
     ratio = table[(table.row == "infonce") & (table.column == "step_ratio")].iloc[0]
     assert ratio["mean"] == pytest.approx(1.0)
-    dcr = table[table.row == "dcr"].iloc[0]
-    assert dcr.status == "not run" and dcr.reason
+    skipped = table[table.row == "no-such-method"].iloc[0]
+    assert skipped.status == "not run" and skipped.reason
+    for name in PATH_ROWS:
+        cell = table[(table.row == name) & (table.column == "compositional")].iloc[0]
+        assert (
+            cell.status == "run"
+            and cell.n_seeds == 2
+            and cell["diff"] == pytest.approx(cell["mean"] - base_comp)
+        ), name
 
 
 def test_cli_prints_the_table_of_run_directories(tiny_runs, tmp_path, capsys):
@@ -92,6 +152,7 @@ def test_cli_prints_the_table_of_run_directories(tiny_runs, tmp_path, capsys):
     assert main(["leaderboard", *dirs, "--json", str(out_json)]) == 0
     text = capsys.readouterr().out
     assert "infonce" in text and "sde" in text and "classification" in text
+    assert all(name in text for name in PATH_ROWS), "the own-path rows from their run dirs"
     recs = json.loads(out_json.read_text())
     direct = leaderboard_table(results_from_runs(dirs))
     assert len(recs) == len(direct)
@@ -116,27 +177,3 @@ def test_own_run_without_leaderboard_records_is_scored_at_its_checkpoints(tiny_r
     assert [p["step"] for p in mine.trajectory] == [2, 4]
     assert mine.name.startswith("run:") and 0.0 <= mine.final["lb/classification"] <= 1.0
     assert mine.final["diag/beta"] >= 0.0
-
-
-@pytest.mark.notebooks
-def test_notebook_smoke_writes_table_figures_and_summary(tmp_path):
-    from nbutil import run_notebook
-
-    out = tmp_path / "out"
-    params = {**TINY, "methods": ["start", "infonce", "fanoise", "realign", "cdds"],
-              "run_root": str(tmp_path / "runs"), "output_dir": str(out)}  # fmt: skip
-    run_notebook("methods_leaderboard.ipynb", params, tmp_path)
-    summary = json.loads((out / "summary.json").read_text())
-    rows = {r["row"]: r for r in summary["rows"]}
-    assert rows["cdds"]["run"] is False and rows["cdds"]["reason"]
-    assert {r["row"] for r in summary["table"]} == {
-        "start",
-        "infonce",
-        "fanoise",
-        "realign",
-        "cdds",
-    }
-    assert {r["row"] for r in summary["runs"]} == {"start", "infonce", "fanoise", "realign"}
-    for stem in ("trajectories", "spectra", "dp_scatter", "tradeoff_scatter"):
-        assert (out / f"{stem}.html").exists(), stem
-    assert summary["runtime_seconds"]["total"] > 0

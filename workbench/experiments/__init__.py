@@ -21,7 +21,9 @@ module                    holds
 ``cdds``                  ``cdds.ipynb`` (CDDS Tables 3–5, plug-in); ``cdds_report`` its tables
 ``leaderboard``           ``methods_leaderboard.ipynb`` (every method, one budget; run reading and
                           the table in ``leaderboard_runs``, figures in ``leaderboard_figures``,
-                          per-row inputs in ``leaderboard_data``)
+                          per-row inputs in ``leaderboard_data``, the one scorer in
+                          ``leaderboard_scoring``, DCR/CDDS/Earth-Adapter's own data paths in
+                          ``leaderboard_paths``)
 ``revision``              ``revision.ipynb`` (ReVision: text-only projector pretraining, captions)
 ``revision_runs``         its scoring and the loop over rows × seeds
 ``revision_report``       its tables, claims, paper numbers and figures
@@ -61,6 +63,8 @@ _SUBMODULES = (
     "leaderboard_runs",
     "leaderboard_data",
     "leaderboard_figures",
+    "leaderboard_scoring",
+    "leaderboard_paths",
     "revision",
     "revision_runs",
     "revision_report",

@@ -35,6 +35,7 @@ __all__ = [
     "fig2_figure",
     "joint_table",
     "method_config",
+    "resize_short_side",
     "run_dcr_arm",
     "score_dcr_runs",
     "study_points",
@@ -267,6 +268,16 @@ def method_config(config: DCRStudyConfig, arm: str) -> tuple[str, dict[str, Any]
     return name, {**cfg, **fixed}
 
 
+def resize_short_side(image: Any, side: int) -> Any:
+    """``image`` (PIL) resized (bicubic) so its shorter side is ``side`` px, aspect kept: the
+    towers' preprocessing of a pre-resized image is cheap on every training step."""
+    from PIL import Image
+
+    w, h = image.size
+    s = side / min(w, h)
+    return image.resize((max(side, round(w * s)), max(side, round(h * s))), Image.BICUBIC)
+
+
 class MixtureItems(Dataset):
     """Items of several datasets held in memory, images pre-resized (shorter side ``side`` px)
     so the towers' preprocessing is cheap on every step; the tiny denoiser's held-out items
@@ -294,11 +305,7 @@ class MixtureItems(Dataset):
                     continue
                 if in_holdout(name, it.id, holdout):
                     continue
-                w, h = it.image.size
-                s = side / min(w, h)
-                img = it.image.resize(
-                    (max(side, round(w * s)), max(side, round(h * s))), Image.BICUBIC
-                )
+                img = resize_short_side(it.image, side)
                 self._items.append(Item(f"{name}/{it.id}", img, list(it.captions[:1]), None, {}))
 
     @property

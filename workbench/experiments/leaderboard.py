@@ -11,8 +11,10 @@ budget is data — :data:`ADAPTERS` — not a branch per method:
   starting text head on the training captions (stage 1 distils its adapter into the starting
   text space, stage 2 tunes; half the steps each);
 - ReAlign is training-free: fitted on the starting embeddings of the training pairs, 0 steps;
-- DCR needs pixels and a denoiser, CDDS token features, Earth-Adapter a segmentation head:
-  none is in the cached-feature configuration, so their rows say so and are not run.
+- DCR (pixels + a denoiser), CDDS (token features) and Earth-Adapter (segmentation) each get
+  their own data path to the same start, mixture, seeds and step budget
+  (:mod:`~workbench.experiments.leaderboard_paths`); a config's ``paths=False`` turns them off,
+  and their rows then say what they need.
 
 A method named in the table but not registered in :mod:`workbench.methods`, or needing inputs
 this configuration lacks, still gets a row saying why — rows are never silently dropped.
@@ -36,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from workbench.experiments.grid import config_dict
 from workbench.experiments.leaderboard_data import (
     ReAlignHead,
@@ -51,6 +51,7 @@ from workbench.experiments.leaderboard_runs import (
     median_step_time,
     results_from_runs,
 )
+from workbench.experiments.leaderboard_scoring import LeaderboardData, leaderboard_hook, score_model
 
 __all__ = [
     "ADAPTERS",
@@ -58,18 +59,22 @@ __all__ = [
     "PROVIDED",
     "Adapter",
     "LeaderboardConfig",
-    "LeaderboardData",
     "PlannedRow",
-    "leaderboard_hook",
     "load_leaderboard_data",
     "plan_rows",
     "run_leaderboard",
-    "score_heads",
     "score_runs",
 ]
 
 #: Inputs a study configuration can hand a method beyond (image, text) tower features.
 PROVIDED: tuple[str, ...] = ("negatives", "targets")
+
+#: Own data paths (:data:`~workbench.experiments.leaderboard_paths.PATHS`) and what they supply.
+PATH_INPUTS: dict[str, tuple[str, ...]] = {
+    "items": ("pixels", "denoiser"),
+    "tokens": ("tokens",),
+    "scenes": ("segmentation",),
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ class Adapter:
             width in its place, so the adapter starts from the same seeded state whatever the
             starting model's text head is (ProCLIP sizes itself from an MLP head too).
         budget: One line on how its budget is matched (shown in the table).
+        path: Its own data path (:data:`PATH_INPUTS` key): it supplies ``needs`` and trains
+            the row outside the cached-feature loop.
     """
 
     method: str
@@ -97,6 +104,7 @@ class Adapter:
     training_free: bool = False
     replaces_text_head: bool = False
     budget: str = "heads-only on cached towers, equal steps"
+    path: str | None = None
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -116,11 +124,16 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("realign", training_free=True,
                 budget="training-free: fitted on the starting training-pair embeddings, 0 steps"),
         Adapter("revision"),
-        Adapter("dcr", needs=("pixels", "denoiser"),
-                budget="needs the towers on pixels and a diffusion denoiser"),
-        Adapter("cdds", needs=("tokens",), budget="needs per-token tower features"),
-        Adapter("earth_adapter", needs=("segmentation",),
-                budget="a segmentation method (adapters + a segmentation head)"),
+        Adapter("dcr", {"stage1_lr": 1e-3}, needs=("pixels", "denoiser"), path="items",
+                budget="pixels of the mixture's items through the 'tiny' denoiser; equal steps "
+                       "split projector (lr 1e-3, from scratch) / image head (lr); dcr_batch_size"),
+        Adapter("cdds", {"dim": 256}, needs=("tokens",), path="tokens",
+                budget="token features of the mixture's pairs, modules from scratch (token_lr), "
+                       "equal steps at token_batch_size; final step scored"),
+        Adapter("earth_adapter", {"ratio": 0.5}, needs=("segmentation",), path="scenes",
+                budget="the Earth-Adapter study's recipe (ρ 0.5 at 96 px) on the mixture's "
+                       "synthetic-world scenes (seg_lr, seg_batch_size), equal steps; adapted "
+                       "tower scored via the start's heads"),
     )
 }  # fmt: skip
 
@@ -149,6 +162,26 @@ class LeaderboardConfig:
         lr: Peak AdamW LR (1e-4: fine-tuning pretrained heads, not training them afresh).
         eval_every: Cadence of the metric + diagnostic snapshots (10 steps → 11 points a run).
         probe_pairs: Probe pairs of the diagnostics (held-out retrieval/classification pairs).
+        paths: Run the rows with their own data path (DCR, CDDS, Earth-Adapter:
+            :mod:`~workbench.experiments.leaderboard_paths`); ``False``: they say what they need.
+        dcr_batch_size: DCR's images per step (16, not ``batch_size``: a DCR step runs the image
+            tower twice on pixels plus (K + 2)·B denoiser passes, so three seeds at 64 would
+            alone exceed the 30-minute target on 2 cores; the step count stays the same).
+        dcr_negatives: DCR's sampled negatives per anchor (4, the DCR study's CPU budget).
+        dcr_trainable: DCR's Stage-2 parts (``"image_head"``: the leaderboard's trainable
+            parts that DCR's loss reaches — it conditions the denoiser on the image embedding
+            only — with the towers frozen, so DCR is scored on the same cached tower features,
+            at the same cadence, as every heads-only row). Head-side parts only.
+        token_batch_size: CDDS's pairs per step (32, not ``batch_size``: a CDDS step at 64 took
+            1.6 s on one idle core — decoupling networks with 4 perturbations over every patch
+            and word token — so three seeds at 64 would take ~8 of the 30 minutes; at 32 it is
+            half that; the step count stays the same).
+        token_lr: CDDS's peak LR (1e-3: its projections and networks train from scratch, as in
+            ``TokenTraining``; the heads' ``lr`` fine-tunes a pretrained start).
+        seg_batch_size: Earth-Adapter's scenes per step (8: the Earth-Adapter study's CPU
+            budget; each step back-propagates through the adapted tower blocks).
+        seg_lr: Earth-Adapter's peak LR (1e-2: the Earth-Adapter study's, for a head from
+            random init in ~100 steps).
         device: ``"cpu"``, ``"cuda"`` (bf16 autocast via ``precision``) or ``"auto"``.
         precision: ``"fp32"`` or ``"bf16"`` (CUDA).
         threads: Torch CPU threads (1 on the shared box).
@@ -172,6 +205,14 @@ class LeaderboardConfig:
     lr: float = 1e-4
     eval_every: int = 10
     probe_pairs: int = 256
+    paths: bool = True
+    dcr_batch_size: int = 16
+    dcr_negatives: int = 4
+    dcr_trainable: str = "image_head"
+    token_batch_size: int = 32
+    token_lr: float = 1e-3
+    seg_batch_size: int = 8
+    seg_lr: float = 1e-2
     device: str = "cpu"
     precision: str = "fp32"
     threads: int | None = 1
@@ -201,22 +242,28 @@ class LeaderboardConfig:
             self.methods = as_names(self.methods, "methods", owner=own, unique=True)
         self.seeds = as_int_tuple(self.seeds, "seeds", owner=own, lo=0, unique=True)
         for name, lo in (("steps", 1), ("n_per_dataset", 8), ("mmvp_pairs_per_category", 0),
-                         ("batch_size", 2), ("eval_every", 1), ("probe_pairs", 8)):  # fmt: skip
+                         ("batch_size", 2), ("eval_every", 1), ("probe_pairs", 8),
+                         ("dcr_batch_size", 2), ("dcr_negatives", 1), ("token_batch_size", 2),
+                         ("seg_batch_size", 1)):  # fmt: skip
             setattr(self, name, as_int(getattr(self, name), f"{own}: {name}", lo=lo))
+        if not isinstance(self.paths, bool):
+            raise TypeError(f"{own}: paths must be True or False, got {self.paths!r}")
         self.threads = as_int(self.threads, f"{own}: threads", lo=1, none_ok=True)
         self.precision = as_choice(self.precision, f"{own}: precision", ("fp32", "bf16"))
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"{own}: lr must be a finite float > 0, got {self.lr!r}")
-        if not isinstance(self.trainable, str) or not self.trainable:
-            raise TypeError(
-                f"{own}: trainable must be a '+'-joined parts string, got {self.trainable!r}"
-            )
-        tower = [p for p in self.trainable.split("+") if p not in HEAD_PARTS]
-        if tower:
-            raise ValueError(
-                f"{own}: trainable={self.trainable!r} trains tower parts {tower}; this study runs "
-                f"on cached tower features, so only {HEAD_PARTS} can train"
-            )
+        for name in ("lr", "token_lr", "seg_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{own}: {name} must be a finite float > 0, got {v!r}")
+        for name, allowed in (("trainable", HEAD_PARTS), ("dcr_trainable", HEAD_PARTS[:-1])):
+            parts = getattr(self, name)
+            if not isinstance(parts, str) or not parts:
+                raise TypeError(f"{own}: {name} must be a '+'-joined parts string, got {parts!r}")
+            tower = [p for p in parts.split("+") if p not in allowed]
+            if tower:
+                raise ValueError(
+                    f"{own}: {name}={parts!r} trains tower parts {tower}; this study scores every row "
+                    f"on cached tower features, so only {allowed} can train"
+                )
         if not isinstance(self.device, str) or not (
             self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")
         ):
@@ -247,11 +294,14 @@ class PlannedRow:
     reason: str = ""
 
 
-def plan_rows(methods: Sequence[str], registered: Sequence[str] | None = None) -> list[PlannedRow]:
-    """Which rows run under the cached-feature budget and why each other one does not.
+def plan_rows(
+    methods: Sequence[str], registered: Sequence[str] | None = None, *, paths: bool = True
+) -> list[PlannedRow]:
+    """Which rows run under the common budget and why each other one does not.
 
     A name outside :data:`ADAPTERS` runs heads-only when it is registered; a registered
-    method whose class says ``needs_towers`` (pixels through the towers) is not run.
+    method whose class says ``needs_towers`` (pixels through the towers) is not run unless its
+    adapter has its own data path (``Adapter.path``) and ``paths`` is on.
     """
     from workbench import methods as M
 
@@ -263,38 +313,28 @@ def plan_rows(methods: Sequence[str], registered: Sequence[str] | None = None) -
             why = f"not registered in workbench.methods on this checkout (have: {', '.join(registered)})"
             rows.append(PlannedRow(name, ad, False, why))
             continue
-        missing = [n for n in ad.needs if n not in PROVIDED]
+        own = PATH_INPUTS[ad.path] if paths and ad.path else ()
+        missing = [n for n in ad.needs if n not in PROVIDED + own]
         if (
             not missing
+            and not own
             and not ad.training_free
             and getattr(M.METHODS.get(name), "needs_towers", False)
         ):
             missing = ["pixels"]
         if missing:
-            why = f"needs {' + '.join(missing)}, which cached tower features lack ({ad.budget})"
+            why = f"needs {' + '.join(missing)}, which cached tower features lack"
+            why += " (its data path is off: paths=False)" if ad.path else f" ({ad.budget})"
             rows.append(PlannedRow(name, ad, False, why))
             continue
         rows.append(PlannedRow(name, ad, True))
     return rows
 
 
-@dataclass
-class LeaderboardData:
-    """Everything the runs share: the start, the suites, the probe set, the frame, extras."""
-
-    encoder: Any
-    suite: Any
-    zero_shot: Any
-    pairs: Any
-    probe: tuple[np.ndarray, np.ndarray]
-    frame: Any
-    extras: dict[str, Any]
-    seconds: float
-
-
 def load_leaderboard_data(config: LeaderboardConfig, rows: Sequence[PlannedRow]) -> LeaderboardData:
     """Load the encoder, build (cached) task suites, the probe set, the frame and the inputs the
-    runnable rows ``prepare`` (negative bank, distillation targets)."""
+    runnable rows ``prepare`` (negative bank, distillation targets) or their data paths need
+    (items, tokens, segmentation scenes: :func:`~.leaderboard_paths.prepare_path_inputs`)."""
     import torch
 
     from workbench.encoders import load_encoder
@@ -302,6 +342,7 @@ def load_leaderboard_data(config: LeaderboardConfig, rows: Sequence[PlannedRow])
     from workbench.evals.diagnostics import fit_frame, project_pairs
     from workbench.evals.task_builder import build_task_suite
     from workbench.evals.task_suite import TaskSuiteConfig
+    from workbench.experiments.leaderboard_paths import prepare_path_inputs
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -329,46 +370,12 @@ def load_leaderboard_data(config: LeaderboardConfig, rows: Sequence[PlannedRow])
         extras["negatives"] = negative_bank(pairs)
     if "targets" in wanted:
         extras["targets"] = distill_targets(enc, pairs, cache / "proclip_targets.safetensors")
-    return LeaderboardData(enc, suite, zs, pairs, probe, frame, extras, time.perf_counter() - t0)
-
-
-def leaderboard_hook(data: LeaderboardData) -> Callable[[Any, int], dict[str, float]]:
-    """Eval hook: ``lb/<column>`` metrics and ``diag/...`` diagnostics of the current heads."""
-    from workbench.encoders.heads import as_heads
-    from workbench.evals.diagnostics import diagnostics_hook
-
-    diag = diagnostics_hook(*data.probe, frame=data.frame)
-
-    def hook(encoder: Any, step: int) -> dict[str, float]:
-        return {**score_heads(as_heads(encoder), data), **diag(encoder, step)}
-
-    return hook
-
-
-def score_heads(heads: Any, data: LeaderboardData) -> dict[str, float]:
-    """The leaderboard's task columns of ``heads`` (``lb/...``; P@1 in [0, 1])."""
-    from workbench.encoders.heads import apply_head
-    from workbench.probes.separability import fisher_ratio
-
-    df = data.suite.evaluate(heads, check_towers=False)
-    meta = df[df.level == "meta_task"].set_index("meta_task")["value"]
-    task = df[df.level == "task"].set_index("task")["value"]
-    out = {f"lb/{m}": float(v) for m, v in meta.items() if m != "retrieval"}
-    for way, query in (("i2t", "image"), ("t2i", "text")):
-        names = [t.name for t in data.suite.tasks
-                 if t.meta_task == "retrieval" and t.query_modality == query]  # fmt: skip
-        if names:
-            out[f"lb/retrieval_{way}"] = float(task.loc[names].mean())
-    zs = data.zero_shot.evaluate(heads, check_towers=False)
-    out["lb/zero_shot"] = float(zs[zs.level == "overall"]["value"].iloc[0])
-    fisher = [
-        fisher_ratio(apply_head(heads.image_head, t.queries), t.target)
-        for t in data.suite.tasks
-        if t.meta_task == "classification" and len(np.unique(t.target)) > 1
-    ]
-    if fisher:
-        out["lb/fisher"] = float(np.mean(fisher))
-    return out
+    data = LeaderboardData(enc, suite, zs, pairs, probe, frame, extras, 0.0)
+    data.extras |= prepare_path_inputs(
+        data, {r.adapter.path for r in rows if r.run and r.adapter.path}
+    )
+    data.seconds = time.perf_counter() - t0
+    return data
 
 
 def _fitted_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResult:
@@ -376,7 +383,7 @@ def _fitted_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResu
     every trained row moves from); ``"realign"`` = ReAlign fitted on the start's training-pair
     embeddings."""
     from workbench.encoders.heads import Heads
-    from workbench.evals.diagnostics import DIAG_PREFIX, geometry_snapshot, project_pairs
+    from workbench.evals.diagnostics import project_pairs
     from workbench.probes.realign import ReAlign
 
     t0 = time.perf_counter()
@@ -384,9 +391,7 @@ def _fitted_result(row: PlannedRow, seed: int, data: LeaderboardData) -> RunResu
     if row.name == "realign":
         ra = ReAlign().fit(*project_pairs(start, data.pairs.image_tower, data.pairs.text_tower))
         heads = Heads(start.image_head, ReAlignHead(start.text_head, ra), start.logit_scale)
-    metrics = score_heads(heads, data)
-    X, Y = project_pairs(heads, *data.probe)
-    metrics |= {DIAG_PREFIX + k: v for k, v in geometry_snapshot(X, Y, data.frame).items()}
+    metrics = score_model(heads, data)
     seconds = time.perf_counter() - t0
     return RunResult(
         row.name, seed, metrics, [{"step": 0, **metrics}], 0, seconds, float("nan"), None
@@ -403,8 +408,10 @@ def run_leaderboard(
     """Run every runnable row for every seed (runs kept under ``config.runs_dir()``).
 
     Each run starts from a fresh copy of the starting encoder, so methods that replace a head
-    (ProCLIP's adapter) or attach modules never leak into the next run.
+    (ProCLIP's adapter) or attach modules never leak into the next run. Rows with their own
+    data path run through :data:`~workbench.experiments.leaderboard_paths.PATHS`.
     """
+    from workbench.experiments.leaderboard_paths import PATHS
     from workbench.train import TrainConfig, train
 
     c, out = config, []
@@ -416,6 +423,9 @@ def run_leaderboard(
                 on_run(row.name, seed)
             if row.adapter.training_free:
                 out.append(_fitted_result(row, seed, data))
+                continue
+            if row.adapter.path:
+                out.append(PATHS[row.adapter.path](c, data, row, seed))
                 continue
             pairs, method_config = data.pairs, dict(row.adapter.config)
             if "negatives" in row.adapter.prepare:
@@ -451,7 +461,6 @@ def score_runs(paths: Sequence[str | Path], data: LeaderboardData) -> list[RunRe
     that trained tower blocks is scored with its heads on the *starting* towers — say so.
     """
     from workbench.encoders.heads import Heads
-    from workbench.evals.diagnostics import DIAG_PREFIX, geometry_snapshot, project_pairs
     from workbench.train import RunDir, load_encoder_from_run
 
     out = []
@@ -474,9 +483,7 @@ def score_runs(paths: Sequence[str | Path], data: LeaderboardData) -> list[RunRe
                 else None
             )
             heads = Heads.of(load_encoder_from_run(path, s, encoder=start))
-            m = score_heads(heads, data)
-            X, Y = project_pairs(heads, *data.probe)
-            m |= {DIAG_PREFIX + k: v for k, v in geometry_snapshot(X, Y, data.frame).items()}
+            m = score_model(heads, data)
             traj.append({"step": s, **m})
         cfg = rd.raw_config["config"]
         recs = rd.records()

@@ -59,8 +59,9 @@ def trajectory_figure(
 ) -> Any:
     """Per method (colour), each diagnostic vs training step, mean over seeds (± std band).
 
-    A training-free row (one point at step 0) is a marker. Panels whose key no run logged are
-    left out.
+    A row with one point (training-free at step 0; CDDS and Earth-Adapter, scored after
+    training) is a marker. Panels whose key no run logged are left out. Colours come from a
+    24-colour palette, so up to 24 rows never share one.
     """
     import plotly.express as px
     import plotly.graph_objects as go
@@ -71,7 +72,7 @@ def trajectory_figure(
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels],
                         vertical_spacing=0.08, horizontal_spacing=0.07)  # fmt: skip
-    palette = px.colors.qualitative.D3
+    palette = px.colors.qualitative.Dark24
     names = list(dict.fromkeys(df["row"]))
     for i, (key, _) in enumerate(panels):
         r, c = divmod(i, cols)
@@ -100,7 +101,7 @@ def spectra_figure(results: Sequence[RunResult]) -> Any:
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("image", "text"))
-    palette = px.colors.qualitative.D3
+    palette = px.colors.qualitative.Dark24
     for j, name in enumerate(dict.fromkeys(r.name for r in results)):
         for c, side in enumerate(("image", "text")):
             runs = [r.final for r in results if r.name == name]
