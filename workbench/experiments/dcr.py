@@ -72,8 +72,8 @@ class DCRStudyConfig:
     """Parameters of ``notebooks/dcr.ipynb``; every field validated in ``__post_init__``.
 
     The defaults are sized to the session's shared 2-core machine (load average ≈ 15, a process
-    gets ~1/6 of a core): 30 steps at batch 8 with 4 sampled negatives, 3 seeds, one joint seed,
-    so one default run finishes in ≈ 25 minutes. They are a smoke-sized study, far below the
+    gets ~1/6 of a core): 30 steps at batch 8 with 4 sampled negatives, 3 seeds, one joint seed.
+    With the second tiny denoiser one default run takes ≈ 6 minutes at load 2–4 (1 thread). They are a smoke-sized study, far below the
     code's 100k + 4.6k steps at batch 256; on an idle machine or a GPU raise ``steps`` (200),
     ``batch_size`` (16), ``negatives`` (7 or ``"all"``), ``joint_seeds`` (0, 1, 2) and the
     scoring sizes (``suite_samples`` 300, ``mmvp_pairs_per_category`` 10).
@@ -409,7 +409,8 @@ def _per_seed(table: Any, metric: str, arm: str) -> list[float]:
 
 def dp_claims(table: Any, arm: str = "dcr", reference: str = "pretrained") -> dict[str, Any]:
     """The issue's question with the seed-spread test: does ``arm`` move P up without moving
-    D down, against ``reference``? One record per metric (mmvp_mean, kmeans_acc, fisher)."""
+    D down, against ``reference``? One record per metric (mmvp_mean, kmeans_acc, fisher), its
+    ``verdict`` saying "no spread test" where an arm has a single seed (the joint arm's default)."""
     from workbench.experiments.stats import spread_test
 
     out = {}
@@ -418,8 +419,10 @@ def dp_claims(table: Any, arm: str = "dcr", reference: str = "pretrained") -> di
         if not a or not b:
             continue
         t = spread_test(a, b)
+        verdict = ("beyond spread" if t.exceeds else "within spread") if min(t.n_a, t.n_b) >= 2 \
+            else f"{min(t.n_a, t.n_b)} seed: no spread test"  # fmt: skip
         out[metric] = {"arm": float(np.mean(a)), "reference": float(np.mean(b)), "diff": t.diff,
-                       "spread": t.spread, "exceeds_spread": t.exceeds}  # fmt: skip
+                       "spread": t.spread, "exceeds_spread": t.exceeds, "verdict": verdict}  # fmt: skip
     p, d = out.get("mmvp_mean"), [out.get("kmeans_acc"), out.get("fisher")]
     out["p_up"] = bool(p and p["exceeds_spread"] and p["diff"] > 0)
     out["d_down"] = bool(any(x and x["exceeds_spread"] and x["diff"] < 0 for x in d))
