@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -74,19 +75,41 @@ def test_runs_log_metrics_and_diagnostics_at_the_same_cadence(tiny_runs):
         (m, s) for m in ("infonce", "sde", *PATH_ROWS) for s in (0, 1)
     }
     for r in results:
-        # the loop's rows (DCR included) at every eval; CDDS/Earth-Adapter train outside it
-        want = [4] if r.name in ("cdds", "earth_adapter") else [0, 2, 4]
-        assert [p["step"] for p in r.trajectory] == want, r.name
+        # every row, own-path ones included, logs the diagnostics at step 0 and every eval_every
+        assert [p["step"] for p in r.trajectory] == [0, 2, 4], r.name
         last = r.trajectory[-1]
         assert r.steps == 4, "the same optimiser-step budget for every trained row"
         for col in ("classification", "retrieval_i2t", "perception", "compositional", "zero_shot"):
             assert 0.0 <= last[f"lb/{col}"] <= 1.0, (r.name, col)
-        shares = sum(last[f"diag/image/{b}"] for b in ("strong", "weak", "noise"))
-        assert shares == pytest.approx(1.0)
-        assert last["diag/gap"] >= 0 and last["diag/image/erank"] > 0
-        if r.name != "cdds":  # CDDS's semantic space is not the heads': no frame there
-            assert last["diag/beta"] >= 0 and last["diag/gamma"] >= 0
+        keys = set(last) - {"step"}
+        for point in r.trajectory:
+            diag = {k for k in keys if k.startswith("diag/")}
+            assert diag <= set(point), (r.name, point["step"], diag - set(point))
+            for side in ("image", "text"):
+                shares = sum(point[f"diag/{side}/{b}"] for b in ("strong", "weak", "noise"))
+                assert shares == pytest.approx(1.0)
+                assert point[f"diag/{side}/erank"] > 0 and point[f"diag/{side}/sv/0"] > 0
+                assert math.isfinite(point[f"diag/{side}/cone"])
+            assert point["diag/gap"] >= 0
+            if r.name != "cdds":  # CDDS's semantic space is not the heads': no frame there
+                assert point["diag/beta"] >= 0 and point["diag/gamma"] >= 0
+            else:
+                assert "diag/beta" not in point
         assert r.step_time > 0
+
+
+def test_own_path_snapshots_re_embed_the_probe_pairs_as_the_rebuilt_suites_do(tiny_runs):
+    """The cheap per-eval snapshot of Earth-Adapter (adapted tower on the probe images) gives
+    the diagnostics that the full scoring on suites rebuilt over the trained tower gives."""
+    from workbench.experiments.leaderboard_paths import _tower_snapshot
+    from workbench.train import load_encoder_from_run
+
+    _, _, results, data = tiny_runs
+    ea = next(r for r in results if r.name == "earth_adapter" and r.seed == 0)
+    enc = load_encoder_from_run(ea.run_dir).eval()
+    snap = _tower_snapshot(data.extras["probe"]["pixels"], data)(enc)
+    for k in ("gap", "beta", "gamma", "image/erank", "text/erank", "image/sv/0"):
+        assert snap[k] == pytest.approx(ea.final[f"diag/{k}"], rel=1e-3, abs=1e-5), k
 
 
 def _state(module):

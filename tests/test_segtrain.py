@@ -250,3 +250,26 @@ def test_the_study_config_hands_its_placement_head_and_loss_to_every_run():
         EarthAdapterConfig(adapter_layers="10")
     with pytest.raises(ValueError, match="loss must be one of"):
         EarthAdapterConfig(loss="dice")
+
+
+def test_on_step_logs_eval_records_at_the_steps_it_answers_and_is_off_by_default(tmp_path, source):
+    from workbench.train import RunDir
+
+    calls = []
+
+    def on_step(step, encoder):
+        calls.append((step, encoder.training, torch.is_grad_enabled()))
+        return {"diag/x": float(step)} if step % 2 == 0 else None
+
+    plain = _train(tmp_path / "a", source)
+    watched = _train(tmp_path / "b", source, on_step=on_step)
+    assert calls == [(s, False, False) for s in range(TRAINING.steps + 1)]
+    records = RunDir(watched.run_dir).records()
+    evals = [(r["step"], r["metrics"]) for r in records if r.get("kind") == "eval"]
+    assert evals == [(0, {"diag/x": 0.0}), (2, {"diag/x": 2.0})]
+    order = [(r["kind"], r["step"]) for r in records if r.get("kind") in ("step", "eval")]
+    assert order.index(("eval", 2)) == order.index(("step", 2)) + 1, "logged after its step"
+    assert not any(r.get("kind") == "eval" for r in RunDir(plain.run_dir).records())
+    assert [r["loss"] for r in plain.log] == [r["loss"] for r in watched.log], "run unchanged"
+    with pytest.raises(TypeError, match="on_step"):
+        _train(tmp_path / "c", source, on_step=3)

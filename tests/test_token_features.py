@@ -228,3 +228,30 @@ def test_default_encoder_tokens_pool_to_its_tower_features(tmp_path):
         text = enc.text_features([it.captions[0] for it in data]).numpy()
     np.testing.assert_allclose(f.pooled("image"), image, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(f.pooled("text"), text, rtol=1e-4, atol=1e-4)
+
+
+def test_on_step_is_called_at_step_zero_and_after_every_step_in_eval_mode_and_is_off_by_default(
+    toy, tmp_path
+):
+    enc, data = toy
+    f = embed_tokens(enc, data, cache_dir=tmp_path, dtype="float32")
+    training = TokenTraining(steps=5, batch_size=12, lr=3e-3)
+    cfg = {"dim": 16, "heads": 2, "perturbations": 2}
+    calls = []
+
+    def on_step(step, model):
+        calls.append((step, model.training, torch.is_grad_enabled()))
+        return {"m": float(step)} if step % 2 == 0 else None
+
+    plain = train_token_method("cdds", f, 0, training, method_config=cfg)
+    watched = train_token_method("cdds", f, 0, training, method_config=cfg, on_step=on_step)
+    assert calls == [(s, False, False) for s in range(6)], "step 0, then after every step"
+    assert [e["step"] for e in watched.evals] == [0, 2, 4] and watched.evals[1]["metrics"] == {
+        "m": 2.0
+    }
+    assert plain.evals == [], "off by default"
+    assert [r["loss"] for r in plain.log] == [r["loss"] for r in watched.log], "run unchanged"
+    with pytest.raises(TypeError, match="on_step"):
+        train_token_method("cdds", f, 0, training, method_config=cfg, on_step="every 2")
+    with pytest.raises(TypeError, match="on_step must return"):
+        train_token_method("cdds", f, 0, training, method_config=cfg, on_step=lambda s, m: 1.0)

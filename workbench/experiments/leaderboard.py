@@ -161,6 +161,9 @@ class LeaderboardConfig:
         batch_size: Contrastive batch (64, as the method notebooks).
         lr: Peak AdamW LR (1e-4: fine-tuning pretrained heads, not training them afresh).
         eval_every: Cadence of the metric + diagnostic snapshots (10 steps → 11 points a run).
+            CDDS and Earth-Adapter log the diagnostics at it too (their trainers' ``on_step``,
+            on the probe pairs re-embedded through the current model) but their task columns
+            once, at the last step (each scoring rebuilds the suites over their towers).
         probe_pairs: Probe pairs of the diagnostics (held-out retrieval/classification pairs).
         paths: Run the rows with their own data path (DCR, CDDS, Earth-Adapter:
             :mod:`~workbench.experiments.leaderboard_paths`); ``False``: they say what they need.

@@ -8,17 +8,36 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ReAlignHead", "distill_targets", "negative_bank", "probe_set", "subset_pairs"]
+__all__ = [
+    "ReAlignHead",
+    "distill_targets",
+    "negative_bank",
+    "probe_keys",
+    "probe_set",
+    "subset_pairs",
+]
 
 
 def probe_set(suite: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Probe pairs: (n, D) image and text tower features of held-out retrieval pairs (query i ↔
     its caption), a seeded sample of at most ``n``; the training pairs when there is no retrieval
     task."""
-    img, txt = [], []
+    X, Y, _ = _probe_rows(suite, n)
+    return X, Y
+
+
+def probe_keys(suite: Any, n: int) -> list[str]:
+    """Source-item keys (``"<dataset>:<item id>"``) of :func:`probe_set`'s rows, in its order:
+    what re-embeds the probe pairs through a model whose towers changed."""
+    return _probe_rows(suite, n)[2]
+
+
+def _probe_rows(suite: Any, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    img, txt, keys = [], [], []
     for t in suite.tasks:
         if t.meta_task == "retrieval" and t.query_modality == "image":
             img.append(t.queries)
+            keys += list(t.held_out_keys)  # one per query (task_builder)
             if t.pool_groups is None:
                 txt.append(t.pool[t.target])
             else:  # several pool rows per candidate: the first row of the target's group
@@ -26,10 +45,10 @@ def probe_set(suite: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
                 txt.append(t.pool[[first[int(g)] for g in t.target]])
     if not img:
         pairs = suite.train_pairs()
-        img, txt = [pairs.image_tower], [pairs.text_tower]
+        img, txt, keys = [pairs.image_tower], [pairs.text_tower], list(pairs.keys)
     X, Y = np.concatenate(img), np.concatenate(txt)
     rows = np.random.default_rng(0).permutation(len(X))[:n]
-    return X[rows], Y[rows]
+    return X[rows], Y[rows], [keys[i] for i in rows] if len(keys) == len(X) else []
 
 
 def negative_bank(pairs: Any) -> dict[str, Any]:

@@ -19,10 +19,16 @@ one scorer (:mod:`~workbench.experiments.leaderboard_scoring`):
   scenes (:func:`seg_scenes`), then the adapted image tower (adapters kept) scored through the
   start's pretrained heads on the suites rebuilt over it.
 
-CDDS and Earth-Adapter train outside the loop, so their trajectories hold the final step only;
-their scores are appended to their run directories as ``eval`` records
-(:func:`~workbench.experiments.leaderboard_scoring.append_evals`), so
-``workbench leaderboard RUN_DIR...`` reads them like any other row.
+CDDS and Earth-Adapter train outside the loop: their trainers' ``on_step`` callback logs the
+geometry diagnostics (``diag/...``, :mod:`workbench.evals.diagnostics`) at the loop's cadence
+(step 0, every ``eval_every``), on the probe pairs alone, re-embedded through the current model
+(:func:`prepare_path_inputs`' ``"probe"``: CDDS's semantic components on the pairs' token
+features, Earth-Adapter's adapted image tower on their images with the text side's cached tower
+features, both through the start's heads); their task columns are scored once, at the last step,
+on the suites rebuilt over the trained model. Both land in the run directories as ``eval``
+records (the segmentation trainer writes its own, the CDDS path writes the token trainer's;
+:func:`~workbench.experiments.leaderboard_scoring.append_evals`), so trajectories and
+``workbench leaderboard RUN_DIR...`` read them like any other row.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -61,21 +68,24 @@ class PairItems(Dataset):
     subsets :func:`~workbench.evals.task_builder.build_task_suite` embedded.
 
     Args:
-        pairs: :class:`~workbench.evals.task_suite.PairSet` (``suite.train_pairs()``).
+        pairs: :class:`~workbench.evals.task_suite.PairSet` (``suite.train_pairs()``), or
+            anything with ``keys`` and ``texts``; ``texts=None``: each item's own canonical
+            caption (``captions[0]``, the one the suite embedded: the probe pairs).
         suite_config: The :class:`~workbench.evals.task_suite.TaskSuiteConfig` it came from.
-        side: Shorter side in px (96: the default encoder's input, so preprocessing is cheap).
+        side: Shorter side in px (96: the default encoder's input, so preprocessing is cheap);
+            ``None``: images as the suite embedded them (not resized).
     """
 
     name = "leaderboard-pairs"
     split = "train"
     class_names = None
 
-    def __init__(self, pairs: Any, suite_config: Any, side: int = 96) -> None:
+    def __init__(self, pairs: Any, suite_config: Any, side: int | None = 96) -> None:
         from workbench.experiments.dcr import resize_short_side
 
         texts: dict[str, list[str]] = defaultdict(list)
-        for k, t in zip(pairs.keys, pairs.texts):
-            texts[k].append(t)
+        for k, t in zip(pairs.keys, pairs.texts or [None] * len(pairs.keys)):
+            texts[k] += [] if t is None else [t]
         by_dataset: dict[str, set[str]] = defaultdict(set)
         for k in texts:
             by_dataset[k.split(":", 1)[0]].add(k)
@@ -88,7 +98,8 @@ class PairItems(Dataset):
                 f"PairItems: {len(missing)} pair keys not in the data, e.g. {missing[0]}"
             )
         self.keys = list(texts)
-        self._items = [Item(k, resize_short_side(found[k], side), texts[k], None, {})
+        size = (lambda im: im) if side is None else (lambda im: resize_short_side(im, side))
+        self._items = [Item(k, size(found[k][0]), texts[k] or [found[k][1]], None, {})
                        for k in self.keys]  # fmt: skip
         digest = hashlib.sha256(json.dumps([[k, texts[k]] for k in self.keys]).encode())
         self._config = {"name": self.name, "suite": suite_config.to_dict(), "side": side,
@@ -106,8 +117,9 @@ class PairItems(Dataset):
 
 
 def _images(name: str, keys: set[str], suite_config: Any) -> dict[str, Any]:
-    """``{key: PIL image}`` of one source's pair keys: a data set's seeded subset, or the
-    synthetic MMVP pairs (``"synthetic-mmvp:<pair>:<image>"``), as the suite built them."""
+    """``{key: (PIL image, canonical caption)}`` of one source's pair keys: a data set's seeded
+    subset, or the synthetic MMVP pairs (``"synthetic-mmvp:<pair>:<image>"``: its statement),
+    as the suite built them."""
     from workbench.data import load_dataset
     from workbench.data.base import subset_indices
     from workbench.data.synthetic import mmvp_pairs
@@ -116,13 +128,14 @@ def _images(name: str, keys: set[str], suite_config: Any) -> dict[str, Any]:
     if name == SYNTHETIC_MMVP:
         pairs = mmvp_pairs(suite_config.mmvp_pairs_per_category, seed=suite_config.seed)
         split = (k.split(":") for k in keys)
-        return {f"{name}:{p}:{i}": pairs[int(p)].images[int(i)] for _, p, i in split}
+        return {f"{name}:{p}:{i}": (pairs[int(p)].images[int(i)], pairs[int(p)].statements[int(i)])
+                for _, p, i in split}  # fmt: skip
     ds = load_dataset(name)
     out = {}
     for i in subset_indices(len(ds), min(suite_config.n_per_dataset, len(ds)), suite_config.seed):
         it = ds[i]
         if f"{name}:{it.id}" in keys:
-            out[f"{name}:{it.id}"] = it.image
+            out[f"{name}:{it.id}"] = (it.image, it.captions[0])
     return out
 
 
@@ -165,7 +178,75 @@ def prepare_path_inputs(data: LeaderboardData, wanted: set[str]) -> dict[str, An
         out["tokens"] = embed_tokens(data.encoder, out["items"], progress=False)
     if "scenes" in wanted:
         out["scenes"] = seg_scenes(data.pairs, side)
+    if wanted & {"tokens", "scenes"}:
+        out["probe"] = _probe_inputs(data, wanted)
     return out
+
+
+def _probe_inputs(data: LeaderboardData, wanted: set[str]) -> dict[str, Any] | None:
+    """The probe pairs' own inputs, to re-embed them through a model in training: ``"pixels"``
+    (n, 3, H, W) of their images (``"scenes"``), ``"tokens"`` their token features
+    (``"tokens"``); ``None`` when the probe rows are not one item each (no retrieval task:
+    training pairs), then only the final step is logged."""
+    from workbench.encoders.tokens import embed_tokens
+    from workbench.experiments.leaderboard_data import probe_keys
+
+    keys = probe_keys(data.suite, len(data.probe[0]))
+    if not keys or len(set(keys)) != len(keys):
+        return None
+    items = PairItems(SimpleNamespace(keys=keys, texts=None), data.suite.config, side=None)
+    out: dict[str, Any] = {}
+    if "scenes" in wanted:
+        out["pixels"] = data.encoder.preprocess([it.image for it in items])  # (n, 3, H, W)
+    if "tokens" in wanted:
+        out["tokens"] = embed_tokens(data.encoder, items, progress=False)
+    return out
+
+
+def _every(c: Any, snapshot: Callable[[Any], dict[str, float]]) -> Any:
+    """``on_step`` of a trainer: ``diag/...`` of ``snapshot(model)`` at step 0 and every
+    ``c.eval_every`` before the last (the last step's come with the task columns)."""
+    from workbench.evals.diagnostics import DIAG_PREFIX
+
+    def on_step(step: int, model: Any) -> dict[str, float] | None:
+        if step % c.eval_every or step >= c.steps:
+            return None
+        return {DIAG_PREFIX + k: v for k, v in snapshot(model).items()}
+
+    return on_step
+
+
+def _token_snapshot(tokens: Any) -> Callable[[Any], dict[str, float]]:
+    """Diagnostics of a token method's retrieval embeddings of the probe pairs (no β/γ)."""
+    from workbench.evals.diagnostics import geometry_snapshot
+    from workbench.experiments.token_training import encode_token_features
+
+    def snapshot(method: Any) -> dict[str, float]:
+        image, text = encode_token_features(method, tokens)  # (n, E) each, row i ↔ caption i
+        return geometry_snapshot(image.astype(np.float64), text.astype(np.float64))
+
+    return snapshot
+
+
+def _tower_snapshot(pixels: Any, data: LeaderboardData) -> Callable[[Any], dict[str, float]]:
+    """Diagnostics of the probe pairs: the encoder's (adapted) image tower on their pixels, the
+    text side's cached tower features, both through the encoder's heads; β/γ in ``data.frame``."""
+    import torch
+
+    from workbench.encoders.heads import Heads
+    from workbench.evals.diagnostics import geometry_snapshot, project_pairs
+
+    def snapshot(enc: Any) -> dict[str, float]:
+        dev = next(enc.parameters()).device
+        feats = torch.cat(
+            [
+                enc.image_tower(pixels[i : i + 64].to(dev)).float().cpu()
+                for i in range(0, len(pixels), 64)
+            ]
+        ).numpy()  # (n, D_img) fmt: skip
+        return geometry_snapshot(*project_pairs(Heads.of(enc), feats, data.probe[1]), data.frame)
+
+    return snapshot
 
 
 def _run_dcr(c: Any, data: LeaderboardData, row: Any, seed: int) -> RunResult:
@@ -203,7 +284,10 @@ def _run_cdds(c: Any, data: LeaderboardData, row: Any, seed: int) -> RunResult:
     training = TokenTraining(steps=c.steps, batch_size=min(c.token_batch_size, feats.n_captions),
                              lr=c.token_lr, device=c.device, precision=c.precision)  # fmt: skip
     mc = dict(row.adapter.config)
-    trained = train_token_method(row.adapter.method, feats, seed, training, method_config=mc)
+    probe = data.extras.get("probe")
+    on_step = _every(c, _token_snapshot(probe["tokens"])) if probe else None
+    trained = train_token_method(row.adapter.method, feats, seed, training, method_config=mc,
+                                 on_step=on_step)  # fmt: skip
     tc = TrainConfig(method=row.adapter.method, method_config=mc, encoder=None, dataset=None,
                      steps=c.steps, batch_size=training.batch_size, lr=c.token_lr, seed=seed,
                      device=c.device, precision=c.precision, trainable="method", data="cached",
@@ -214,10 +298,15 @@ def _run_cdds(c: Any, data: LeaderboardData, row: Any, seed: int) -> RunResult:
         "task": "tokens", "trainer": "experiments.token_training.train_token_method",
         "tokens": {"n_images": feats.n_images, "n_captions": feats.n_captions}}})  # fmt: skip
     writer, t = LogWriter(run_dir / LOG), 0.0
-    for r in trained.log:
-        t += r["ms"] / 1e3
-        writer.write({"kind": "step", "step": r["step"], "loss": r["loss"], "lr": r["lr"],
-                      "terms": r["terms"], "time": t})  # fmt: skip
+    evals = {e["step"]: e for e in trained.evals}  # the loop's order: eval after its step
+    for r in [{"step": 0}, *trained.log]:
+        if r["step"]:
+            t += r["ms"] / 1e3
+            writer.write({"kind": "step", "step": r["step"], "loss": r["loss"], "lr": r["lr"],
+                          "terms": r["terms"], "time": t})  # fmt: skip
+        if (e := evals.get(r["step"])) is not None:
+            t += e["seconds"]
+            writer.write({"kind": "eval", "step": e["step"], "metrics": e["metrics"]})
     writer.close()
     enc = TokenMethodEncoder(data.encoder, trained.method)
     metrics = score_model(Heads.of(enc), rebuilt_data(enc, data, c.probe_pairs))
@@ -239,9 +328,12 @@ def _run_earth_adapter(c: Any, data: LeaderboardData, row: Any, seed: int) -> Ru
     training = SegTraining(steps=c.steps, batch_size=min(c.seg_batch_size, len(scenes)), lr=c.seg_lr,
                            warmup=max(1, c.steps // 10), device=c.device, precision=c.precision,
                            loss=study.loss)  # fmt: skip
+    probe = data.extras.get("probe")
+    on_step = _every(c, _tower_snapshot(probe["pixels"], data)) if probe else None
     run = train_segmenter(row.adapter.method, study.method_config("Earth-Adapter"), scenes,
                           training, seed=seed, run_root=c.runs_dir(),
-                          run_name=row.name.replace("/", "-"), encoder=c.encoder)  # fmt: skip
+                          run_name=row.name.replace("/", "-"), encoder=c.encoder,
+                          on_step=on_step)  # fmt: skip
     enc = run.encoder.eval()
     metrics = score_model(Heads.of(enc), rebuilt_data(enc, data, c.probe_pairs))
     append_evals(run.run_dir, [{"step": c.steps, **metrics}])

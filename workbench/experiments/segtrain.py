@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from workbench.experiments.segtrain_config import SegTraining  # re-exported: its settings
+from workbench.experiments.token_training import call_on_step, check_on_step
 
 __all__ = [
     "PrefixCache",
@@ -177,6 +178,7 @@ def train_segmenter(
     init_from: str | Path | None = None,
     source_cache: PrefixCache | None = None,
     target_cache: PrefixCache | None = None,
+    on_step: Any = None,
 ) -> SegRun:
     """Train one segmentation run and write its run directory.
 
@@ -198,6 +200,12 @@ def train_segmenter(
         source_cache: :func:`build_prefix_cache` of ``source`` (same encoder): run only the
             blocks from its ``start`` on.
         target_cache: The same for ``target``.
+        on_step: Optional ``(step, encoder) -> {metric: value} | None``
+            (:data:`~workbench.experiments.token_training.StepCallback`), called before the
+            first update (step 0) and after every optimiser step, the encoder (adapters
+            attached) in eval mode under ``torch.no_grad``; the caller picks its cadence
+            (``None`` skips a step). Returned metrics are written to the run's log as ``eval``
+            records at that step (the loop's format). ``None`` (default): the run is unchanged.
 
     Returns:
         :class:`SegRun`.
@@ -230,6 +238,7 @@ def train_segmenter(
     from workbench.train.schedules import lr_factor
     from workbench.train.source import global_rows
 
+    check_on_step(on_step)
     da = target is not None
     if da and init_from is None:
         raise ValueError(
@@ -298,9 +307,16 @@ def train_segmenter(
     writer = LogWriter(run_dir / LOG)
     log: list[dict[str, Any]] = []
     train_rows = np.arange(len(source))
+    evals: list[dict[str, Any]] = []
+
+    def snapshot(step: int) -> None:
+        if on_step is not None and (metrics := call_on_step(on_step, step, enc, evals)):
+            writer.write({"kind": "eval", "step": step, "metrics": metrics})
+
     t0 = time.perf_counter()
     enc.train()
     m.train()
+    snapshot(0)
     for step in range(cfg.steps):
         lr = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup, cfg.schedule)
         for group in opt.param_groups:
@@ -338,6 +354,7 @@ def train_segmenter(
                "time": time.perf_counter() - t0}  # fmt: skip
         writer.write(rec)
         log.append(rec)
+        snapshot(step + 1)
     seconds = time.perf_counter() - t0
     state = {
         "step": cfg.steps,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,11 @@ from workbench.experiments.grid import check_run_length
 from workbench.methods.tokens import TokenBatch, TokenMethod
 
 __all__ = [
+    "StepCallback",
     "TokenTraining",
     "TrainedTokenModel",
+    "call_on_step",
+    "check_on_step",
     "check_token_features",
     "encode_token_features",
     "token_retrieval",
@@ -103,6 +107,8 @@ class TrainedTokenModel:
             ``identification="precomputed"`` excluded; they are in ``refresh_seconds``).
         seconds: Whole run, refreshes included.
         refresh_seconds: Time spent computing whole-training-set statistics.
+        evals: What ``on_step`` returned, ``{"step", "metrics", "seconds"}`` per call that
+            returned metrics (empty without ``on_step``).
     """
 
     method: TokenMethod
@@ -111,6 +117,43 @@ class TrainedTokenModel:
     step_ms: float
     seconds: float
     refresh_seconds: float = 0.0
+    evals: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+#: ``on_step(step, model) -> {metric: value} | None`` of the trainers (:func:`train_token_method`,
+#: :func:`~workbench.experiments.segtrain.train_segmenter`).
+StepCallback = Callable[[int, Any], "dict[str, float] | None"]
+
+
+def call_on_step(
+    on_step: StepCallback, step: int, model: torch.nn.Module, evals: list[dict[str, Any]]
+) -> dict[str, float] | None:
+    """Call ``on_step(step, model)`` with ``model`` in eval mode under ``torch.no_grad`` (train
+    mode restored after, so batch norm statistics and dropout of the run are untouched); append
+    ``{"step", "metrics", "seconds"}`` to ``evals`` when it returns metrics."""
+    was = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        metrics = on_step(step, model)
+    model.train(was)
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        raise TypeError(
+            f"on_step must return a dict of metrics or None, got {type(metrics).__name__}"
+        )
+    out = {k: float(v) for k, v in metrics.items()}
+    evals.append({"step": step, "metrics": out, "seconds": time.perf_counter() - t0})
+    return out
+
+
+def check_on_step(on_step: Any) -> None:
+    """``TypeError`` unless ``on_step`` is ``None`` or callable."""
+    if on_step is not None and not callable(on_step):
+        raise TypeError(
+            f"on_step must be a callable (step, model) -> dict | None, or None; got {on_step!r}"
+        )
 
 
 def check_token_features(features: TokenFeatures, name: str = "features") -> None:
@@ -198,6 +241,7 @@ def train_token_method(
     training: TokenTraining | None = None,
     *,
     method_config: dict[str, Any] | None = None,
+    on_step: StepCallback | None = None,
 ) -> TrainedTokenModel:
     """Train a token method from a seeded initialisation on every (image, caption) pair.
 
@@ -209,6 +253,12 @@ def train_token_method(
         seed: Initialisation, pair order and perturbation noise.
         training: Optimisation settings (defaults: :class:`TokenTraining`).
         method_config: Keyword arguments of the method when ``method`` is a name.
+        on_step: Optional ``(step, method) -> {metric: value} | None``, called before the first
+            update (step 0, after the first statistics refresh) and after every optimiser step
+            (steps 1..``steps``), the method in eval mode under ``torch.no_grad``; the caller
+            picks its cadence (return ``None`` to skip a step). Its time is not in ``step_ms``.
+            Returned metrics land in :attr:`TrainedTokenModel.evals`. ``None`` (default): no
+            calls, the run is unchanged.
 
     Returns:
         :class:`TrainedTokenModel` (method in eval mode).
@@ -221,6 +271,7 @@ def train_token_method(
 
     training = training or TokenTraining()
     check_token_features(features)
+    check_on_step(on_step)
     device = _resolve(training.device)
     seed_all(seed)
     if isinstance(method, str):
@@ -239,7 +290,7 @@ def train_token_method(
     warmup = max(1, training.steps // 10) if training.warmup is None else training.warmup
     amp = device.type == "cuda" and training.precision == "bf16"
     precomputed = getattr(method, "identification", None) == "precomputed"
-    log, times, refresh = [], [], 0.0
+    log, times, refresh, evals = [], [], 0.0, []
     t_run = time.perf_counter()
     for step in range(training.steps):
         if precomputed and (
@@ -248,6 +299,8 @@ def train_token_method(
             t0 = time.perf_counter()
             _refresh_statistics(method, features, device)
             refresh += time.perf_counter() - t0
+        if step == 0 and on_step is not None:
+            call_on_step(on_step, 0, method, evals)
         t0 = time.perf_counter()
         epoch, pos = divmod(step, per_epoch)
         if epoch not in rng_epochs:
@@ -282,10 +335,11 @@ def train_token_method(
                 "ms": 1e3 * times[-1],
             }
         )
+        if on_step is not None:
+            call_on_step(on_step, step + 1, method, evals)
     method.eval()
-    return TrainedTokenModel(
-        method, seed, log, 1e3 * statistics.median(times), time.perf_counter() - t_run, refresh
-    )
+    return TrainedTokenModel(method, seed, log, 1e3 * statistics.median(times),
+                             time.perf_counter() - t_run, refresh, evals)  # fmt: skip
 
 
 @torch.no_grad()
