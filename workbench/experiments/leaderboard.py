@@ -129,11 +129,13 @@ ADAPTERS: dict[str, Adapter] = {
                        "split projector (lr 1e-3, from scratch) / image head (lr); dcr_batch_size"),
         Adapter("cdds", {"dim": 256}, needs=("tokens",), path="tokens",
                 budget="token features of the mixture's pairs, modules from scratch (token_lr), "
-                       "equal steps at token_batch_size; final step scored"),
+                       "equal steps at token_batch_size; diagnostics every eval_every, task "
+                       "columns at the last step only"),
         Adapter("earth_adapter", {"ratio": 0.5}, needs=("segmentation",), path="scenes",
                 budget="the Earth-Adapter study's recipe (ρ 0.5 at 96 px) on the mixture's "
                        "synthetic-world scenes (seg_lr, seg_batch_size), equal steps; adapted "
-                       "tower scored via the start's heads"),
+                       "tower via the start's heads: diagnostics every eval_every, task columns "
+                       "at the last step only"),
     )
 }  # fmt: skip
 
