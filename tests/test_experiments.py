@@ -286,3 +286,51 @@ def test_cross_task_matrix_trains_on_each_meta_task(suite):
 def test_notebook_configs_reject_bad_parameters(cls, bad, match):
     with pytest.raises(ValueError, match=match):
         cls(**bad)
+
+
+def test_spread_grid_marks_differences_beyond_the_spread_and_prints_one_seed_means_alone():
+    import pandas as pd
+
+    from workbench.experiments.tables import spread_grid
+
+    long = pd.DataFrame(
+        [
+            {
+                "arm": "base",
+                "metric": "b",
+                "mean": 0.5,
+                "std": 0.01,
+                "diff": 0.0,
+                "exceeds_spread": False,
+            },
+            {
+                "arm": "base",
+                "metric": "a",
+                "mean": 0.4,
+                "std": 0.02,
+                "diff": 0.0,
+                "exceeds_spread": False,
+            },
+            {
+                "arm": "new",
+                "metric": "b",
+                "mean": 0.6,
+                "std": 0.01,
+                "diff": 0.1,
+                "exceeds_spread": True,
+            },
+            {
+                "arm": "new",
+                "metric": "a",
+                "mean": 0.41,
+                "std": float("nan"),
+                "diff": 0.01,
+                "exceeds_spread": False,
+            },
+        ]
+    )
+    grid = spread_grid(long, "arm", "metric", "base")
+    assert list(grid.index) == ["base", "new"] and list(grid.columns) == ["b", "a"]
+    assert grid.loc["base", "b"] == "50.0 ± 1.0"  # the baseline carries no Δ
+    assert grid.loc["new", "b"] == "60.0 ± 1.0 (+10.0*)"
+    assert grid.loc["new", "a"] == "41.0 (+1.0)"  # one seed: no ± and no star

@@ -340,19 +340,10 @@ def table7(scores: Any, metrics: Sequence[str] = TABLE7_METRICS, baseline: str =
 def format_table7(table: Any, paper: dict[str, dict[str, float]] = PAPER_TABLE7) -> Any:
     """Wide display, percent: ``mean ± std (Δ vs pretrained, * beyond the spread)``, plus the
     paper's ARO / SugarCrepe / zero-shot / linear-probe numbers beside ours."""
-    import pandas as pd
+    from workbench.experiments.tables import spread_grid
 
-    def cell(r: Any) -> str:
-        txt = f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}"
-        if r["arm"] != BASELINE:
-            txt += f" ({100 * r['diff']:+.1f}{'*' if r['exceeds_spread'] else ''})"
-        return txt
-
-    wide = table.assign(cell=table.apply(cell, axis=1)).pivot(
-        index="arm", columns="metric", values="cell"
-    )
-    arms = list(dict.fromkeys(table["arm"]))
-    wide = pd.DataFrame(wide, index=arms, columns=list(dict.fromkeys(table["metric"])))
+    wide = spread_grid(table, "arm", "metric", BASELINE)
+    arms = list(wide.index)
     for metric in ("aro", "sugarcrepe", "zs", "lp"):
         wide[f"paper {metric}"] = [
             f"{paper[a][metric]:.1f}" if metric in paper.get(a, {}) else "" for a in arms

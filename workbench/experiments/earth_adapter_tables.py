@@ -55,19 +55,9 @@ def domain_table(scores: Any, domains: Sequence[str], baseline: str) -> Any:
 def format_domain_table(table: Any, baseline: str, paper: dict[str, float] | None = None) -> Any:
     """Wide display of :func:`domain_table` in %: ``mean ± std (Δ*)`` (Δ from ``baseline``,
     ``*`` = beyond the seed spread); a ``paper`` column when given (row → the paper's number)."""
-    import pandas as pd
+    from workbench.experiments.tables import spread_grid
 
-    def cell(r: Any) -> str:
-        txt = f"{100 * r['mean']:.1f}" + ("" if np.isnan(r["std"]) else f" ± {100 * r['std']:.1f}")
-        if r["row"] != baseline:
-            txt += f" ({100 * r['diff']:+.1f}{'*' if r['exceeds_spread'] else ''})"
-        return txt
-
-    wide = table.assign(cell=table.apply(cell, axis=1)).pivot(
-        index="row", columns="column", values="cell"
-    )
-    cols = list(dict.fromkeys(table["column"]))
-    wide = pd.DataFrame(wide, index=list(dict.fromkeys(table["row"])), columns=cols)
+    wide = spread_grid(table, "row", "column", baseline)
     if paper is not None:
         wide["paper"] = [f"{paper[r]:.1f}" if r in paper else "" for r in wide.index]
     return wide

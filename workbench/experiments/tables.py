@@ -6,6 +6,7 @@ Every "differs beyond the seed spread" in the workbench is :func:`workbench.expe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -70,28 +71,47 @@ def ablation_table(scores: Any, baseline: str | None = None) -> Any:
     return pd.DataFrame(rows)
 
 
+def spread_grid(
+    table: Any,
+    rows: str,
+    columns: str,
+    baseline: str,
+    *,
+    digits: int = 1,
+    scale: float = 100.0,
+    column_order: Sequence[str] | None = None,
+) -> Any:
+    """Wide ``"mean ± std (Δ diff*)"`` grid of a long table with ``mean, std, diff,
+    exceeds_spread`` per (``rows``, ``columns``) pair; ``*`` = the difference from ``baseline``
+    (the ``rows`` value whose cells carry no Δ) exceeds the seed spread. A NaN ``std`` (one
+    seed) prints the mean alone. Values are multiplied by ``scale``; rows and columns keep
+    their order of first appearance unless ``column_order`` is given.
+    """
+    import pandas as pd
+
+    def cell(r: Any) -> str:
+        txt = f"{scale * r['mean']:.{digits}f}"
+        if not math.isnan(r["std"]):
+            txt += f" ± {scale * r['std']:.{digits}f}"
+        if r[rows] != baseline:
+            txt += f" ({scale * r['diff']:+.{digits}f}{'*' if r['exceeds_spread'] else ''})"
+        return txt
+
+    wide = table.assign(cell=table.apply(cell, axis=1)).pivot(
+        index=rows, columns=columns, values="cell"
+    )
+    cols = list(column_order) if column_order is not None else list(dict.fromkeys(table[columns]))
+    return pd.DataFrame(wide, index=list(dict.fromkeys(table[rows])), columns=cols)
+
+
 def format_table(table: Any, digits: int = 1, scale: float = 100.0) -> Any:
     """Wide display of :func:`ablation_table`: ``"mean ± std (Δ diff)"``, ``*`` = exceeds spread.
 
     Values are multiplied by ``scale`` (P@1 in percent by default).
     """
-    import pandas as pd
-
-    baseline = table["arm"].iloc[0]
-
-    def cell(r: Any) -> str:
-        txt = f"{scale * r['mean']:.{digits}f} ± {scale * r['std']:.{digits}f}"
-        if math.isnan(r["std"]):
-            txt = f"{scale * r['mean']:.{digits}f}"
-        if r["arm"] != baseline:
-            txt += f" ({scale * r['diff']:+.{digits}f}{'*' if r['exceeds_spread'] else ''})"
-        return txt
-
-    wide = table.assign(cell=table.apply(cell, axis=1)).pivot(
-        index="arm", columns="column", values="cell"
-    )
     cols = [*dict.fromkeys(c for c in table["column"] if c != OVERALL), OVERALL]
-    return pd.DataFrame(wide, index=list(dict.fromkeys(table["arm"])), columns=cols)
+    return spread_grid(table, "arm", "column", table["arm"].iloc[0], digits=digits, scale=scale,
+                       column_order=cols)  # fmt: skip
 
 
 def cross_task_table(scores: Any) -> dict[str, Any]:
