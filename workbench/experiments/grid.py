@@ -11,22 +11,29 @@ seeds the data order and any method noise.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.encoders.heads import Heads
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "Arm",
     "GridResult",
     "HeadsTraining",
+    "StepCallback",
     "SuiteRunConfig",
     "TrainedArm",
+    "call_on_step",
     "check_arms",
+    "check_on_step",
     "check_run_length",
     "config_dict",
     "load_suite",
@@ -63,6 +70,49 @@ def check_run_length(config: Any) -> None:
         raise ValueError(f"lr must be > 0, got {config.lr!r}")
     if config.warmup is not None and not 0 <= config.warmup <= config.steps:
         raise ValueError(f"warmup must be in [0, steps], got {config.warmup!r}")
+
+
+#: ``on_step(step, model) -> {metric: value} | None`` of the trainers (:func:`~workbench.experiments.
+#: token_training.train_token_method`, :func:`~workbench.experiments.segtrain.train_segmenter`).
+StepCallback = Callable[[int, Any], "dict[str, float] | None"]
+
+
+def call_on_step(
+    on_step: StepCallback,
+    step: int,
+    model: torch.nn.Module,
+    evals: list[dict[str, Any]] | None = None,
+) -> dict[str, float] | None:
+    """Call ``on_step(step, model)`` with ``model`` in eval mode under ``torch.no_grad`` (train
+    mode restored after, so batch norm statistics and dropout of the run are untouched); return
+    its metrics as floats, and append ``{"step", "metrics", "seconds"}`` to ``evals`` (when
+    given) when it returns some."""
+    import torch
+
+    was = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        metrics = on_step(step, model)
+    model.train(was)
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        raise TypeError(
+            f"on_step must return a dict of metrics or None, got {type(metrics).__name__}"
+        )
+    out = {k: float(v) for k, v in metrics.items()}
+    if evals is not None:
+        evals.append({"step": step, "metrics": out, "seconds": time.perf_counter() - t0})
+    return out
+
+
+def check_on_step(on_step: Any) -> None:
+    """``TypeError`` unless ``on_step`` is ``None`` or callable."""
+    if on_step is not None and not callable(on_step):
+        raise TypeError(
+            f"on_step must be a callable (step, model) -> dict | None, or None; got {on_step!r}"
+        )
 
 
 @dataclass

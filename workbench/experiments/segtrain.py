@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.experiments.grid import call_on_step, check_on_step
 from workbench.experiments.segtrain_config import SegTraining  # re-exported: its settings
-from workbench.experiments.token_training import call_on_step, check_on_step
 
 __all__ = [
     "PrefixCache",
@@ -201,7 +201,7 @@ def train_segmenter(
             blocks from its ``start`` on.
         target_cache: The same for ``target``.
         on_step: Optional ``(step, encoder) -> {metric: value} | None``
-            (:data:`~workbench.experiments.token_training.StepCallback`), called before the
+            (:data:`~workbench.experiments.grid.StepCallback`), called before the
             first update (step 0) and after every optimiser step, the encoder (adapters
             attached) in eval mode under ``torch.no_grad``; the caller picks its cadence
             (``None`` skips a step). Returned metrics are written to the run's log as ``eval``
@@ -307,10 +307,9 @@ def train_segmenter(
     writer = LogWriter(run_dir / LOG)
     log: list[dict[str, Any]] = []
     train_rows = np.arange(len(source))
-    evals: list[dict[str, Any]] = []
 
     def snapshot(step: int) -> None:
-        if on_step is not None and (metrics := call_on_step(on_step, step, enc, evals)):
+        if on_step is not None and (metrics := call_on_step(on_step, step, enc)):
             writer.write({"kind": "eval", "step": step, "metrics": metrics})
 
     t0 = time.perf_counter()

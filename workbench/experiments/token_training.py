@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +29,12 @@ import numpy as np
 import torch
 
 from workbench.encoders.tokens import TokenFeatures
-from workbench.experiments.grid import check_run_length
+from workbench.experiments.grid import StepCallback, call_on_step, check_on_step, check_run_length
 from workbench.methods.tokens import TokenBatch, TokenMethod
 
 __all__ = [
-    "StepCallback",
     "TokenTraining",
     "TrainedTokenModel",
-    "call_on_step",
-    "check_on_step",
     "check_token_features",
     "encode_token_features",
     "token_retrieval",
@@ -118,42 +114,6 @@ class TrainedTokenModel:
     seconds: float
     refresh_seconds: float = 0.0
     evals: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-
-#: ``on_step(step, model) -> {metric: value} | None`` of the trainers (:func:`train_token_method`,
-#: :func:`~workbench.experiments.segtrain.train_segmenter`).
-StepCallback = Callable[[int, Any], "dict[str, float] | None"]
-
-
-def call_on_step(
-    on_step: StepCallback, step: int, model: torch.nn.Module, evals: list[dict[str, Any]]
-) -> dict[str, float] | None:
-    """Call ``on_step(step, model)`` with ``model`` in eval mode under ``torch.no_grad`` (train
-    mode restored after, so batch norm statistics and dropout of the run are untouched); append
-    ``{"step", "metrics", "seconds"}`` to ``evals`` when it returns metrics."""
-    was = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        metrics = on_step(step, model)
-    model.train(was)
-    if metrics is None:
-        return None
-    if not isinstance(metrics, dict):
-        raise TypeError(
-            f"on_step must return a dict of metrics or None, got {type(metrics).__name__}"
-        )
-    out = {k: float(v) for k, v in metrics.items()}
-    evals.append({"step": step, "metrics": out, "seconds": time.perf_counter() - t0})
-    return out
-
-
-def check_on_step(on_step: Any) -> None:
-    """``TypeError`` unless ``on_step`` is ``None`` or callable."""
-    if on_step is not None and not callable(on_step):
-        raise TypeError(
-            f"on_step must be a callable (step, model) -> dict | None, or None; got {on_step!r}"
-        )
 
 
 def check_token_features(features: TokenFeatures, name: str = "features") -> None:
