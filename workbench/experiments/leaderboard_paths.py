@@ -50,6 +50,7 @@ from workbench.experiments.leaderboard_scoring import (
     LeaderboardData,
     append_evals,
     leaderboard_hook,
+    probe_snapshot,
     rebuilt_data,
     score_model,
 )
@@ -234,7 +235,6 @@ def _tower_snapshot(pixels: Any, data: LeaderboardData) -> Callable[[Any], dict[
     import torch
 
     from workbench.encoders.heads import Heads
-    from workbench.evals.diagnostics import geometry_snapshot, project_pairs
 
     def snapshot(enc: Any) -> dict[str, float]:
         dev = next(enc.parameters()).device
@@ -244,7 +244,7 @@ def _tower_snapshot(pixels: Any, data: LeaderboardData) -> Callable[[Any], dict[
                 for i in range(0, len(pixels), 64)
             ]
         ).numpy()  # (n, D_img) fmt: skip
-        return geometry_snapshot(*project_pairs(Heads.of(enc), feats, data.probe[1]), data.frame)
+        return probe_snapshot(Heads.of(enc), feats, data.probe[1], data.frame)
 
     return snapshot
 

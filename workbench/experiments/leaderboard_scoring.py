@@ -22,6 +22,7 @@ __all__ = [
     "LeaderboardData",
     "append_evals",
     "leaderboard_hook",
+    "probe_snapshot",
     "rebuilt_data",
     "score_heads",
     "score_model",
@@ -80,13 +81,23 @@ def score_heads(heads: Any, data: LeaderboardData) -> dict[str, float]:
     return out
 
 
+def probe_snapshot(
+    heads: Any, image_tower: np.ndarray, text_tower: np.ndarray, frame: Any
+) -> dict[str, float]:
+    """:func:`~workbench.evals.diagnostics.geometry_snapshot` of probe pairs given by their
+    tower features, image (n, D_img) and text (n, D_txt), projected through ``heads``; β/γ in
+    ``frame`` (``None``: none). Keys unprefixed."""
+    from workbench.evals.diagnostics import geometry_snapshot, project_pairs
+
+    return geometry_snapshot(*project_pairs(heads, image_tower, text_tower), frame)
+
+
 def score_model(heads: Any, data: LeaderboardData) -> dict[str, float]:
     """Task columns (:func:`score_heads`) and diagnostics (``diag/...``) of ``heads`` on
     ``data``'s probe pairs, β/γ in ``data.frame`` when it has one."""
-    from workbench.evals.diagnostics import DIAG_PREFIX, geometry_snapshot, project_pairs
+    from workbench.evals.diagnostics import DIAG_PREFIX
 
-    X, Y = project_pairs(heads, *data.probe)
-    snap = geometry_snapshot(X, Y, data.frame)
+    snap = probe_snapshot(heads, *data.probe, data.frame)
     return {**score_heads(heads, data), **{DIAG_PREFIX + k: v for k, v in snap.items()}}
 
 
